@@ -1,0 +1,66 @@
+"""Pure health rules: a probe's response facts to an outcome, and outcomes to a state."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .model import Health, Outcome, ProbeSpec, State
+
+_MISSING = object()
+
+
+def judge(spec: ProbeSpec, status_code: int, body: bytes, latency_ms: int) -> Outcome:
+    """Decide whether a complete HTTP response means the integration is healthy."""
+    if spec.expect_status:
+        if status_code not in spec.expect_status:
+            return Outcome.failed(f"http_{status_code}", latency_ms)
+    elif not 200 <= status_code < 300:
+        return Outcome.failed(f"http_{status_code}", latency_ms)
+    if spec.expect_json:
+        try:
+            document = json.loads(body)
+        except ValueError:
+            return Outcome.failed("invalid_json", latency_ms)
+        for path, expected in spec.expect_json:
+            if dotted_get(document, path) != expected:
+                return Outcome.failed("unexpected_body", latency_ms)
+    return Outcome(ok=True, latency_ms=latency_ms)
+
+
+def dotted_get(document: Any, path: str) -> Any:
+    """Return the value at a dotted path (list indexes allowed), or a sentinel when absent."""
+    node = document
+    for part in path.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return _MISSING
+    return node
+
+
+def advance(previous: State | None, outcome: Outcome, spec: ProbeSpec, now: float) -> State:
+    """Apply one outcome to the previous state, honouring the thresholds."""
+    if outcome.ok:
+        fails, oks = 0, (previous.consecutive_successes if previous else 0) + 1
+    else:
+        fails, oks = (previous.consecutive_failures if previous else 0) + 1, 0
+
+    if previous is None:
+        status = Health.HEALTHY if outcome.ok else Health.UNHEALTHY  # the first result decides alone
+    elif previous.status is Health.HEALTHY and fails >= spec.failure_threshold:
+        status = Health.UNHEALTHY
+    elif previous.status is Health.UNHEALTHY and oks >= spec.success_threshold:
+        status = Health.HEALTHY
+    else:
+        status = previous.status
+
+    return State(
+        status=status,
+        checked_at=now,
+        reason=outcome.reason,
+        latency_ms=outcome.latency_ms,
+        consecutive_failures=fails,
+        consecutive_successes=oks,
+    )

@@ -1,0 +1,153 @@
+"""Plain data shared by every part of the service: the registry, probe outcomes and states."""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Health(str, enum.Enum):
+    """The health of one integration as customers see it."""
+
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    """How to probe one integration, with every default already applied."""
+
+    url: str
+    method: str = "GET"
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # may hold credentials
+    expect_status: tuple[int, ...] = ()  # empty: any 2xx
+    expect_json: tuple[tuple[str, Any], ...] = ()  # dotted path -> expected value
+    timeout_s: float = 5.0
+    interval_s: float = 30.0
+    failure_threshold: int = 2
+    success_threshold: int = 1
+    stale_after_s: float = 90.0
+    max_body_bytes: int = 1_048_576
+
+
+@dataclass(frozen=True)
+class Integration:
+    """A customer's account on one provider, and how to probe it."""
+
+    tenant_id: str
+    id: str
+    type: str
+    probe: ProbeSpec
+
+    @property
+    def member(self) -> str:
+        """Return the name this integration has in the shared probe schedule."""
+        return schedule_member(self.tenant_id, self.id)
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """A customer: its API key digests and its integrations in registration order."""
+
+    id: str
+    key_digests: tuple[str, ...]
+    integrations: tuple[Integration, ...]
+
+
+@dataclass(frozen=True)
+class ProberOptions:
+    """How one prober process runs."""
+
+    concurrency: int = 64
+    tick_s: float = 1.0
+
+
+@dataclass(frozen=True)
+class Registry:
+    """Everything the config file declares, validated."""
+
+    tenants: tuple[Tenant, ...]
+    prober: ProberOptions = field(default_factory=ProberOptions)
+    default_interval_s: float = 30.0
+
+    def integration(self, member: str) -> Integration | None:
+        """Return the integration with this schedule name, if it is registered."""
+        return self._by_member.get(member)
+
+    def tenant(self, tenant_id: str) -> Tenant | None:
+        """Return the tenant with this id, if it is registered."""
+        return self._by_tenant.get(tenant_id)
+
+    @property
+    def integrations(self) -> tuple[Integration, ...]:
+        """Return every integration of every tenant."""
+        return tuple(i for t in self.tenants for i in t.integrations)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_tenant", {t.id: t for t in self.tenants})
+        object.__setattr__(self, "_by_member", {i.member: i for t in self.tenants for i in t.integrations})
+
+
+# Tenant and integration ids never contain this unit separator (the schema refuses it).
+MEMBER_SEP = "\x1f"
+
+
+def schedule_member(tenant_id: str, integration_id: str) -> str:
+    """Return the schedule name of an integration."""
+    return f"{tenant_id}{MEMBER_SEP}{integration_id}"
+
+
+def split_member(member: str) -> tuple[str, str]:
+    """Return (tenant_id, integration_id) from a schedule name."""
+    tenant_id, _, integration_id = member.partition(MEMBER_SEP)
+    return tenant_id, integration_id
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one probe observed: success, or failure with a short reason."""
+
+    ok: bool
+    reason: str | None = None
+    latency_ms: int | None = None
+
+    @classmethod
+    def failed(cls, reason: str, latency_ms: int | None = None) -> "Outcome":
+        """Return a failed outcome."""
+        return cls(ok=False, reason=reason, latency_ms=latency_ms)
+
+
+@dataclass(frozen=True)
+class State:
+    """The recorded health of one integration after thresholds are applied."""
+
+    status: Health
+    checked_at: float  # epoch seconds of the last probe
+    reason: str | None = None  # why the last probe failed, if it did
+    latency_ms: int | None = None
+    consecutive_failures: int = 0
+    consecutive_successes: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the JSON-ready form stored in Redis."""
+        return {
+            "status": self.status.value,
+            "checked_at": self.checked_at,
+            "reason": self.reason,
+            "latency_ms": self.latency_ms,
+            "fails": self.consecutive_failures,
+            "oks": self.consecutive_successes,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> "State":
+        """Build a state from its stored form."""
+        return cls(
+            status=Health(raw["status"]),
+            checked_at=float(raw["checked_at"]),
+            reason=raw.get("reason"),
+            latency_ms=raw.get("latency_ms"),
+            consecutive_failures=int(raw.get("fails", 0)),
+            consecutive_successes=int(raw.get("oks", 0)),
+        )

@@ -1,0 +1,280 @@
+"""The prober process: an APScheduler tick claims due integrations, probes them, records results.
+
+Run it as `python -m status_service.prober`. Any number of probers may share one Redis: each
+integration is claimed atomically with a lease, so none is probed twice at once, and a prober
+that dies loses its claims when their leases run out.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import queue
+import random
+import signal
+import socket
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable
+
+from apscheduler.schedulers.blocking import BlockingScheduler
+
+from . import checks, report
+from .fetch import Fetcher
+from .model import Integration, Outcome, Registry, State
+from .registry import ConfigError, load
+from .settings import SettingsError, from_env, redis_url
+from .store import Claim, Store, StoreUnavailable, connect
+
+log = logging.getLogger("status_service.prober")
+
+HEARTBEAT_INTERVALS = 3  # a heartbeat stays fresh for this many default probe intervals
+LEASE_SLACK_S = 5.0  # a lease outlives the probe deadline by this much
+WATCHDOG_GRACE_S = 1.0  # past its deadline plus this, a probe stuck in DNS or headers counts as a timeout
+MAX_BACKOFF_S = 30.0
+
+
+@dataclass
+class InFlight:
+    """A probe running in the pool."""
+
+    claim: Claim
+    integration: Integration
+    future: Future[Outcome]
+    deadline: float
+
+
+def fingerprint(registry: Registry) -> str:
+    """Return a short digest that changes whenever the registry does."""
+    return hashlib.sha256(repr(registry.tenants).encode()).hexdigest()[:16]
+
+
+def next_due(integration: Integration, claim: Claim, first: bool, now: float) -> float:
+    """Return when to probe again: spread over the interval after the first probe, then keep phase."""
+    interval = integration.probe.interval_s
+    if first:
+        return now + interval * random.uniform(0.05, 1.0)
+    planned = claim.due_ms / 1000 + interval
+    # A prober that fell behind does not fire a burst of catch-up probes.
+    return planned if planned > now else now + interval * random.uniform(0.5, 1.0)
+
+
+class Prober:
+    """Claims, probes and records; `tick` never blocks on a probe."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        store: Store,
+        fetcher: Fetcher | None = None,
+        prober_id: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self.fetcher = fetcher or Fetcher(pool_size=registry.prober.concurrency)
+        self.id = prober_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.clock = clock
+        self.pool = ThreadPoolExecutor(registry.prober.concurrency, thread_name_prefix="probe")
+        self.inflight: dict[str, InFlight] = {}
+        self.finished: list[tuple[InFlight, Outcome, float]] = []
+        self.lock = threading.Lock()  # guards inflight and finished, which tick and stop share
+        self.seeded: str | None = None
+        self.backoff_s = 0.0
+        self.resume_at = 0.0
+        self.stopping = False
+
+    @property
+    def lease_s(self) -> float:
+        """Return how long a claim is held: the longest probe deadline plus slack."""
+        return max((i.probe.timeout_s for i in self.registry.integrations), default=0.0) + WATCHDOG_GRACE_S + LEASE_SLACK_S
+
+    def tick(self) -> None:
+        """Run one round: heartbeat, seed if Redis lost its data, record results, claim and start probes."""
+        now = self.clock()
+        if now < self.resume_at:
+            return
+        try:
+            self.store.heartbeat(self.id, now, HEARTBEAT_INTERVALS * self.registry.default_interval_s)
+            self.ensure_seeded(now)
+            self.reap(now)
+            self.flush()
+            if not self.stopping:
+                self.start_probes(now)
+        except StoreUnavailable as exc:
+            self.backoff_s = min(MAX_BACKOFF_S, max(1.0, self.backoff_s * 2))
+            self.resume_at = now + self.backoff_s
+            self.seeded = None  # Redis may come back empty: check the seed marker again
+            log.warning("redis.unavailable error=%s retry_in_s=%.0f", exc, self.backoff_s)
+            return
+        if self.backoff_s:
+            log.info("redis.recovered prober=%s", self.id)
+            self.backoff_s = 0.0
+
+    def ensure_seeded(self, now: float) -> None:
+        """Write the registry to Redis when this prober has not, or when Redis lost it."""
+        mine = fingerprint(self.registry)
+        if self.seeded == mine and self.store.seeded_fingerprint() is not None:
+            return
+        owners = {d: t.id for t in self.registry.tenants for d in t.key_digests}
+        members = {i.member: now for i in self.registry.integrations}
+        removed, tenant_ids = self.store.seed(mine, owners, [t.id for t in self.registry.tenants], members)
+        self.publish({t: {} for t in tenant_ids}, now)
+        self.seeded = mine
+        log.info(
+            "registry.seeded prober=%s tenants=%d integrations=%d removed=%d",
+            self.id, len(tenant_ids), len(members), len(removed),
+        )
+
+    def start_probes(self, now: float) -> None:
+        """Claim as many due integrations as there are free workers and start probing them."""
+        with self.lock:
+            free = self.registry.prober.concurrency - len(self.inflight)
+        for claim in self.store.claim(now, self.lease_s, free):
+            integration = self.registry.integration(claim.member)
+            if integration is None:
+                # Registered by a prober with another config; hand it back for its owner.
+                self.store.reschedule([(claim, now + self.registry.default_interval_s)])
+                continue
+            future = self.pool.submit(self.fetcher.probe, integration.probe)
+            entry = InFlight(claim, integration, future, now + integration.probe.timeout_s + WATCHDOG_GRACE_S)
+            with self.lock:
+                self.inflight[claim.member] = entry
+            future.add_done_callback(lambda f, e=entry: self._done(e, f))
+
+    def _done(self, entry: InFlight, future: Future[Outcome]) -> None:
+        outcome = future.result() if not future.cancelled() else Outcome.failed("cancelled")
+        with self.lock:
+            if self.inflight.get(entry.claim.member) is entry:  # not already reaped as a timeout
+                del self.inflight[entry.claim.member]
+                self.finished.append((entry, outcome, self.clock()))
+
+    def reap(self, now: float) -> None:
+        """Count probes stuck past their deadline (in DNS, say) as timeouts; their threads finish later."""
+        with self.lock:
+            for member, entry in list(self.inflight.items()):
+                if now > entry.deadline:
+                    del self.inflight[member]
+                    self.finished.append((entry, Outcome.failed("timeout"), now))
+
+    def flush(self) -> None:
+        """Record finished probes, rebuild the affected tenants' reports, and reschedule the claims."""
+        with self.lock:
+            batch, self.finished = self.finished, []
+        if not batch:
+            return
+        try:
+            previous = self.store.states({e.integration.tenant_id for e, _, _ in batch})
+            updates: dict[str, dict[str, State]] = {}
+            first: set[str] = set()
+            for entry, outcome, at in batch:
+                i = entry.integration
+                before = previous[i.tenant_id].get(i.id)
+                if before is None:
+                    first.add(i.member)
+                state = checks.advance(before, outcome, i.probe, at)
+                updates.setdefault(i.tenant_id, {})[i.id] = state
+                self._log_probe(i, outcome, before, state)
+                previous[i.tenant_id][i.id] = state
+            self.publish(updates, self.clock())
+            now = self.clock()
+            self.store.reschedule(
+                (e.claim, next_due(e.integration, e.claim, e.integration.member in first, now)) for e, _, _ in batch
+            )
+        except StoreUnavailable:
+            with self.lock:
+                self.finished = batch + self.finished  # keep them for the next try
+            raise
+
+    def publish(self, updates: dict[str, dict[str, State]], now: float) -> None:
+        """Write states and store each touched tenant's freshly built report."""
+        snapshots = self.store.record(updates)
+        reports = []
+        for tenant_id, (version, states) in snapshots.items():
+            tenant = self.registry.tenant(tenant_id)
+            if tenant is None:
+                continue
+            document = report.build_report(tenant.integrations, states, now)
+            until = report.valid_until(tenant.integrations, states)
+            reports.append((tenant_id, version, report.encode(document), until))
+        self.store.put_reports(reports)
+
+    def _log_probe(self, i: Integration, outcome: Outcome, before: State | None, after: State) -> None:
+        log.debug(
+            "probe.done tenant=%s integration=%s ok=%s reason=%s ms=%s",
+            i.tenant_id, i.id, str(outcome.ok).lower(), outcome.reason, outcome.latency_ms,
+        )
+        if before is None or before.status is not after.status:
+            log.info(
+                "integration.changed tenant=%s integration=%s from=%s to=%s reason=%s",
+                i.tenant_id, i.id, before.status.value if before else "unknown", after.status.value, after.reason,
+            )
+
+    def stop(self, timeout_s: float | None = None) -> None:
+        """Stop claiming, let running probes finish within their deadline, record them, release the rest."""
+        self.stopping = True
+        deadline = time.monotonic() + (timeout_s if timeout_s is not None else self.lease_s - LEASE_SLACK_S)
+        while time.monotonic() < deadline:
+            with self.lock:
+                if not self.inflight:
+                    break
+            time.sleep(0.02)
+        now = self.clock()
+        with self.lock:
+            leftover, self.inflight = list(self.inflight.values()), {}
+        try:
+            self.flush()
+            self.store.reschedule((e.claim, now) for e in leftover)
+            self.store.forget_prober(self.id)
+        except StoreUnavailable:
+            log.warning("prober.stop redis unavailable; unfinished claims come back when their leases expire")
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.fetcher.close()
+        log.info("prober.stopped prober=%s released=%d", self.id, len(leftover))
+
+    def drain(self, timeout_s: float = 10.0) -> None:
+        """Wait until no probe is running, then flush; for tests and tools that drive ticks by hand."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.reap(self.clock())
+            with self.lock:
+                if not self.inflight:
+                    break
+            time.sleep(0.01)
+        self.flush()
+
+
+def main() -> int:
+    """Run a prober until SIGTERM or SIGINT."""
+    try:
+        settings = from_env(os.environ)
+        registry = load(settings.config_path, os.environ)
+    except (SettingsError, ConfigError) as exc:
+        print(f"status-service prober: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)  # a skipped 1 s tick is not news
+    store = Store(connect(redis_url(settings), settings.redis_timeout_s), settings.key_prefix)
+    prober = Prober(registry, store)
+    scheduler = BlockingScheduler()
+    scheduler.add_job(prober.tick, "interval", seconds=registry.prober.tick_s, max_instances=1, coalesce=True)
+
+    def shutdown(signum: int, _frame: object) -> None:
+        log.info("prober.stopping signal=%s", signal.Signals(signum).name)
+        scheduler.shutdown(wait=False)
+
+    signal.signal(signal.SIGTERM, shutdown)
+    signal.signal(signal.SIGINT, shutdown)
+    log.info("prober.started prober=%s tenants=%d integrations=%d", prober.id, len(registry.tenants), len(registry.integrations))
+    prober.tick()  # the first round at once: unknown should last seconds, not a tick
+    scheduler.start()
+    prober.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

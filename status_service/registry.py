@@ -1,0 +1,149 @@
+"""Load and validate the config file into a Registry; the only reader of that file."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import yaml
+from marshmallow import ValidationError
+
+from .model import Integration, ProberOptions, ProbeSpec, Registry, Tenant
+from .schemas import ConfigSchema
+
+DEFAULT_INTERVAL_S = 30.0
+DEFAULT_TIMEOUT_S = 5.0
+DEFAULT_FAILURE_THRESHOLD = 2
+DEFAULT_SUCCESS_THRESHOLD = 1
+STALE_AFTER_INTERVALS = 3  # a result older than this many intervals is reported as unknown
+DEFAULT_MAX_BODY_BYTES = 1_048_576
+DEFAULT_CONCURRENCY = 64
+DEFAULT_TICK_S = 1.0
+
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class ConfigError(Exception):
+    """The config file cannot be used; `problems` names each bad field by its path."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: invalid config: " + "; ".join(problems))
+
+
+def load(path: str | Path, environ: Mapping[str, str]) -> Registry:
+    """Read, expand and validate a config file."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(source, [f"cannot read: {exc.__class__.__name__}: {getattr(exc, 'strerror', None) or exc}"]) from None
+    return parse(text, environ, source)
+
+
+def parse(text: str, environ: Mapping[str, str], source: str = "<config>") -> Registry:
+    """Expand and validate config text."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise ConfigError(source, [f"{where}{problem}"]) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(source, ["the file must be a mapping with a 'tenants' list"])
+    missing = sorted(set(_unset_variables(raw, environ, "")))
+    if missing:
+        raise ConfigError(source, [f"{where}: environment variable {name} is not set" for where, name in missing])
+    try:
+        data = ConfigSchema().load(_expand(raw, environ))
+    except ValidationError as exc:
+        raise ConfigError(source, [f"{where}: {msg}" for where, msg in _flatten(exc.messages, "")]) from None
+    return _build(data)
+
+
+def _unset_variables(node: Any, environ: Mapping[str, str], where: str) -> Iterator[tuple[str, str]]:
+    """Yield (path, name) for each ${VAR} whose variable is unset."""
+    if isinstance(node, str):
+        for name in _VARIABLE.findall(node):
+            if name not in environ:
+                yield where or "<root>", name
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            yield from _unset_variables(value, environ, _join(where, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _unset_variables(value, environ, f"{where}[{index}]")
+
+
+def _expand(node: Any, environ: Mapping[str, str]) -> Any:
+    """Return the tree with ${VAR} in every string value replaced from the environment."""
+    if isinstance(node, str):
+        return _VARIABLE.sub(lambda m: environ[m.group(1)], node)
+    if isinstance(node, dict):
+        return {key: _expand(value, environ) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_expand(value, environ) for value in node]
+    return node
+
+
+def _flatten(messages: Any, where: str) -> Iterator[tuple[str, str]]:
+    """Yield (path, message) pairs from marshmallow's nested error messages."""
+    if isinstance(messages, dict):
+        for key, value in messages.items():
+            if key == "_schema":
+                yield from _flatten(value, where)
+            elif isinstance(key, int):
+                yield from _flatten(value, f"{where}[{key}]")
+            else:
+                yield from _flatten(value, _join(where, key))
+    elif isinstance(messages, list):
+        for message in messages:
+            yield from _flatten(message, where)
+    else:
+        text = str(messages).rstrip(".")
+        yield where or "<root>", text[:1].lower() + text[1:]
+
+
+def _join(where: str, key: Any) -> str:
+    return f"{where}.{key}" if where else str(key)
+
+
+def _build(data: dict[str, Any]) -> Registry:
+    """Turn validated data into the frozen registry, applying every default."""
+    defaults = data["probe"]
+    tenants = []
+    for t in data["tenants"]:
+        integrations = tuple(
+            Integration(tenant_id=t["id"], id=i["id"], type=i["type"], probe=_spec({**defaults, **i["probe"]}))
+            for i in t["integrations"]
+        )
+        digests = tuple(dict.fromkeys(k["sha256"].lower() for k in t["api_keys"]))
+        tenants.append(Tenant(id=t["id"], key_digests=digests, integrations=integrations))
+    prober = data["prober"]
+    return Registry(
+        tenants=tuple(tenants),
+        prober=ProberOptions(
+            concurrency=prober.get("concurrency", DEFAULT_CONCURRENCY),
+            tick_s=prober.get("tick_seconds", DEFAULT_TICK_S),
+        ),
+        default_interval_s=defaults.get("interval_seconds", DEFAULT_INTERVAL_S),
+    )
+
+
+def _spec(p: dict[str, Any]) -> ProbeSpec:
+    interval = float(p.get("interval_seconds", DEFAULT_INTERVAL_S))
+    return ProbeSpec(
+        url=p["url"],
+        method=p.get("method", "GET"),
+        headers=tuple(p.get("headers", {}).items()),
+        expect_status=tuple(p.get("expect_status", ())),
+        expect_json=tuple(p.get("expect_json", {}).items()),
+        timeout_s=float(p.get("timeout_seconds", DEFAULT_TIMEOUT_S)),
+        interval_s=interval,
+        failure_threshold=p.get("failure_threshold", DEFAULT_FAILURE_THRESHOLD),
+        success_threshold=p.get("success_threshold", DEFAULT_SUCCESS_THRESHOLD),
+        stale_after_s=float(p.get("stale_after_seconds", STALE_AFTER_INTERVALS * interval)),
+        max_body_bytes=p.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES),
+    )

@@ -1,0 +1,147 @@
+"""Marshmallow schemas for the config file; they validate once, at the edge."""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+# Ids appear in URLs, logs and Redis key names: keep them plain.
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+SHA256_PATTERN = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+class Number(fields.Float):
+    """A number that refuses booleans and strings, which YAML would otherwise let through."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValidationError("not a number")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class Count(fields.Integer):
+    """A whole number that refuses booleans, floats and strings."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(strict=True, **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValidationError("not a whole number")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class Id(fields.String):
+    """An id: a plain string, or a YAML integer taken as its decimal string."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str) or not ID_PATTERN.match(value):
+            raise ValidationError("must be 1-64 characters of letters, digits and _ . : - (starting with a letter or digit)")
+        return value
+
+
+class Scalar(fields.Raw):
+    """A JSON scalar: string, number, boolean or null."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if value is not None and not isinstance(value, (str, int, float, bool)):
+            raise ValidationError("must be a string, number, boolean or null")
+        return value
+
+
+class ProbeDefaultsSchema(Schema):
+    """Probe settings that apply to every integration unless it overrides them."""
+
+    interval_seconds = Number(validate=validate.Range(min=1, max=86400))
+    timeout_seconds = Number(validate=validate.Range(min=0.05, max=300))
+    failure_threshold = Count(validate=validate.Range(min=1, max=100))
+    success_threshold = Count(validate=validate.Range(min=1, max=100))
+    stale_after_seconds = Number(validate=validate.Range(min=1))
+    max_body_bytes = Count(validate=validate.Range(min=1, max=64 * 1024 * 1024))
+
+
+class ProbeSchema(ProbeDefaultsSchema):
+    """How to probe one integration."""
+
+    url = fields.Url(required=True, schemes={"http", "https"}, require_tld=False)
+    method = fields.String(validate=validate.OneOf(HTTP_METHODS))
+    headers = fields.Dict(keys=fields.String(validate=validate.Length(min=1)), values=fields.String())
+    expect_status = fields.List(Count(validate=validate.Range(min=100, max=599)), validate=validate.Length(min=1))
+    expect_json = fields.Dict(keys=fields.String(validate=validate.Length(min=1)), values=Scalar())
+
+
+class IntegrationSchema(Schema):
+    """One integration of a tenant."""
+
+    id = Id(required=True)
+    type = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    probe = fields.Nested(ProbeSchema, required=True)
+
+
+class ApiKeySchema(Schema):
+    """One API key, stored only as the SHA-256 digest of the key."""
+
+    sha256 = fields.String(required=True, validate=validate.Regexp(SHA256_PATTERN, error="not a SHA-256 hex digest"))
+
+
+class TenantSchema(Schema):
+    """One customer."""
+
+    id = Id(required=True)
+    api_keys = fields.List(fields.Nested(ApiKeySchema), load_default=list)
+    integrations = fields.List(fields.Nested(IntegrationSchema), load_default=list)
+
+    @validates_schema
+    def unique_integration_ids(self, data: dict[str, Any], **kwargs: Any) -> None:
+        """Refuse two integrations with one id in a tenant."""
+        errors = _duplicates([i["id"] for i in data.get("integrations", [])], "duplicate integration id")
+        if errors:
+            raise ValidationError({"integrations": {index: {"id": [msg]} for index, msg in errors.items()}})
+
+
+class ProberSchema(Schema):
+    """How each prober process runs."""
+
+    concurrency = Count(validate=validate.Range(min=1, max=1024))
+    tick_seconds = Number(validate=validate.Range(min=0.05, max=60))
+
+
+class ConfigSchema(Schema):
+    """The whole config file."""
+
+    probe = fields.Nested(ProbeDefaultsSchema, load_default=dict)
+    prober = fields.Nested(ProberSchema, load_default=dict)
+    tenants = fields.List(fields.Nested(TenantSchema), required=True)
+
+    @validates_schema
+    def unique_tenants_and_keys(self, data: dict[str, Any], **kwargs: Any) -> None:
+        """Refuse duplicate tenant ids and a key shared by two tenants."""
+        tenants = data.get("tenants", [])
+        errors: dict[int, dict[str, Any]] = {
+            index: {"id": [msg]} for index, msg in _duplicates([t["id"] for t in tenants], "duplicate tenant id").items()
+        }
+        owner: dict[str, int] = {}
+        for t_index, tenant in enumerate(tenants):
+            for k_index, key in enumerate(tenant.get("api_keys", [])):
+                digest = key["sha256"].lower()
+                if owner.setdefault(digest, t_index) != t_index:
+                    errors.setdefault(t_index, {}).setdefault("api_keys", {})[k_index] = {
+                        "sha256": [f"already a key of tenants[{owner[digest]}]"]
+                    }
+        if errors:
+            raise ValidationError({"tenants": errors})
+
+
+def _duplicates(values: list[str], message: str) -> dict[int, str]:
+    """Return index -> message for each value that repeats an earlier one."""
+    seen: set[str] = set()
+    errors: dict[int, str] = {}
+    for index, value in enumerate(values):
+        if value in seen:
+            errors[index] = f"{message} {value!r}"
+        seen.add(value)
+    return errors

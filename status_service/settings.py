@@ -1,0 +1,76 @@
+"""The environment, read once into a frozen Settings object."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+DEFAULT_CONFIG = "config/status.yaml"
+DEFAULT_PREFIX = "status:"
+DEFAULT_DATA_DIR = "var"
+DEFAULT_REDIS_TIMEOUT_S = 1.0
+DEFAULT_REPORT_CACHE_S = 0.25
+
+_PREFIX = re.compile(r"^[A-Za-z0-9_.:-]{0,64}$")
+
+
+class SettingsError(Exception):
+    """An environment variable has a value the service cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the processes read from the environment."""
+
+    redis_url: str | None = None  # None: the embedded Redis under data_dir
+    config_path: str = DEFAULT_CONFIG
+    key_prefix: str = DEFAULT_PREFIX
+    data_dir: str = DEFAULT_DATA_DIR
+    redis_timeout_s: float = DEFAULT_REDIS_TIMEOUT_S
+    report_cache_s: float = DEFAULT_REPORT_CACHE_S
+    log_level: str = "INFO"
+
+
+def from_env(environ: Mapping[str, str]) -> Settings:
+    """Read and check the settings; raise SettingsError naming the bad variable."""
+    prefix = environ.get("STATUS_KEY_PREFIX", DEFAULT_PREFIX)
+    if not _PREFIX.match(prefix):
+        raise SettingsError("STATUS_KEY_PREFIX: use up to 64 letters, digits and _ . : -")
+    url = environ.get("REDIS_URL") or None
+    if url and not url.startswith(("redis://", "rediss://", "unix://")):
+        raise SettingsError("REDIS_URL: must start with redis://, rediss:// or unix://")
+    level = environ.get("LOG_LEVEL", "INFO").upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise SettingsError("LOG_LEVEL: must be DEBUG, INFO, WARNING or ERROR")
+    return Settings(
+        redis_url=url,
+        config_path=environ.get("STATUS_CONFIG", DEFAULT_CONFIG),
+        key_prefix=prefix,
+        data_dir=environ.get("STATUS_DATA_DIR", DEFAULT_DATA_DIR),
+        redis_timeout_s=_seconds(environ, "REDIS_TIMEOUT_SECONDS", DEFAULT_REDIS_TIMEOUT_S, 0.01),
+        report_cache_s=_seconds(environ, "STATUS_REPORT_CACHE_SECONDS", DEFAULT_REPORT_CACHE_S, 0.0),
+        log_level=level,
+    )
+
+
+def _seconds(environ: Mapping[str, str], name: str, default: float, minimum: float) -> float:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}: not a number") from None
+    if not minimum <= value <= 60:
+        raise SettingsError(f"{name}: must be between {minimum} and 60")
+    return value
+
+
+def redis_url(settings: Settings) -> str:
+    """Return the Redis to use: REDIS_URL, or the embedded one (started on first use)."""
+    if settings.redis_url:
+        return settings.redis_url
+    from . import embedded
+
+    return embedded.ensure(Path(settings.data_dir) / "redis")

@@ -1,0 +1,298 @@
+"""The only module that speaks Redis: key names, reads, writes and Lua scripts.
+
+Key layout (P is the configurable prefix). Each tenant's keys share one hash tag, and so do
+the schedule's and the registry's, so every multi-key command stays within one Cluster slot.
+  P{sched}:due            zset  integration member -> due time (ms); a claim pushes it to the lease end
+  P{fleet}:probers        zset  prober id -> heartbeat expiry (ms)
+  P{reg}:keys             hash  API key SHA-256 digest -> tenant id
+  P{reg}:tenants          set   registered tenant ids
+  P{reg}:config           str   fingerprint of the config last seeded (absent: Redis lost it)
+  P{t:ID}:results         hash  integration id -> state JSON
+  P{t:ID}:version         str   counter bumped with every results write
+  P{t:ID}:report          hash  body (prebuilt JSON), v (results version), until (ms it turns stale)
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterable, Mapping, Sequence, TypeVar
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from .model import State, split_member
+
+T = TypeVar("T")
+
+# Claim what is due: push each due member to its lease end, so a dead claimant's work comes back.
+_CLAIM = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[3]))
+for i = 1, #due, 2 do redis.call('ZADD', KEYS[1], ARGV[2], due[i]) end
+return due
+"""
+
+# Reschedule members still held under our lease; a member removed or re-claimed meanwhile is left alone.
+_COMPLETE = """
+local done = 0
+for i = 1, #ARGV, 3 do
+  if redis.call('ZSCORE', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    redis.call('ZADD', KEYS[1], 'XX', ARGV[i + 2], ARGV[i])
+    done = done + 1
+  end
+end
+return done
+"""
+
+# Keep the report built from the newest results version; an older rebuild never overwrites it.
+_PUT_REPORT = """
+local current = tonumber(redis.call('HGET', KEYS[1], 'v') or '-1')
+if tonumber(ARGV[1]) > current then
+  redis.call('HSET', KEYS[1], 'v', ARGV[1], 'body', ARGV[2], 'until', ARGV[3])
+  return 1
+end
+return 0
+"""
+
+
+class StoreUnavailable(Exception):
+    """Redis did not answer; the caller should back off and retry."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """An integration this prober holds until `lease_ms`; it was due at `due_ms`."""
+
+    member: str
+    due_ms: int
+    lease_ms: int
+
+
+def connect(url: str, timeout_s: float = 1.0) -> redis.Redis:
+    """Return a client with short timeouts and one quick retry (for a pooled socket Redis closed)."""
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1),
+        health_check_interval=30,
+    )
+
+
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)
+
+
+class Store:
+    """Every read and write the service makes, under one key prefix."""
+
+    def __init__(self, client: redis.Redis, prefix: str = "status:") -> None:
+        self.client = client
+        self.prefix = prefix
+        self._claim = client.register_script(_CLAIM)
+        self._complete = client.register_script(_COMPLETE)
+        self._put_report = client.register_script(_PUT_REPORT)
+
+    # -- key names -----------------------------------------------------------------------------
+    def due_key(self) -> str:
+        return f"{self.prefix}{{sched}}:due"
+
+    def probers_key(self) -> str:
+        return f"{self.prefix}{{fleet}}:probers"
+
+    def keys_key(self) -> str:
+        return f"{self.prefix}{{reg}}:keys"
+
+    def tenants_key(self) -> str:
+        return f"{self.prefix}{{reg}}:tenants"
+
+    def config_key(self) -> str:
+        return f"{self.prefix}{{reg}}:config"
+
+    def results_key(self, tenant_id: str) -> str:
+        return f"{self.prefix}{{t:{tenant_id}}}:results"
+
+    def version_key(self, tenant_id: str) -> str:
+        return f"{self.prefix}{{t:{tenant_id}}}:version"
+
+    def report_key(self, tenant_id: str) -> str:
+        return f"{self.prefix}{{t:{tenant_id}}}:report"
+
+    # -- guarded calls -------------------------------------------------------------------------
+    def _call(self, action: Callable[[], T]) -> T:
+        """Run a Redis action, translating every Redis failure into StoreUnavailable."""
+        try:
+            return action()
+        except redis.RedisError as exc:
+            raise StoreUnavailable(exc.__class__.__name__) from exc
+
+    def ping(self) -> bool:
+        """Return whether Redis answers."""
+        return bool(self._call(self.client.ping))
+
+    # -- web side ------------------------------------------------------------------------------
+    def tenant_for(self, digests: Sequence[str]) -> str | None:
+        """Return the tenant owning the first known digest; raise StoreUnavailable if not seeded."""
+
+        def run() -> tuple[bool, list[bytes | None]]:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.exists(self.config_key())
+            pipe.hmget(self.keys_key(), list(digests))
+            seeded, owners = pipe.execute()
+            return bool(seeded), owners
+
+        seeded, owners = self._call(run)
+        if not seeded:
+            raise StoreUnavailable("registry not seeded")
+        return next((o.decode() for o in owners if o is not None), None)
+
+    def report(self, tenant_id: str) -> tuple[bytes, float] | None:
+        """Return a tenant's prebuilt report body and the epoch time it turns stale."""
+        body, until = self._call(lambda: self.client.hmget(self.report_key(tenant_id), ["body", "until"]))
+        if body is None:
+            return None
+        return body, (int(until) / 1000 if until is not None and until != b"inf" else math.inf)
+
+    def fresh_probers(self, now: float) -> int:
+        """Return how many probers have a heartbeat that has not expired."""
+        return int(self._call(lambda: self.client.zcount(self.probers_key(), _ms(now), "+inf")))
+
+    # -- prober side ---------------------------------------------------------------------------
+    def heartbeat(self, prober_id: str, now: float, fresh_for_s: float) -> None:
+        """Record that a prober is alive until now + fresh_for_s; forget long-dead probers."""
+
+        def run() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.zadd(self.probers_key(), {prober_id: _ms(now + fresh_for_s)})
+            pipe.zremrangebyscore(self.probers_key(), "-inf", _ms(now - 86400))
+            pipe.execute()
+
+        self._call(run)
+
+    def forget_prober(self, prober_id: str) -> None:
+        """Remove a prober's heartbeat as it exits."""
+        self._call(lambda: self.client.zrem(self.probers_key(), prober_id))
+
+    def seeded_fingerprint(self) -> str | None:
+        """Return the fingerprint of the config Redis was seeded with, or None if it was not."""
+        value = self._call(lambda: self.client.get(self.config_key()))
+        return value.decode() if value is not None else None
+
+    def claim(self, now: float, lease_s: float, limit: int) -> list[Claim]:
+        """Atomically take up to `limit` due integrations, leased until now + lease_s."""
+        if limit <= 0:
+            return []
+        lease_ms = _ms(now + lease_s)
+        flat = self._call(lambda: self._claim(keys=[self.due_key()], args=[_ms(now), lease_ms, limit]))
+        return [
+            Claim(member=flat[i].decode(), due_ms=int(float(flat[i + 1])), lease_ms=lease_ms)
+            for i in range(0, len(flat), 2)
+        ]
+
+    def reschedule(self, items: Iterable[tuple[Claim, float]]) -> int:
+        """Set each held claim's next due time (epoch seconds); return how many were still ours."""
+        args: list[str | int] = []
+        for claim, next_due in items:
+            args += [claim.member, str(claim.lease_ms), _ms(next_due)]
+        if not args:
+            return 0
+        return int(self._call(lambda: self._complete(keys=[self.due_key()], args=args)))
+
+    def states(self, tenant_ids: Iterable[str]) -> dict[str, dict[str, State]]:
+        """Return every stored state of each tenant, by integration id."""
+        tenant_ids = list(tenant_ids)
+
+        def run() -> list[dict[bytes, bytes]]:
+            pipe = self.client.pipeline(transaction=False)
+            for tenant_id in tenant_ids:
+                pipe.hgetall(self.results_key(tenant_id))
+            return pipe.execute()
+
+        return {t: _decode_states(raw) for t, raw in zip(tenant_ids, self._call(run))}
+
+    def record(self, updates: Mapping[str, Mapping[str, State]]) -> dict[str, tuple[int, dict[str, State]]]:
+        """Write new states per tenant (none is fine); return each tenant's new version and full states."""
+        tenant_ids = list(updates)
+
+        def run() -> dict[str, tuple[int, dict[str, State]]]:
+            # The write, the version bump and the read-back form one snapshot per tenant.
+            pipe = self.client.pipeline(transaction=True)
+            for tenant_id in tenant_ids:
+                if updates[tenant_id]:
+                    pipe.hset(
+                        self.results_key(tenant_id),
+                        mapping={iid: json.dumps(s.to_json()) for iid, s in updates[tenant_id].items()},
+                    )
+                pipe.incr(self.version_key(tenant_id))
+                pipe.hgetall(self.results_key(tenant_id))
+            replies = iter(pipe.execute())
+            out = {}
+            for tenant_id in tenant_ids:
+                if updates[tenant_id]:
+                    next(replies)  # HSET's count
+                out[tenant_id] = (int(next(replies)), _decode_states(next(replies)))
+            return out
+
+        return self._call(run) if tenant_ids else {}
+
+    def put_reports(self, reports: Iterable[tuple[str, int, bytes, float]]) -> None:
+        """Store prebuilt reports (tenant, results version, body, valid-until epoch), newest wins."""
+
+        def run() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            for tenant_id, version, body, until in reports:
+                until_arg = "inf" if math.isinf(until) else str(_ms(until))
+                self._put_report(keys=[self.report_key(tenant_id)], args=[version, body, until_arg], client=pipe)
+            pipe.execute()
+
+        self._call(run)
+
+    def seed(
+        self,
+        fingerprint: str,
+        owners: Mapping[str, str],
+        tenant_ids: Sequence[str],
+        members: Mapping[str, float],
+    ) -> tuple[list[str], list[str]]:
+        """Make Redis match a registry; return (removed members, tenants needing a fresh report).
+
+        `owners` maps key digests to tenants; `members` maps every integration's schedule name to
+        its first due time. New members are added, members and tenants no longer registered are
+        removed with their keys, and existing due times are kept.
+        """
+
+        def run() -> tuple[list[str], list[str]]:
+            known = {m.decode() for m in self.client.zrange(self.due_key(), 0, -1)}
+            old_tenants = {t.decode() for t in self.client.smembers(self.tenants_key())}
+            removed = sorted(known - members.keys())
+            gone_tenants = sorted(old_tenants - set(tenant_ids))
+
+            pipe = self.client.pipeline(transaction=True)
+            pipe.delete(self.keys_key())
+            if owners:
+                pipe.hset(self.keys_key(), mapping=dict(owners))
+            pipe.delete(self.tenants_key())
+            if tenant_ids:
+                pipe.sadd(self.tenants_key(), *tenant_ids)
+            if members:
+                pipe.zadd(self.due_key(), {m: _ms(t) for m, t in members.items()}, nx=True)
+            if removed:
+                pipe.zrem(self.due_key(), *removed)
+            pipe.execute()
+
+            pipe = self.client.pipeline(transaction=False)
+            for tenant_id in gone_tenants:
+                pipe.delete(self.results_key(tenant_id), self.version_key(tenant_id), self.report_key(tenant_id))
+            for member in removed:
+                tenant_id, integration_id = split_member(member)
+                pipe.hdel(self.results_key(tenant_id), integration_id)
+            pipe.set(self.config_key(), fingerprint)
+            pipe.execute()
+            return removed, list(tenant_ids)
+
+        return self._call(run)
+
+
+def _decode_states(raw: Mapping[bytes, bytes]) -> dict[str, State]:
+    return {k.decode(): State.from_json(json.loads(v)) for k, v in raw.items()}

@@ -1,0 +1,1 @@
+"""The HTTP side: authentication, the /status blueprint, health endpoints and JSON errors."""

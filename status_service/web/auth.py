@@ -1,0 +1,57 @@
+"""API keys from the Authorization header: Bearer, or Basic with the key as user or password."""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+
+MAX_KEY_LENGTH = 256
+_KEY = re.compile(r"^[\x21-\x7e]+$")  # visible ASCII, no spaces
+HINT = "send 'Authorization: Bearer <api key>'"
+
+
+class AuthError(Exception):
+    """The request carries no usable credential; `message` says what is wrong, never the key."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def digest(key: str) -> str:
+    """Return the SHA-256 hex digest under which a key is registered."""
+    return hashlib.sha256(key.encode("ascii")).hexdigest()
+
+
+def candidate_keys(header: str | None) -> list[str]:
+    """Return the keys an Authorization header offers, or raise AuthError."""
+    if header is None or not header.strip():
+        raise AuthError(f"missing Authorization header; {HINT}")
+    scheme, _, credentials = header.strip().partition(" ")
+    credentials = credentials.strip()
+    if scheme.lower() == "bearer":
+        return [_checked(credentials)]
+    if scheme.lower() == "basic":
+        return _basic(credentials)
+    raise AuthError(f"unsupported Authorization scheme; {HINT}")
+
+
+def _basic(credentials: str) -> list[str]:
+    try:
+        decoded = base64.b64decode(credentials.encode("ascii"), validate=True).decode("utf-8")
+    except (UnicodeError, binascii.Error, ValueError):
+        raise AuthError("malformed Basic credentials; expected base64 of 'key:' or ':key'") from None
+    user, _, password = decoded.partition(":")
+    keys = [part for part in (user, password) if part]
+    if not keys:
+        raise AuthError("empty Basic credentials; put the API key as user name or password")
+    return [_checked(key) for key in keys]
+
+
+def _checked(key: str) -> str:
+    if not key:
+        raise AuthError(f"empty API key; {HINT}")
+    if len(key) > MAX_KEY_LENGTH or not _KEY.match(key):
+        raise AuthError(f"malformed API key: expected up to {MAX_KEY_LENGTH} visible ASCII characters")
+    return key
