@@ -36,6 +36,7 @@ HEARTBEAT_INTERVALS = 3  # a heartbeat stays fresh for this many default probe i
 LEASE_SLACK_S = 5.0  # a lease outlives the probe deadline by this much
 WATCHDOG_GRACE_S = 1.0  # past its deadline plus this, a probe stuck in DNS or headers counts as a timeout
 MAX_BACKOFF_S = 30.0
+STOP_MARGIN_S = 0.25  # on SIGTERM, how long past their deadline running probes may take to land
 
 
 @dataclass
@@ -217,8 +218,12 @@ class Prober:
     def stop(self, timeout_s: float | None = None) -> None:
         """Stop claiming, let running probes finish within their deadline, record them, release the rest."""
         self.stopping = True
-        deadline = time.monotonic() + (timeout_s if timeout_s is not None else self.lease_s - LEASE_SLACK_S)
-        while time.monotonic() < deadline:
+        with self.lock:
+            last_deadline = max((e.deadline - WATCHDOG_GRACE_S for e in self.inflight.values()), default=0.0)
+        # Until the running probes' own deadlines (at most one probe timeout), and a moment for them to land.
+        wait_s = max(0.0, last_deadline + STOP_MARGIN_S - self.clock()) if timeout_s is None else timeout_s
+        give_up = time.monotonic() + wait_s
+        while time.monotonic() < give_up:
             with self.lock:
                 if not self.inflight:
                     break

@@ -1,0 +1,206 @@
+"""Real parts for every test: a Redis server, local HTTP upstreams, and the app wired to both."""
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+import yaml
+
+from status_service import create_app, embedded, registry
+from status_service.model import Registry
+from status_service.prober import Prober
+from status_service.settings import Settings
+from status_service.store import Store, connect
+
+TEST_DB = 15  # a dedicated database when the tests use a shared Redis from $REDIS_URL
+
+
+def with_db(url: str, db: int) -> str:
+    """Return a redis-py URL that selects `db` unless the URL already picks one."""
+    if url.startswith("unix://"):
+        return url if "db=" in url else f"{url}{'&' if '?' in url else '?'}db={db}"
+    scheme, _, rest = url.partition("://")
+    host, slash, path = rest.partition("/")
+    return url if path.strip("/") else f"{scheme}://{host}/{db}"
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The Redis under test: $REDIS_URL's (database 15, flushed) or an embedded server."""
+    if os.environ.get("REDIS_URL"):
+        url = with_db(os.environ["REDIS_URL"], TEST_DB)
+        connect(url).flushdb()
+        yield url
+        return
+    directory = tmp_path_factory.mktemp("redis")
+    server = embedded.start(directory)
+    yield f"unix://{embedded.socket_path(directory)}"
+    server.terminate()
+    server.wait(10)
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A key prefix of this test's own, so tests never see each other's keys."""
+    return f"test:{uuid.uuid4().hex[:8]}:"
+
+
+@pytest.fixture
+def store(redis_url: str, prefix: str) -> Store:
+    return Store(connect(redis_url), prefix)
+
+
+@pytest.fixture
+def settings(redis_url: str, prefix: str) -> Settings:
+    return Settings(redis_url=redis_url, key_prefix=prefix)
+
+
+@pytest.fixture
+def client(settings: Settings):
+    return create_app(settings).test_client()
+
+
+def key_digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def make_registry(tenants: list[dict[str, Any]], probe: dict[str, Any] | None = None, **extra: Any) -> Registry:
+    """Build a validated registry from plain data, through the real config parser."""
+    document = {"probe": probe or {}, "tenants": tenants, **extra}
+    return registry.parse(yaml.safe_dump(document), os.environ)
+
+
+def tenant(tenant_id: str, keys: list[str], integrations: list[dict[str, Any]]) -> dict[str, Any]:
+    """Return config data for a tenant with plain keys (stored as digests)."""
+    return {"id": tenant_id, "api_keys": [{"sha256": key_digest(k)} for k in keys], "integrations": integrations}
+
+
+def integration(iid: str, kind: str, url: str, **probe: Any) -> dict[str, Any]:
+    return {"id": iid, "type": kind, "probe": {"url": url, **probe}}
+
+
+def run_round(prober: Prober, rounds: int = 1) -> None:
+    """Tick the prober and wait for every started probe to be recorded."""
+    for _ in range(rounds):
+        prober.tick()
+        prober.drain()
+
+
+@dataclass
+class Route:
+    status: int = 200
+    body: bytes = b'{"status": {"indicator": "none"}}'
+    delay_s: float = 0.0
+    drip_s: float = 0.0  # pause between body bytes
+    content_type: str = "application/json"
+
+
+@dataclass
+class Upstream:
+    """A real threaded HTTP server on 127.0.0.1 whose routes a test sets and whose hits it counts."""
+
+    base: str
+    routes: dict[str, Route] = field(default_factory=dict)
+    hits: dict[str, int] = field(default_factory=dict)
+    headers: dict[str, dict[str, str]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def url(self, path: str, **route: Any) -> str:
+        self.routes[path] = Route(**route)
+        return self.base + path
+
+    def count(self, path: str) -> int:
+        with self.lock:
+            return self.hits.get(path, 0)
+
+
+@pytest.fixture
+def upstream() -> Iterator[Upstream]:
+    state = Upstream(base="")
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def handle_any(self) -> None:
+            path = self.path.split("?")[0]
+            with state.lock:
+                state.hits[path] = state.hits.get(path, 0) + 1
+                state.headers[path] = dict(self.headers)
+            route = state.routes.get(path, Route(status=404, body=b"not found"))
+            time.sleep(route.delay_s)
+            try:
+                self.send_response(route.status)
+                self.send_header("Content-Type", route.content_type)
+                self.send_header("Content-Length", str(len(route.body)))
+                self.end_headers()
+                if route.drip_s:
+                    for byte in route.body:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        time.sleep(route.drip_s)
+                else:
+                    self.wfile.write(route.body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        do_GET = do_POST = do_HEAD = do_PUT = handle_any
+
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+        request_queue_size = 256  # many probes connect at once; the default backlog of 5 drops SYNs
+
+    server = Server(("127.0.0.1", 0), Handler)
+    state.base = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def make_prober(store: Store) -> Iterator[Callable[[Registry], Prober]]:
+    """Build probers on the test store and stop them afterwards."""
+    made: list[Prober] = []
+
+    def build(reg: Registry, **kwargs: Any) -> Prober:
+        prober = Prober(reg, kwargs.pop("store", store), **kwargs)
+        made.append(prober)
+        return prober
+
+    yield build
+    for prober in made:
+        prober.stop(timeout_s=0)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], Any], timeout_s: float = 10.0, interval_s: float = 0.05) -> Any:
+    """Poll until predicate returns something truthy; fail the test on timeout."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"condition not met within {timeout_s}s")
+
+
+REPO = Path(__file__).resolve().parent.parent

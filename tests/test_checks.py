@@ -1,0 +1,73 @@
+"""Health rules: judging a response, and thresholds on state changes."""
+import pytest
+
+from status_service.checks import advance, dotted_get, judge
+from status_service.model import Health, Outcome, ProbeSpec, State
+
+SPEC = ProbeSpec(url="http://127.0.0.1/", failure_threshold=2, success_threshold=1)
+OK, FAIL = Outcome(ok=True), Outcome.failed("timeout")
+
+
+@pytest.mark.parametrize(
+    ("spec", "status", "body", "reason"),
+    [
+        (SPEC, 200, b"", None),
+        (SPEC, 204, b"", None),
+        (SPEC, 503, b"", "http_503"),
+        (SPEC, 301, b"", "http_301"),
+        (ProbeSpec(url="u", expect_status=(200,)), 204, b"", "http_204"),
+        (ProbeSpec(url="u", expect_status=(418,)), 418, b"", None),
+        (ProbeSpec(url="u", expect_json=(("status.indicator", "none"),)), 200, b'{"status":{"indicator":"none"}}', None),
+        (ProbeSpec(url="u", expect_json=(("status.indicator", "none"),)), 200, b'{"status":{"indicator":"major"}}', "unexpected_body"),
+        (ProbeSpec(url="u", expect_json=(("status.indicator", "none"),)), 200, b'{"status":{}}', "unexpected_body"),
+        (ProbeSpec(url="u", expect_json=(("status.indicator", "none"),)), 200, b"<html>", "invalid_json"),
+        (ProbeSpec(url="u", expect_json=(("items.1.ok", True),)), 200, b'{"items":[{"ok":false},{"ok":true}]}', None),
+        (ProbeSpec(url="u", expect_json=(("n", 1),)), 200, b'{"n":"1"}', "unexpected_body"),
+    ],
+)
+def test_judge(spec: ProbeSpec, status: int, body: bytes, reason: str | None) -> None:
+    outcome = judge(spec, status, body, latency_ms=7)
+    assert outcome.ok is (reason is None)
+    assert outcome.reason == reason
+    assert outcome.latency_ms == 7
+
+
+def test_dotted_get_missing_paths_are_not_none() -> None:
+    assert dotted_get({"a": None}, "a") is None
+    assert dotted_get({"a": 1}, "b") is not None
+    assert dotted_get([1], "5") is not None
+
+
+def test_first_result_sets_state_directly() -> None:
+    assert advance(None, FAIL, SPEC, 1.0).status is Health.UNHEALTHY
+    assert advance(None, OK, SPEC, 1.0).status is Health.HEALTHY
+
+
+def test_healthy_turns_unhealthy_only_after_failure_threshold() -> None:
+    state = advance(None, OK, SPEC, 1.0)
+    state = advance(state, FAIL, SPEC, 2.0)
+    assert state.status is Health.HEALTHY and state.reason == "timeout" and state.consecutive_failures == 1
+    state = advance(state, FAIL, SPEC, 3.0)
+    assert state.status is Health.UNHEALTHY and state.checked_at == 3.0
+
+
+def test_a_success_resets_the_failure_count() -> None:
+    state = advance(None, OK, SPEC, 1.0)
+    for outcome in (FAIL, OK, FAIL, OK, FAIL):
+        state = advance(state, outcome, SPEC, 2.0)
+    assert state.status is Health.HEALTHY
+
+
+def test_unhealthy_recovers_after_success_threshold() -> None:
+    spec = ProbeSpec(url="u", failure_threshold=1, success_threshold=3)
+    state = advance(None, FAIL, spec, 1.0)
+    for _ in range(2):
+        state = advance(state, OK, spec, 2.0)
+        assert state.status is Health.UNHEALTHY
+    state = advance(state, OK, spec, 3.0)
+    assert state.status is Health.HEALTHY and state.reason is None
+
+
+def test_state_round_trips_through_json() -> None:
+    state = State(Health.UNHEALTHY, 5.5, "http_503", 12, 3, 0)
+    assert State.from_json(state.to_json()) == state

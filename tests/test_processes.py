@@ -1,0 +1,115 @@
+"""Real processes: the prober as `python -m status_service.prober`, the web tier under gunicorn."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+import yaml
+
+from tests.conftest import REPO, free_port, integration, key_digest, wait_for
+
+KEY = "demo-process-key"
+
+
+@pytest.fixture
+def config_file(tmp_path, upstream):
+    document = {
+        "probe": {"interval_seconds": 5, "timeout_seconds": 2},
+        "prober": {"tick_seconds": 0.2},
+        "tenants": [
+            {
+                "id": "acme",
+                "api_keys": [{"sha256": key_digest(KEY)}],
+                "integrations": [
+                    integration("1", "MJ", upstream.url("/mj")),
+                    integration("2", "DALL-E", upstream.url("/dalle")),
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "status.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def environment(redis_url: str, prefix: str, config_file, **extra: str) -> dict[str, str]:
+    return {"PATH": os.environ["PATH"], "REDIS_URL": redis_url, "STATUS_KEY_PREFIX": prefix,
+            "STATUS_CONFIG": str(config_file), **extra}
+
+
+def spawn(args: list[str], env: dict[str, str], log) -> subprocess.Popen:
+    return subprocess.Popen(args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def test_gunicorn_and_prober_serve_the_seed_document(redis_url, prefix, config_file, tmp_path) -> None:
+    port = free_port()
+    env = environment(redis_url, prefix, config_file, PORT=str(port), WEB_CONCURRENCY="2")
+    log = open(tmp_path / "processes.log", "wb")
+    prober = spawn([sys.executable, "-m", "status_service.prober"], env, log)
+    web = spawn([sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "wsgi:app"], env, log)
+    try:
+        def healthy_document():
+            try:
+                response = requests.get(f"http://127.0.0.1:{port}/status", headers={"Authorization": f"Bearer {KEY}"}, timeout=2)
+            except requests.ConnectionError:
+                return None
+            return response if response.status_code == 200 and response.json()["status"] == "ok" else None
+
+        response = wait_for(healthy_document, timeout_s=20, interval_s=0.1)
+        assert response.headers["Content-Type"] == "application/json"
+        data = response.json()["data"]
+        assert [(i["id"], i["status"], i["type"]) for i in data["integrations"]] == [("1", "healthy", "MJ"), ("2", "healthy", "DALL-E")]
+        assert data["stats_by_integration_type"]["MJ"] == {"total_count": 1, "healthy_count": 1, "healthy_percentage": 100.0, "status": "ok"}
+        assert requests.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
+        unauthorized = requests.get(f"http://127.0.0.1:{port}/status", auth=("wrong", ""), timeout=2)
+        assert unauthorized.status_code == 401 and unauthorized.json()["error"]["code"] == "unauthorized"
+        basic = requests.get(f"http://127.0.0.1:{port}/status", auth=(KEY, ""), timeout=2)
+        assert basic.status_code == 200
+    finally:
+        stop(web)
+        stop(prober)
+        log.close()
+    output = (tmp_path / "processes.log").read_text()
+    assert KEY not in output and "Traceback" not in output
+    assert prober.returncode == 0
+
+
+def test_sigterm_releases_claims_and_exits_within_the_probe_timeout(redis_url, prefix, tmp_path, upstream, store) -> None:
+    document = {
+        "probe": {"timeout_seconds": 3, "interval_seconds": 1},
+        "prober": {"tick_seconds": 0.1},
+        "tenants": [{"id": "acme", "integrations": [integration("slow", "MJ", upstream.url("/slow", delay_s=30))]}],
+    }
+    path = tmp_path / "status.yaml"
+    path.write_text(yaml.safe_dump(document))
+    log = open(tmp_path / "prober.log", "wb")
+    prober = spawn([sys.executable, "-m", "status_service.prober"], environment(redis_url, prefix, path), log)
+    try:
+        wait_for(lambda: upstream.count("/slow") == 1, timeout_s=15)
+        started = time.monotonic()
+        prober.send_signal(signal.SIGTERM)
+        prober.wait(10)
+        assert time.monotonic() - started < 3.8  # the probe timeout, a moment to record, process exit
+        assert prober.returncode == 0
+    finally:
+        stop(prober)
+        log.close()
+    # The probe ran out its deadline before exit: recorded as a timeout and rescheduled, not left claimed.
+    report = json.loads(store.report("acme")[0])
+    assert report["data"]["integrations"][0]["reason"] == "timeout"
+    (due_ms,) = [score for _, score in store.client.zrange(store.due_key(), 0, -1, withscores=True)]
+    assert due_ms / 1000 < time.time() + 1.5  # within the next interval, not at the lease end (~6 s away)
+    assert store.fresh_probers(time.time()) == 0  # it said goodbye

@@ -1,0 +1,153 @@
+"""The /status document: the seed's contract, counts, rounding, per-type stats, order, freshness."""
+import json
+
+import pytest
+
+from status_service.model import Health, Integration, ProbeSpec, State
+from status_service.report import build_report, encode, percentage, valid_until
+
+NOW = 1_800_000_000.0
+SPEC = ProbeSpec(url="http://127.0.0.1/", interval_s=30, stale_after_s=90)
+SEED = {
+    "status": "ok",
+    "data": {
+        "integrations": [
+            {"id": "1", "status": "healthy", "type": "MJ"},
+            {"id": "2", "status": "healthy", "type": "DALL-E"},
+        ],
+        "healthy_integrations_count": 2,
+        "total_integrations_count": 2,
+        "healthy_percentage": 100.0,
+        "stats_by_integration_type": {
+            "MJ": {"total_count": 1, "healthy_count": 1, "healthy_percentage": 100.0, "status": "ok"},
+            "DALL-E": {"total_count": 1, "healthy_count": 1, "healthy_percentage": 100.0, "status": "ok"},
+        },
+    },
+}
+
+
+def integrations(*types: str) -> list[Integration]:
+    return [Integration("t", str(n), kind, SPEC) for n, kind in enumerate(types, start=1)]
+
+
+def states(*healths: Health | None, at: float = NOW) -> dict[str, State]:
+    return {str(n): State(h, checked_at=at) for n, h in enumerate(healths, start=1) if h is not None}
+
+
+def seed_view(document: dict) -> dict:
+    """Project a document onto the seed's keys only (the additive fields removed)."""
+    data = document["data"]
+    return {
+        "status": document["status"],
+        "data": {
+            "integrations": [{k: row[k] for k in ("id", "status", "type")} for row in data["integrations"]],
+            **{k: data[k] for k in SEED["data"] if k != "integrations"},
+        },
+    }
+
+
+def test_seed_example_is_reproduced_exactly() -> None:
+    document = json.loads(encode(build_report(integrations("MJ", "DALL-E"), states(Health.HEALTHY, Health.HEALTHY), NOW)))
+    assert seed_view(document) == SEED
+    assert json.dumps(seed_view(document)) == json.dumps(SEED)  # same key order and types too
+    assert set(document) == {"status", "data"}
+    assert set(document["data"]) - set(SEED["data"]) == {"generated_at"}
+    assert set(document["data"]["integrations"][0]) == {"id", "status", "type", "checked_at", "latency_ms", "reason"}
+
+
+def test_two_of_three_healthy_is_degraded_at_66_67() -> None:
+    document = build_report(integrations("MJ", "MJ", "MJ"), states(Health.HEALTHY, Health.HEALTHY, Health.UNHEALTHY), NOW)
+    assert document["status"] == "degraded"
+    assert document["data"]["healthy_percentage"] == 66.67
+    assert document["data"]["healthy_integrations_count"] == 2
+    assert document["data"]["total_integrations_count"] == 3
+
+
+@pytest.mark.parametrize(
+    ("healthy", "total", "expected"),
+    [(1, 3, 33.33), (2, 3, 66.67), (1, 6, 16.67), (1, 7, 14.29), (0, 5, 0.0), (5, 5, 100.0), (0, 0, 100.0)],
+)
+def test_percentages_round_to_two_decimals(healthy: int, total: int, expected: float) -> None:
+    assert percentage(healthy, total) == expected
+    assert isinstance(percentage(healthy, total), float)
+
+
+def test_zero_integrations_is_ok_at_100() -> None:
+    document = build_report([], {}, NOW)
+    assert seed_view(document) == {
+        "status": "ok",
+        "data": {
+            "integrations": [],
+            "healthy_integrations_count": 0,
+            "total_integrations_count": 0,
+            "healthy_percentage": 100.0,
+            "stats_by_integration_type": {},
+        },
+    }
+
+
+def test_all_unhealthy_is_unhealthy() -> None:
+    document = build_report(integrations("MJ", "DALL-E"), states(Health.UNHEALTHY, Health.UNHEALTHY), NOW)
+    assert document["status"] == "unhealthy"
+    assert document["data"]["healthy_percentage"] == 0.0
+    assert {t: s["status"] for t, s in document["data"]["stats_by_integration_type"].items()} == {
+        "MJ": "unhealthy",
+        "DALL-E": "unhealthy",
+    }
+
+
+def test_per_type_stats_follow_the_same_rule_per_type() -> None:
+    document = build_report(
+        integrations("MJ", "DALL-E", "MJ", "Runway", "DALL-E"),
+        states(Health.HEALTHY, Health.HEALTHY, Health.UNHEALTHY, Health.UNHEALTHY, Health.HEALTHY),
+        NOW,
+    )
+    assert document["data"]["stats_by_integration_type"] == {
+        "MJ": {"total_count": 2, "healthy_count": 1, "healthy_percentage": 50.0, "status": "degraded"},
+        "DALL-E": {"total_count": 2, "healthy_count": 2, "healthy_percentage": 100.0, "status": "ok"},
+        "Runway": {"total_count": 1, "healthy_count": 0, "healthy_percentage": 0.0, "status": "unhealthy"},
+    }
+    assert document["status"] == "degraded"
+    assert document["data"]["healthy_percentage"] == 60.0
+
+
+def test_never_probed_is_unknown_and_not_healthy() -> None:
+    document = build_report(integrations("MJ", "MJ"), states(Health.HEALTHY, None), NOW)
+    rows = document["data"]["integrations"]
+    assert [r["status"] for r in rows] == ["healthy", "unknown"]
+    assert rows[1]["checked_at"] is None and rows[1]["reason"] == "not_checked_yet"
+    assert document["status"] == "degraded"
+    assert document["data"]["healthy_percentage"] == 50.0
+
+
+def test_only_unknown_is_unhealthy_overall() -> None:
+    assert build_report(integrations("MJ"), {}, NOW)["status"] == "unhealthy"
+
+
+def test_integrations_keep_registration_order() -> None:
+    regs = [Integration("t", iid, "MJ", SPEC) for iid in ("z", "a", "10", "2")]
+    document = build_report(regs, {}, NOW)
+    assert [r["id"] for r in document["data"]["integrations"]] == ["z", "a", "10", "2"]
+
+
+def test_result_older_than_stale_after_is_unknown_stale() -> None:
+    old = states(Health.HEALTHY, at=NOW - 91)
+    document = build_report(integrations("MJ"), old, NOW)
+    row = document["data"]["integrations"][0]
+    assert (row["status"], row["reason"]) == ("unknown", "stale")
+    assert row["checked_at"] == "2027-01-15T07:58:29Z"
+    fresh = build_report(integrations("MJ"), states(Health.HEALTHY, at=NOW - 89), NOW)
+    assert fresh["data"]["integrations"][0]["status"] == "healthy"
+
+
+def test_valid_until_is_the_first_result_to_turn_stale() -> None:
+    regs = integrations("MJ", "MJ", "MJ")
+    st = {"1": State(Health.HEALTHY, NOW - 10), "2": State(Health.HEALTHY, NOW - 50)}
+    assert valid_until(regs, st) == NOW - 50 + 90
+    assert valid_until(regs, {}) == float("inf")
+
+
+def test_failure_reason_and_latency_are_reported() -> None:
+    st = {"1": State(Health.UNHEALTHY, NOW, reason="http_503", latency_ms=12)}
+    row = build_report(integrations("MJ"), st, NOW)["data"]["integrations"][0]
+    assert (row["status"], row["reason"], row["latency_ms"]) == ("unhealthy", "http_503", 12)
