@@ -19,7 +19,8 @@ import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Mapping
 
 from apscheduler.schedulers.blocking import BlockingScheduler
 
@@ -33,7 +34,8 @@ from .store import Claim, Store, StoreUnavailable, connect
 log = logging.getLogger("status_service.prober")
 
 HEARTBEAT_INTERVALS = 3  # a heartbeat stays fresh for this many default probe intervals
-LEASE_SLACK_S = 5.0  # a lease outlives the probe deadline by this much
+LEASE_SLACK_S = 1.0  # a lease outlives a probe's deadline, watchdog and two ticks by this much
+FOREIGN_RETRY_S = 5.0  # when to hand back an integration this prober's config does not know
 WATCHDOG_GRACE_S = 1.0  # past its deadline plus this, a probe stuck in DNS or headers counts as a timeout
 MAX_BACKOFF_S = 30.0
 STOP_MARGIN_S = 0.25  # on SIGTERM, how long past their deadline running probes may take to land
@@ -74,8 +76,14 @@ class Prober:
         fetcher: Fetcher | None = None,
         prober_id: str | None = None,
         clock: Callable[[], float] = time.time,
+        source: Path | None = None,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         self.registry = registry
+        self.source = source  # the config file, re-read when it changes or on request
+        self.environ = environ if environ is not None else os.environ
+        self.source_stamp = self._stamp()
+        self.reload_requested = False
         self.store = store
         self.fetcher = fetcher or Fetcher(pool_size=registry.prober.concurrency)
         self.id = prober_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -91,14 +99,17 @@ class Prober:
 
     @property
     def lease_s(self) -> float:
-        """Return how long a claim is held: the longest probe deadline plus slack."""
-        return max((i.probe.timeout_s for i in self.registry.integrations), default=0.0) + WATCHDOG_GRACE_S + LEASE_SLACK_S
+        """Return how long a claim is held: past the longest probe deadline, its watchdog and the flush."""
+        longest = max((i.probe.timeout_s for i in self.registry.integrations), default=0.0)
+        return longest + WATCHDOG_GRACE_S + 2 * self.registry.prober.tick_s + LEASE_SLACK_S
 
     def tick(self) -> None:
         """Run one round: heartbeat, seed if Redis lost its data, record results, claim and start probes."""
         now = self.clock()
         if now < self.resume_at:
             return
+        if self.reload_requested or self._stamp() != self.source_stamp:
+            self.reload()
         try:
             self.store.heartbeat(self.id, now, HEARTBEAT_INTERVALS * self.registry.default_interval_s)
             self.ensure_seeded(now)
@@ -123,13 +134,37 @@ class Prober:
             return
         owners = {d: t.id for t in self.registry.tenants for d in t.key_digests}
         members = {i.member: now for i in self.registry.integrations}
-        removed, tenant_ids = self.store.seed(mine, owners, [t.id for t in self.registry.tenants], members)
-        self.publish({t: {} for t in tenant_ids}, now)
+        tenant_ids = [t.id for t in self.registry.tenants]
+        removed = self.store.seed(mine, owners, tenant_ids, members)
+        self.publish({t: {} for t in tenant_ids}, now)  # every report, so removals show at once
         self.seeded = mine
         log.info(
             "registry.seeded prober=%s tenants=%d integrations=%d removed=%d",
             self.id, len(tenant_ids), len(members), len(removed),
         )
+
+    def reload(self) -> None:
+        """Re-read the config file; keep the current registry if the new one is invalid."""
+        self.reload_requested = False
+        self.source_stamp = self._stamp()
+        if self.source is None:
+            return
+        try:
+            registry = load(self.source, self.environ)
+        except ConfigError as exc:
+            log.error("registry.reload_failed %s", exc)
+            return
+        if fingerprint(registry) != fingerprint(self.registry):
+            self.registry = registry
+            self.seeded = None
+            log.info("registry.reloaded tenants=%d integrations=%d", len(registry.tenants), len(registry.integrations))
+
+    def _stamp(self) -> tuple[int, int] | None:
+        try:
+            stat = self.source.stat() if self.source else None
+        except OSError:
+            return None
+        return (stat.st_mtime_ns, stat.st_size) if stat else None
 
     def start_probes(self, now: float) -> None:
         """Claim as many due integrations as there are free workers and start probing them."""
@@ -138,8 +173,8 @@ class Prober:
         for claim in self.store.claim(now, self.lease_s, free):
             integration = self.registry.integration(claim.member)
             if integration is None:
-                # Registered by a prober with another config; hand it back for its owner.
-                self.store.reschedule([(claim, now + self.registry.default_interval_s)])
+                # Registered by a prober with a newer or other config: hand it back for one that knows it.
+                self.store.reschedule([(claim, now + FOREIGN_RETRY_S)])
                 continue
             future = self.pool.submit(self.fetcher.probe, integration.probe)
             entry = InFlight(claim, integration, future, now + integration.probe.timeout_s + WATCHDOG_GRACE_S)
@@ -166,6 +201,8 @@ class Prober:
         """Record finished probes, rebuild the affected tenants' reports, and reschedule the claims."""
         with self.lock:
             batch, self.finished = self.finished, []
+        # A result for an integration removed by a reload while it was probed is dropped.
+        batch = [item for item in batch if self.registry.integration(item[0].claim.member) is not None]
         if not batch:
             return
         try:
@@ -200,8 +237,8 @@ class Prober:
             if tenant is None:
                 continue
             document = report.build_report(tenant.integrations, states, now)
-            until = report.valid_until(tenant.integrations, states)
-            reports.append((tenant_id, version, report.encode(document), until))
+            stale = report.stale_times(tenant.integrations, states)
+            reports.append((tenant_id, version, report.encode(document), stale))
         self.store.put_reports(reports)
 
     def _log_probe(self, i: Integration, outcome: Outcome, before: State | None, after: State) -> None:
@@ -263,8 +300,8 @@ def main() -> int:
         return 2
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("apscheduler").setLevel(logging.ERROR)  # a skipped 1 s tick is not news
-    store = Store(connect(redis_url(settings), settings.redis_timeout_s), settings.key_prefix)
-    prober = Prober(registry, store)
+    store = Store(connect(redis_url(settings), settings.redis_timeout_s, settings.redis_cluster), settings.key_prefix)
+    prober = Prober(registry, store, source=Path(settings.config_path))
     scheduler = BlockingScheduler()
     scheduler.add_job(prober.tick, "interval", seconds=registry.prober.tick_s, max_instances=1, coalesce=True)
 
@@ -272,8 +309,12 @@ def main() -> int:
         log.info("prober.stopping signal=%s", signal.Signals(signum).name)
         scheduler.shutdown(wait=False)
 
+    def request_reload(_signum: int, _frame: object) -> None:
+        prober.reload_requested = True  # picked up by the next tick, which owns the registry
+
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
+    signal.signal(signal.SIGHUP, request_reload)
     log.info("prober.started prober=%s tenants=%d integrations=%d", prober.id, len(registry.tenants), len(registry.integrations))
     prober.tick()  # the first round at once: unknown should last seconds, not a tick
     scheduler.start()

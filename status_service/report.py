@@ -7,6 +7,8 @@ from typing import Any, Mapping, Sequence
 
 from .model import Health, Integration, State
 
+Row = dict[str, Any]
+
 
 def percentage(healthy: int, total: int) -> float:
     """Return the healthy share in percent, rounded to 2 decimals; 100.0 when there is nothing."""
@@ -27,64 +29,75 @@ def iso(epoch: float | None) -> str | None:
     return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def effective(integration: Integration, state: State | None, now: float) -> tuple[Health, str | None]:
-    """Return the health to report and its reason; a result older than stale_after is unknown."""
+def row(integration: Integration, state: State | None, now: float) -> Row:
+    """Return one integration's entry; a result older than its stale_after is unknown, reason stale."""
     if state is None:
-        return Health.UNKNOWN, "not_checked_yet"
-    if now - state.checked_at > integration.probe.stale_after_s:
-        return Health.UNKNOWN, "stale"
-    return state.status, state.reason
-
-
-def build_report(integrations: Sequence[Integration], states: Mapping[str, State], now: float) -> dict[str, Any]:
-    """Build the /status document for one tenant."""
-    rows: list[dict[str, Any]] = []
-    by_type: dict[str, list[int]] = {}  # type -> [healthy, total], in registration order
-    for integration in integrations:
-        state = states.get(integration.id)
-        health, reason = effective(integration, state, now)
-        healthy = health is Health.HEALTHY
-        counts = by_type.setdefault(integration.type, [0, 0])
-        counts[0] += healthy
-        counts[1] += 1
-        rows.append(
-            {
-                "id": integration.id,
-                "status": health.value,
-                "type": integration.type,
-                "checked_at": iso(state.checked_at) if state else None,
-                "latency_ms": state.latency_ms if state else None,
-                "reason": reason,
-            }
-        )
-    healthy_total = sum(h for h, _ in by_type.values())
+        health, reason = Health.UNKNOWN, "not_checked_yet"
+    elif now - state.checked_at > integration.probe.stale_after_s:
+        health, reason = Health.UNKNOWN, "stale"
+    else:
+        health, reason = state.status, state.reason
     return {
-        "status": overall(healthy_total, len(rows)),
+        "id": integration.id,
+        "status": health.value,
+        "type": integration.type,
+        "checked_at": iso(state.checked_at) if state else None,
+        "latency_ms": state.latency_ms if state else None,
+        "reason": reason,
+    }
+
+
+def summarize(rows: Sequence[Row], generated_at: str | None) -> dict[str, Any]:
+    """Build the document around its rows: counts, percentages, per-type stats, overall status."""
+    by_type: dict[str, list[int]] = {}  # type -> [healthy, total], in order of first appearance
+    for entry in rows:
+        counts = by_type.setdefault(entry["type"], [0, 0])
+        counts[0] += entry["status"] == Health.HEALTHY.value
+        counts[1] += 1
+    healthy = sum(h for h, _ in by_type.values())
+    return {
+        "status": overall(healthy, len(rows)),
         "data": {
-            "integrations": rows,
-            "healthy_integrations_count": healthy_total,
+            "integrations": list(rows),
+            "healthy_integrations_count": healthy,
             "total_integrations_count": len(rows),
-            "healthy_percentage": percentage(healthy_total, len(rows)),
+            "healthy_percentage": percentage(healthy, len(rows)),
             "stats_by_integration_type": {
                 kind: {
-                    "total_count": total,
-                    "healthy_count": healthy,
-                    "healthy_percentage": percentage(healthy, total),
-                    "status": overall(healthy, total),
+                    "total_count": t,
+                    "healthy_count": h,
+                    "healthy_percentage": percentage(h, t),
+                    "status": overall(h, t),
                 }
-                for kind, (healthy, total) in by_type.items()
+                for kind, (h, t) in by_type.items()
             },
-            "generated_at": iso(now),
+            "generated_at": generated_at,
         },
     }
 
 
-def valid_until(integrations: Sequence[Integration], states: Mapping[str, State]) -> float:
-    """Return when the first result in this report turns stale (infinity if none can)."""
-    times = [
-        states[i.id].checked_at + i.probe.stale_after_s for i in integrations if i.id in states
+def build_report(integrations: Sequence[Integration], states: Mapping[str, State], now: float) -> dict[str, Any]:
+    """Build the /status document for one tenant."""
+    return summarize([row(i, states.get(i.id), now) for i in integrations], iso(now))
+
+
+def stale_times(integrations: Sequence[Integration], states: Mapping[str, State]) -> dict[str, float]:
+    """Return when each recorded result turns stale (epoch seconds), by integration id."""
+    return {i.id: states[i.id].checked_at + i.probe.stale_after_s for i in integrations if i.id in states}
+
+
+def expire(document: dict[str, Any], stale_at: Mapping[str, float], now: float) -> dict[str, Any]:
+    """Mark the results that have turned stale since the document was built, and recount.
+
+    This is how a dead prober fleet shows: nobody rebuilt the report, so its data ages into unknown.
+    """
+    rows = [
+        {**entry, "status": Health.UNKNOWN.value, "reason": "stale"}
+        if stale_at.get(entry["id"], float("inf")) < now
+        else entry
+        for entry in document["data"]["integrations"]
     ]
-    return min(times, default=float("inf"))
+    return summarize(rows, document["data"]["generated_at"])
 
 
 def encode(document: dict[str, Any]) -> bytes:

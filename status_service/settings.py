@@ -24,6 +24,7 @@ class Settings:
     """What the processes read from the environment."""
 
     redis_url: str | None = None  # None: the embedded Redis under data_dir
+    redis_cluster: bool = False
     config_path: str = DEFAULT_CONFIG
     key_prefix: str = DEFAULT_PREFIX
     data_dir: str = DEFAULT_DATA_DIR
@@ -43,8 +44,12 @@ def from_env(environ: Mapping[str, str]) -> Settings:
     level = environ.get("LOG_LEVEL", "INFO").upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise SettingsError("LOG_LEVEL: must be DEBUG, INFO, WARNING or ERROR")
+    cluster = environ.get("REDIS_CLUSTER", "").lower()
+    if cluster not in ("", "0", "1", "false", "true", "no", "yes"):
+        raise SettingsError("REDIS_CLUSTER: must be true or false")
     return Settings(
         redis_url=url,
+        redis_cluster=cluster in ("1", "true", "yes"),
         config_path=environ.get("STATUS_CONFIG", DEFAULT_CONFIG),
         key_prefix=prefix,
         data_dir=environ.get("STATUS_DATA_DIR", DEFAULT_DATA_DIR),

@@ -1,25 +1,29 @@
 """The only module that speaks Redis: key names, reads, writes and Lua scripts.
 
-Key layout (P is the configurable prefix). Each tenant's keys share one hash tag, and so do
-the schedule's and the registry's, so every multi-key command stays within one Cluster slot.
-  P{sched}:due            zset  integration member -> due time (ms); a claim pushes it to the lease end
-  P{fleet}:probers        zset  prober id -> heartbeat expiry (ms)
-  P{reg}:keys             hash  API key SHA-256 digest -> tenant id
-  P{reg}:tenants          set   registered tenant ids
-  P{reg}:config           str   fingerprint of the config last seeded (absent: Redis lost it)
-  P{t:ID}:results         hash  integration id -> state JSON
-  P{t:ID}:version         str   counter bumped with every results write
-  P{t:ID}:report          hash  body (prebuilt JSON), v (results version), until (ms it turns stale)
+Key layout (P is the configurable prefix). Each tenant's keys share one hash tag, and so do the
+schedule's and the registry's. Every multi-key command and script stays within one hash tag, so
+the layout works on Redis Cluster; atomic steps are Lua scripts, never MULTI across tags.
+  P{sched}:due        zset  integration member -> due time (ms); a claim pushes it to its lease end
+  P{fleet}:probers    zset  prober id -> heartbeat expiry (ms)
+  P{reg}:keys         hash  API key SHA-256 digest -> tenant id
+  P{reg}:tenants      set   registered tenant ids
+  P{reg}:config       str   fingerprint of the config last seeded (absent: Redis lost its data)
+  P{t:ID}:results     hash  integration id -> state JSON
+  P{t:ID}:version     str   counter bumped with every results write
+  P{t:ID}:report      hash  body (prebuilt JSON), v (results version it was built from),
+                            until (ms when its first result turns stale), stale (JSON: id -> stale time)
+Every key's size is bounded by the registry: one entry per tenant, key or integration.
 """
 from __future__ import annotations
 
 import json
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
 import redis
 from redis.backoff import ExponentialBackoff
+from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 from .model import State, split_member
@@ -45,19 +49,35 @@ end
 return done
 """
 
+# Write states, bump the version and read every state back: one consistent snapshot of a tenant.
+_RECORD = """
+for i = 1, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+local version = redis.call('INCR', KEYS[2])
+return {version, redis.call('HGETALL', KEYS[1])}
+"""
+
 # Keep the report built from the newest results version; an older rebuild never overwrites it.
 _PUT_REPORT = """
 local current = tonumber(redis.call('HGET', KEYS[1], 'v') or '-1')
 if tonumber(ARGV[1]) > current then
-  redis.call('HSET', KEYS[1], 'v', ARGV[1], 'body', ARGV[2], 'until', ARGV[3])
+  redis.call('HSET', KEYS[1], 'v', ARGV[1], 'body', ARGV[2], 'until', ARGV[3], 'stale', ARGV[4])
   return 1
 end
 return 0
 """
 
+# Replace the key registry in one step, so a request never sees it half written.
+_SET_REGISTRY = """
+redis.call('DEL', KEYS[1], KEYS[2])
+local owners = tonumber(ARGV[1])
+for i = 2, 2 * owners, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 2 * owners + 2, #ARGV do redis.call('SADD', KEYS[2], ARGV[i]) end
+return owners
+"""
+
 
 class StoreUnavailable(Exception):
-    """Redis did not answer; the caller should back off and retry."""
+    """Redis did not answer, or holds no registry yet; the caller should retry later."""
 
 
 @dataclass(frozen=True)
@@ -69,19 +89,37 @@ class Claim:
     lease_ms: int
 
 
-def connect(url: str, timeout_s: float = 1.0) -> redis.Redis:
+@dataclass(frozen=True)
+class StoredReport:
+    """A tenant's prebuilt report and the time (epoch seconds) its first result turns stale."""
+
+    tenant_id: str
+    body: bytes
+    until: float
+
+
+def connect(url: str, timeout_s: float = 1.0, cluster: bool = False) -> redis.Redis:
     """Return a client with short timeouts and one quick retry (for a pooled socket Redis closed)."""
-    return redis.Redis.from_url(
-        url,
+    options: dict[str, Any] = dict(
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
         retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1),
-        health_check_interval=30,
     )
+    if cluster:
+        return RedisCluster.from_url(url, **options)  # type: ignore[return-value]
+    return redis.Redis.from_url(url, health_check_interval=30, **options)
 
 
 def _ms(seconds: float) -> int:
     return int(seconds * 1000)
+
+
+def _until_arg(until: float) -> str:
+    return "inf" if math.isinf(until) else str(_ms(until))
+
+
+def _until(raw: bytes | None) -> float:
+    return math.inf if raw is None or raw == b"inf" else int(raw) / 1000
 
 
 class Store:
@@ -92,7 +130,7 @@ class Store:
         self.prefix = prefix
         self._claim = client.register_script(_CLAIM)
         self._complete = client.register_script(_COMPLETE)
-        self._put_report = client.register_script(_PUT_REPORT)
+        self._set_registry = client.register_script(_SET_REGISTRY)
 
     # -- key names -----------------------------------------------------------------------------
     def due_key(self) -> str:
@@ -132,27 +170,39 @@ class Store:
         return bool(self._call(self.client.ping))
 
     # -- web side ------------------------------------------------------------------------------
-    def tenant_for(self, digests: Sequence[str]) -> str | None:
-        """Return the tenant owning the first known digest; raise StoreUnavailable if not seeded."""
+    def lookup(self, digests: Sequence[str], hint: str | None = None) -> StoredReport | None:
+        """Return the report of the tenant owning the first known digest, or None for unknown keys.
 
-        def run() -> tuple[bool, list[bytes | None]]:
+        `hint` is the tenant these digests belonged to last time: its report is read in the same
+        round trip as the key lookup, and used only if the key still belongs to it.
+        """
+
+        def run() -> tuple[bool, list[bytes | None], list[bytes | None] | None]:
             pipe = self.client.pipeline(transaction=False)
             pipe.exists(self.config_key())
             pipe.hmget(self.keys_key(), list(digests))
-            seeded, owners = pipe.execute()
-            return bool(seeded), owners
+            if hint is not None:
+                pipe.hmget(self.report_key(hint), ["body", "until"])
+            replies = pipe.execute()
+            return bool(replies[0]), replies[1], replies[2] if hint is not None else None
 
-        seeded, owners = self._call(run)
-        if not seeded:
-            raise StoreUnavailable("registry not seeded")
-        return next((o.decode() for o in owners if o is not None), None)
-
-    def report(self, tenant_id: str) -> tuple[bytes, float] | None:
-        """Return a tenant's prebuilt report body and the epoch time it turns stale."""
-        body, until = self._call(lambda: self.client.hmget(self.report_key(tenant_id), ["body", "until"]))
-        if body is None:
+        seeded, owners, hinted = self._call(run)
+        tenant_id = next((o.decode() for o in owners if o is not None), None)
+        if tenant_id is None:
+            if not seeded:
+                raise StoreUnavailable("registry not seeded")
             return None
-        return body, (int(until) / 1000 if until is not None and until != b"inf" else math.inf)
+        if tenant_id != hint or hinted is None:
+            hinted = self._call(lambda: self.client.hmget(self.report_key(tenant_id), ["body", "until"]))
+        body, until = hinted
+        if body is None:
+            raise StoreUnavailable("report not built yet")
+        return StoredReport(tenant_id, body, _until(until))
+
+    def stale_times(self, tenant_id: str) -> dict[str, float]:
+        """Return when each result in a tenant's report turns stale (epoch seconds), by integration id."""
+        raw = self._call(lambda: self.client.hget(self.report_key(tenant_id), "stale"))
+        return {iid: float(at) for iid, at in json.loads(raw or b"{}").items()}
 
     def fresh_probers(self, now: float) -> int:
         """Return how many probers have a heartbeat that has not expired."""
@@ -215,35 +265,27 @@ class Store:
         """Write new states per tenant (none is fine); return each tenant's new version and full states."""
         tenant_ids = list(updates)
 
-        def run() -> dict[str, tuple[int, dict[str, State]]]:
-            # The write, the version bump and the read-back form one snapshot per tenant.
-            pipe = self.client.pipeline(transaction=True)
+        def run() -> list[list[Any]]:
+            pipe = self.client.pipeline(transaction=False)
             for tenant_id in tenant_ids:
-                if updates[tenant_id]:
-                    pipe.hset(
-                        self.results_key(tenant_id),
-                        mapping={iid: json.dumps(s.to_json()) for iid, s in updates[tenant_id].items()},
-                    )
-                pipe.incr(self.version_key(tenant_id))
-                pipe.hgetall(self.results_key(tenant_id))
-            replies = iter(pipe.execute())
-            out = {}
-            for tenant_id in tenant_ids:
-                if updates[tenant_id]:
-                    next(replies)  # HSET's count
-                out[tenant_id] = (int(next(replies)), _decode_states(next(replies)))
-            return out
+                args = [x for iid, s in updates[tenant_id].items() for x in (iid, json.dumps(s.to_json()))]
+                pipe.eval(_RECORD, 2, self.results_key(tenant_id), self.version_key(tenant_id), *args)
+            return pipe.execute()
 
-        return self._call(run) if tenant_ids else {}
+        replies = self._call(run) if tenant_ids else []
+        out = {}
+        for tenant_id, (version, flat) in zip(tenant_ids, replies):
+            out[tenant_id] = (int(version), _decode_states(dict(zip(flat[::2], flat[1::2]))))
+        return out
 
-    def put_reports(self, reports: Iterable[tuple[str, int, bytes, float]]) -> None:
-        """Store prebuilt reports (tenant, results version, body, valid-until epoch), newest wins."""
+    def put_reports(self, reports: Iterable[tuple[str, int, bytes, Mapping[str, float]]]) -> None:
+        """Store prebuilt reports (tenant, results version, body, stale time per id); newest wins."""
 
         def run() -> None:
             pipe = self.client.pipeline(transaction=False)
-            for tenant_id, version, body, until in reports:
-                until_arg = "inf" if math.isinf(until) else str(_ms(until))
-                self._put_report(keys=[self.report_key(tenant_id)], args=[version, body, until_arg], client=pipe)
+            for tenant_id, version, body, stale in reports:
+                until = _until_arg(min(stale.values(), default=math.inf))
+                pipe.eval(_PUT_REPORT, 1, self.report_key(tenant_id), version, body, until, json.dumps(stale))
             pipe.execute()
 
         self._call(run)
@@ -254,42 +296,37 @@ class Store:
         owners: Mapping[str, str],
         tenant_ids: Sequence[str],
         members: Mapping[str, float],
-    ) -> tuple[list[str], list[str]]:
-        """Make Redis match a registry; return (removed members, tenants needing a fresh report).
+    ) -> list[str]:
+        """Make Redis match a registry and return the members removed.
 
         `owners` maps key digests to tenants; `members` maps every integration's schedule name to
-        its first due time. New members are added, members and tenants no longer registered are
-        removed with their keys, and existing due times are kept.
+        its first due time. New members are added with that time, existing ones keep theirs, and
+        members and tenants no longer registered are removed with their keys.
         """
 
-        def run() -> tuple[list[str], list[str]]:
+        def run() -> list[str]:
             known = {m.decode() for m in self.client.zrange(self.due_key(), 0, -1)}
-            old_tenants = {t.decode() for t in self.client.smembers(self.tenants_key())}
+            gone_tenants = {t.decode() for t in self.client.smembers(self.tenants_key())} - set(tenant_ids)
             removed = sorted(known - members.keys())
-            gone_tenants = sorted(old_tenants - set(tenant_ids))
-
-            pipe = self.client.pipeline(transaction=True)
-            pipe.delete(self.keys_key())
-            if owners:
-                pipe.hset(self.keys_key(), mapping=dict(owners))
-            pipe.delete(self.tenants_key())
-            if tenant_ids:
-                pipe.sadd(self.tenants_key(), *tenant_ids)
+            self._set_registry(
+                keys=[self.keys_key(), self.tenants_key()],
+                args=[len(owners), *[x for pair in owners.items() for x in pair], *tenant_ids],
+            )
+            pipe = self.client.pipeline(transaction=False)
             if members:
                 pipe.zadd(self.due_key(), {m: _ms(t) for m, t in members.items()}, nx=True)
             if removed:
                 pipe.zrem(self.due_key(), *removed)
-            pipe.execute()
-
-            pipe = self.client.pipeline(transaction=False)
             for tenant_id in gone_tenants:
-                pipe.delete(self.results_key(tenant_id), self.version_key(tenant_id), self.report_key(tenant_id))
+                pipe.delete(self.results_key(tenant_id))
+                pipe.delete(self.version_key(tenant_id))
+                pipe.delete(self.report_key(tenant_id))
             for member in removed:
                 tenant_id, integration_id = split_member(member)
                 pipe.hdel(self.results_key(tenant_id), integration_id)
-            pipe.set(self.config_key(), fingerprint)
             pipe.execute()
-            return removed, list(tenant_ids)
+            self.client.set(self.config_key(), fingerprint)  # last: its presence means the seed is complete
+            return removed
 
         return self._call(run)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
 import time
@@ -60,7 +61,8 @@ def store(redis_url: str, prefix: str) -> Store:
 
 @pytest.fixture
 def settings(redis_url: str, prefix: str) -> Settings:
-    return Settings(redis_url=redis_url, key_prefix=prefix)
+    """Settings for the app under test; the report cache is off so each request reads Redis."""
+    return Settings(redis_url=redis_url, key_prefix=prefix, report_cache_s=0)
 
 
 @pytest.fixture
@@ -204,3 +206,9 @@ def wait_for(predicate: Callable[[], Any], timeout_s: float = 10.0, interval_s: 
 
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def report_of(store: Store, tenant_id: str) -> dict[str, Any] | None:
+    """Return a tenant's prebuilt report as stored, or None if there is none."""
+    body = store.client.hget(store.report_key(tenant_id), "body")
+    return None if body is None else json.loads(body)

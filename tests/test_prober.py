@@ -9,7 +9,7 @@ from status_service import create_app, embedded
 from status_service.prober import Prober
 from status_service.settings import Settings
 from status_service.store import Store, connect
-from tests.conftest import free_port, integration, make_registry, run_round, tenant, wait_for
+from tests.conftest import free_port, integration, make_registry, report_of, run_round, tenant, wait_for
 
 KEY = "acme-key"
 
@@ -25,9 +25,9 @@ class Clock:
 
 
 def statuses(store: Store, tenant_id: str = "acme") -> dict[str, tuple[str, str | None]]:
-    found = store.report(tenant_id)
+    found = report_of(store, tenant_id)
     assert found is not None
-    rows = json.loads(found[0])["data"]["integrations"]
+    rows = found["data"]["integrations"]
     return {r["id"]: (r["status"], r["reason"]) for r in rows}
 
 
@@ -86,7 +86,7 @@ def test_a_hanging_upstream_does_not_delay_the_others(store, upstream, make_prob
 
     def fast_ones_recorded():
         prober.tick()
-        found = store.report("acme")
+        found = report_of(store, "acme")
         return found and all(s[0] == "healthy" for iid, s in statuses(store).items() if iid != "hang")
 
     wait_for(fast_ones_recorded, timeout_s=5, interval_s=0.05)
@@ -171,7 +171,7 @@ def test_redis_restarted_empty_gives_503_then_recovers(tmp_path, upstream) -> No
     directory = tmp_path / "private-redis"
     server = embedded.start(directory)
     url = f"unix://{embedded.socket_path(directory)}"
-    settings = Settings(redis_url=url, redis_timeout_s=0.3)
+    settings = Settings(redis_url=url, redis_timeout_s=0.3, report_cache_s=0)
     store = Store(connect(url, 0.3))
     client = create_app(settings).test_client()
     auth = {"Authorization": f"Bearer {KEY}"}

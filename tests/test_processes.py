@@ -1,5 +1,4 @@
 """Real processes: the prober as `python -m status_service.prober`, the web tier under gunicorn."""
-import json
 import os
 import signal
 import subprocess
@@ -10,7 +9,7 @@ import pytest
 import requests
 import yaml
 
-from tests.conftest import REPO, free_port, integration, key_digest, wait_for
+from tests.conftest import REPO, free_port, integration, key_digest, report_of, wait_for
 
 KEY = "demo-process-key"
 
@@ -108,7 +107,7 @@ def test_sigterm_releases_claims_and_exits_within_the_probe_timeout(redis_url, p
         stop(prober)
         log.close()
     # The probe ran out its deadline before exit: recorded as a timeout and rescheduled, not left claimed.
-    report = json.loads(store.report("acme")[0])
+    report = report_of(store, "acme")
     assert report["data"]["integrations"][0]["reason"] == "timeout"
     (due_ms,) = [score for _, score in store.client.zrange(store.due_key(), 0, -1, withscores=True)]
     assert due_ms / 1000 < time.time() + 1.5  # within the next interval, not at the lease end (~6 s away)

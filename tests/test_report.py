@@ -4,7 +4,7 @@ import json
 import pytest
 
 from status_service.model import Health, Integration, ProbeSpec, State
-from status_service.report import build_report, encode, percentage, valid_until
+from status_service.report import build_report, encode, expire, percentage, stale_times
 
 NOW = 1_800_000_000.0
 SPEC = ProbeSpec(url="http://127.0.0.1/", interval_s=30, stale_after_s=90)
@@ -140,11 +140,23 @@ def test_result_older_than_stale_after_is_unknown_stale() -> None:
     assert fresh["data"]["integrations"][0]["status"] == "healthy"
 
 
-def test_valid_until_is_the_first_result_to_turn_stale() -> None:
+def test_stale_times_are_checked_at_plus_stale_after() -> None:
     regs = integrations("MJ", "MJ", "MJ")
     st = {"1": State(Health.HEALTHY, NOW - 10), "2": State(Health.HEALTHY, NOW - 50)}
-    assert valid_until(regs, st) == NOW - 50 + 90
-    assert valid_until(regs, {}) == float("inf")
+    assert stale_times(regs, st) == {"1": NOW + 80, "2": NOW + 40}
+
+
+def test_expire_ages_results_nobody_refreshed_and_recounts() -> None:
+    regs = integrations("MJ", "MJ", "DALL-E")
+    built = build_report(regs, states(Health.HEALTHY, Health.HEALTHY, Health.UNHEALTHY), NOW)
+    later = expire(built, {"1": NOW + 90, "2": NOW + 10, "3": NOW + 90}, NOW + 60)
+    assert [(r["status"], r["reason"]) for r in later["data"]["integrations"]] == [
+        ("healthy", None), ("unknown", "stale"), ("unhealthy", None)]
+    assert (later["status"], later["data"]["healthy_percentage"]) == ("degraded", 33.33)
+    assert later["data"]["stats_by_integration_type"]["MJ"]["status"] == "degraded"
+    assert later["data"]["generated_at"] == built["data"]["generated_at"]  # still says how old the data is
+    everything = expire(built, {"1": NOW, "2": NOW, "3": NOW}, NOW + 1)
+    assert everything["status"] == "unhealthy" and everything["data"]["healthy_integrations_count"] == 0
 
 
 def test_failure_reason_and_latency_are_reported() -> None:
