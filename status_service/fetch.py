@@ -12,6 +12,7 @@ from .model import Outcome, ProbeSpec
 
 MAX_REDIRECTS = 3
 READ_SIZE = 65536
+USER_AGENT = "status-service-prober/1"
 
 
 class Fetcher:
@@ -20,6 +21,7 @@ class Fetcher:
     def __init__(self, pool_size: int = 64) -> None:
         self.session = requests.Session()
         self.session.max_redirects = MAX_REDIRECTS
+        self.session.headers["User-Agent"] = USER_AGENT  # lets providers tell our probes apart
         adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)

@@ -57,10 +57,14 @@ def fingerprint(registry: Registry) -> str:
 
 
 def next_due(integration: Integration, claim: Claim, first: bool, now: float) -> float:
-    """Return when to probe again: spread over the interval after the first probe, then keep phase."""
+    """Return when to probe again: spread over the interval after the first probe, then keep phase.
+
+    The spread lands in the second half of the interval, so no two probes of one integration are
+    ever closer than half an interval, and none is more than an interval apart.
+    """
     interval = integration.probe.interval_s
     if first:
-        return now + interval * random.uniform(0.05, 1.0)
+        return now + interval * random.uniform(0.5, 1.0)
     planned = claim.due_ms / 1000 + interval
     # A prober that fell behind does not fire a burst of catch-up probes.
     return planned if planned > now else now + interval * random.uniform(0.5, 1.0)

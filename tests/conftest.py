@@ -4,6 +4,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -112,6 +114,7 @@ class Upstream:
     base: str
     routes: dict[str, Route] = field(default_factory=dict)
     hits: dict[str, int] = field(default_factory=dict)
+    times: dict[str, list[float]] = field(default_factory=dict)  # monotonic time of each hit
     headers: dict[str, dict[str, str]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -138,6 +141,7 @@ def upstream() -> Iterator[Upstream]:
             path = self.path.split("?")[0]
             with state.lock:
                 state.hits[path] = state.hits.get(path, 0) + 1
+                state.times.setdefault(path, []).append(time.monotonic())
                 state.headers[path] = dict(self.headers)
             route = state.routes.get(path, Route(status=404, body=b"not found"))
             time.sleep(route.delay_s)
@@ -212,3 +216,28 @@ def report_of(store: Store, tenant_id: str) -> dict[str, Any] | None:
     """Return a tenant's prebuilt report as stored, or None if there is none."""
     body = store.client.hget(store.report_key(tenant_id), "body")
     return None if body is None else json.loads(body)
+
+
+def environment(redis_url: str, prefix: str, config_file, **extra: str) -> dict[str, str]:
+    return {"PATH": os.environ["PATH"], "REDIS_URL": redis_url, "STATUS_KEY_PREFIX": prefix,
+            "STATUS_CONFIG": str(config_file), **extra}
+
+
+def spawn(args: list[str], env: dict[str, str], log) -> subprocess.Popen:
+    """Start a real process of the project, its output into `log`."""
+    return subprocess.Popen(args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Stop a process politely, then firmly."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def start_prober(env: dict[str, str], log) -> subprocess.Popen:
+    """Start `python -m status_service.prober`."""
+    return spawn([sys.executable, "-m", "status_service.prober"], env, log)

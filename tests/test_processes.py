@@ -9,7 +9,7 @@ import pytest
 import requests
 import yaml
 
-from tests.conftest import REPO, free_port, integration, key_digest, report_of, wait_for
+from tests.conftest import REPO, environment, free_port, integration, key_digest, report_of, spawn, stop, wait_for
 
 KEY = "demo-process-key"
 
@@ -33,24 +33,6 @@ def config_file(tmp_path, upstream):
     path = tmp_path / "status.yaml"
     path.write_text(yaml.safe_dump(document))
     return path
-
-
-def environment(redis_url: str, prefix: str, config_file, **extra: str) -> dict[str, str]:
-    return {"PATH": os.environ["PATH"], "REDIS_URL": redis_url, "STATUS_KEY_PREFIX": prefix,
-            "STATUS_CONFIG": str(config_file), **extra}
-
-
-def spawn(args: list[str], env: dict[str, str], log) -> subprocess.Popen:
-    return subprocess.Popen(args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def test_gunicorn_and_prober_serve_the_seed_document(redis_url, prefix, config_file, tmp_path) -> None:
