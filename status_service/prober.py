@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import queue
 import random
 import signal
 import socket
@@ -38,6 +37,7 @@ LEASE_SLACK_S = 1.0  # a lease outlives a probe's deadline, watchdog and two tic
 FOREIGN_RETRY_S = 5.0  # when to hand back an integration this prober's config does not know
 WATCHDOG_GRACE_S = 1.0  # past its deadline plus this, a probe stuck in DNS or headers counts as a timeout
 MAX_BACKOFF_S = 30.0
+REFILL_FRACTION = 8  # a finished probe claims more work once this share of the workers is free
 STOP_MARGIN_S = 0.25  # on SIGTERM, how long past their deadline running probes may take to land
 
 
@@ -95,7 +95,8 @@ class Prober:
         self.pool = ThreadPoolExecutor(registry.prober.concurrency, thread_name_prefix="probe")
         self.inflight: dict[str, InFlight] = {}
         self.finished: list[tuple[InFlight, Outcome, float]] = []
-        self.lock = threading.Lock()  # guards inflight and finished, which tick and stop share
+        self.lock = threading.Lock()  # guards inflight and finished, which tick, stop and probes share
+        self.refilling = threading.Lock()  # one refill at a time; the others skip rather than wait
         self.seeded: str | None = None
         self.backoff_s = 0.0
         self.resume_at = 0.0
@@ -172,6 +173,14 @@ class Prober:
 
     def start_probes(self, now: float) -> None:
         """Claim as many due integrations as there are free workers and start probing them."""
+        if not self.refilling.acquire(blocking=False):
+            return
+        try:
+            self._claim_and_submit(now)
+        finally:
+            self.refilling.release()
+
+    def _claim_and_submit(self, now: float) -> None:
         with self.lock:
             free = self.registry.prober.concurrency - len(self.inflight)
         for claim in self.store.claim(now, self.lease_s, free):
@@ -192,6 +201,13 @@ class Prober:
             if self.inflight.get(entry.claim.member) is entry:  # not already reaped as a timeout
                 del self.inflight[entry.claim.member]
                 self.finished.append((entry, outcome, self.clock()))
+            free = self.registry.prober.concurrency - len(self.inflight)
+        # Refill freed workers now rather than at the next tick, in batches to spare Redis round trips.
+        if not self.stopping and free >= max(1, self.registry.prober.concurrency // REFILL_FRACTION):
+            try:
+                self.start_probes(self.clock())
+            except StoreUnavailable:
+                pass  # the next tick notices, logs and backs off
 
     def reap(self, now: float) -> None:
         """Count probes stuck past their deadline (in DNS, say) as timeouts; their threads finish later."""
@@ -311,7 +327,7 @@ def main() -> int:
 
     def shutdown(signum: int, _frame: object) -> None:
         log.info("prober.stopping signal=%s", signal.Signals(signum).name)
-        scheduler.shutdown(wait=False)
+        scheduler.shutdown(wait=True)  # lets a running tick finish before stop() takes over
 
     def request_reload(_signum: int, _frame: object) -> None:
         prober.reload_requested = True  # picked up by the next tick, which owns the registry
