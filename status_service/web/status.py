@@ -20,34 +20,34 @@ HINT_ENTRIES = 100_000  # which tenant a credential belonged to; only a hint, ch
 def install(app_extensions: dict, store: Store, cache_s: float) -> None:
     """Give the app its store, its short-lived report cache and its tenant hints."""
     app_extensions["status_store"] = store
-    app_extensions["status_cache"] = TtlCache[str, StoredReport](cache_s, CACHE_ENTRIES)
-    app_extensions["status_hints"] = TtlCache[str, str](float("inf"), HINT_ENTRIES)
+    app_extensions["status_cache"] = TtlCache[tuple[str, ...], StoredReport](cache_s, CACHE_ENTRIES)
+    app_extensions["status_hints"] = TtlCache[tuple[str, ...], str](float("inf"), HINT_ENTRIES)
 
 
 @bp.get("/status")
 def status() -> Response:
     """Return the caller's tenant report; 200 whatever its integrations say."""
-    header = request.headers.get("Authorization")
-    keys = candidate_keys(header)
+    # Keyed by digests, so no plain key lingers in the cache.
+    digests = tuple(digest(key) for key in candidate_keys(request.headers.get("Authorization")))
     now = time.time()
-    cache: TtlCache[str, StoredReport] = current_app.extensions["status_cache"]
-    found = cache.get(header, now)  # type: ignore[arg-type]  # candidate_keys refused a missing header
+    cache: TtlCache[tuple[str, ...], StoredReport] = current_app.extensions["status_cache"]
+    found = cache.get(digests, now)
     if found is None:
-        found = _lookup(header, [digest(key) for key in keys], now)  # type: ignore[arg-type]
-        cache.put(header, found, now)  # type: ignore[arg-type]
+        found = _lookup(digests, now)
+        cache.put(digests, found, now)
     response = Response(found.body, mimetype="application/json")
     response.headers["Cache-Control"] = "no-store"
     return response
 
 
-def _lookup(header: str, digests: list[str], now: float) -> StoredReport:
+def _lookup(digests: tuple[str, ...], now: float) -> StoredReport:
     """Read the tenant's report from Redis, aging stale results if no prober has rebuilt it."""
     store: Store = current_app.extensions["status_store"]
-    hints: TtlCache[str, str] = current_app.extensions["status_hints"]
-    found = store.lookup(digests, hints.get(header, now))
+    hints: TtlCache[tuple[str, ...], str] = current_app.extensions["status_hints"]
+    found = store.lookup(digests, hints.get(digests, now))
     if found is None:
         raise AuthError("unknown API key")
-    hints.put(header, found.tenant_id, now)
+    hints.put(digests, found.tenant_id, now)
     if found.until < now:
         document = report.expire(json.loads(found.body), store.stale_times(found.tenant_id), now)
         found = StoredReport(found.tenant_id, report.encode(document), found.until)
