@@ -1,6 +1,7 @@
 """Real processes: the prober as `python -m status_service.prober`, the web tier under gunicorn."""
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -35,6 +36,13 @@ def config_file(tmp_path, upstream):
     return path
 
 
+def raw_status(port: int, header_line: bytes) -> int:
+    """Send one request with a raw header line, as no well-behaved client would, and return the status."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(b"GET /status HTTP/1.1\r\nHost: x\r\n" + header_line + b"\r\nConnection: close\r\n\r\n")
+        return int(conn.recv(64).split(b" ")[1])
+
+
 def test_gunicorn_and_prober_serve_the_seed_document(redis_url, prefix, config_file, tmp_path) -> None:
     port = free_port()
     env = environment(redis_url, prefix, config_file, PORT=str(port), WEB_CONCURRENCY="2")
@@ -59,6 +67,8 @@ def test_gunicorn_and_prober_serve_the_seed_document(redis_url, prefix, config_f
         assert unauthorized.status_code == 401 and unauthorized.json()["error"]["code"] == "unauthorized"
         basic = requests.get(f"http://127.0.0.1:{port}/status", auth=(KEY, ""), timeout=2)
         assert basic.status_code == 200
+        for header in (b"Bearer \xff\xfe\x80", b"A" * 20000, b"Basic \x00\x01", b"Bearer " + KEY.encode() + b"\xc3"):
+            assert raw_status(port, b"Authorization: " + header) in (400, 401, 431)
     finally:
         stop(web)
         stop(prober)
