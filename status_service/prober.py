@@ -38,6 +38,7 @@ FOREIGN_RETRY_S = 5.0  # when to hand back an integration this prober's config d
 WATCHDOG_GRACE_S = 1.0  # past its deadline plus this, a probe stuck in DNS or headers counts as a timeout
 MAX_BACKOFF_S = 30.0
 REFILL_FRACTION = 8  # a finished probe claims more work once this share of the workers is free
+EMBEDDED_CHECK_S = 5.0  # how often a prober makes sure the embedded Redis runs
 STOP_MARGIN_S = 0.25  # on SIGTERM, how long past their deadline running probes may take to land
 
 
@@ -324,6 +325,9 @@ def main() -> int:
     prober = Prober(registry, store, source=Path(settings.config_path))
     scheduler = BlockingScheduler()
     scheduler.add_job(prober.tick, "interval", seconds=registry.prober.tick_s, max_instances=1, coalesce=True)
+    if settings.redis_url is None:
+        # The embedded Redis has no supervisor but its users: bring it back (from its AOF) if it died.
+        scheduler.add_job(redis_url, "interval", args=[settings], seconds=EMBEDDED_CHECK_S, max_instances=1)
 
     def shutdown(signum: int, _frame: object) -> None:
         log.info("prober.stopping signal=%s", signal.Signals(signum).name)

@@ -10,6 +10,8 @@ import pytest
 import requests
 import yaml
 
+from status_service import embedded
+from status_service.store import connect
 from tests.conftest import REPO, environment, free_port, integration, key_digest, report_of, spawn, stop, wait_for
 
 KEY = "demo-process-key"
@@ -104,3 +106,27 @@ def test_sigterm_releases_claims_and_exits_within_the_probe_timeout(redis_url, p
     (due_ms,) = [score for _, score in store.client.zrange(store.due_key(), 0, -1, withscores=True)]
     assert due_ms / 1000 < time.time() + 1.5  # within the next interval, not at the lease end (~6 s away)
     assert store.fresh_probers(time.time()) == 0  # it said goodbye
+
+
+def test_a_dead_embedded_redis_is_brought_back_with_its_data(tmp_path, upstream) -> None:
+    document = {"tenants": [{"id": "acme", "api_keys": [{"sha256": key_digest(KEY)}],
+                             "integrations": [integration("1", "MJ", upstream.url("/mj"))]}]}
+    path = tmp_path / "status.yaml"
+    path.write_text(yaml.safe_dump(document))
+    data = tmp_path / "data"
+    env = {"PATH": os.environ["PATH"], "STATUS_CONFIG": str(path), "STATUS_DATA_DIR": str(data)}
+    pidfile = data / "redis" / "redis.pid"
+    log = open(tmp_path / "prober.log", "wb")
+    prober = spawn([sys.executable, "-m", "status_service.prober"], env, log)
+    try:
+        wait_for(lambda: upstream.count("/mj") >= 1 and pidfile.exists(), timeout_s=15)
+        first_pid = int(pidfile.read_text())
+        os.kill(first_pid, signal.SIGKILL)
+        wait_for(lambda: pidfile.exists() and pidfile.read_text().strip() and int(pidfile.read_text()) != first_pid, timeout_s=15)
+        client = connect(f"unix://{embedded.socket_path(data / 'redis')}")
+        assert client.hget("status:{t:acme}:report", "body") is not None  # kept on disk, loaded again
+    finally:
+        stop(prober)
+        log.close()
+        if pidfile.exists():
+            os.kill(int(pidfile.read_text()), signal.SIGTERM)
