@@ -269,7 +269,7 @@ class Store:
             pipe = self.client.pipeline(transaction=False)
             for tenant_id in tenant_ids:
                 args = [x for iid, s in updates[tenant_id].items() for x in (iid, json.dumps(s.to_json()))]
-                pipe.eval(_RECORD, 2, self.results_key(tenant_id), self.version_key(tenant_id), *args)
+                pipe.execute_command("EVAL", _RECORD, 2, self.results_key(tenant_id), self.version_key(tenant_id), *args)
             return pipe.execute()
 
         replies = self._call(run) if tenant_ids else []
@@ -285,7 +285,7 @@ class Store:
             pipe = self.client.pipeline(transaction=False)
             for tenant_id, version, body, stale in reports:
                 until = _until_arg(min(stale.values(), default=math.inf))
-                pipe.eval(_PUT_REPORT, 1, self.report_key(tenant_id), version, body, until, json.dumps(stale))
+                pipe.execute_command("EVAL", _PUT_REPORT, 1, self.report_key(tenant_id), version, body, until, json.dumps(stale))
             pipe.execute()
 
         self._call(run)

