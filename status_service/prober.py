@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -53,8 +53,8 @@ class InFlight:
 
 
 def fingerprint(registry: Registry) -> str:
-    """Return a short digest that changes whenever the registry does."""
-    return hashlib.sha256(repr(registry.tenants).encode()).hexdigest()[:16]
+    """Return a short digest that changes whenever the registry does, probe headers included."""
+    return hashlib.sha256(repr(astuple(registry)).encode()).hexdigest()[:16]
 
 
 def next_due(integration: Integration, claim: Claim, first: bool, now: float) -> float:

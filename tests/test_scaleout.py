@@ -159,3 +159,18 @@ def test_report_cache_holds_for_its_time_to_live_only(settings, upstream, make_p
     time.sleep(0.35)
     assert client.get("/status", headers={"Authorization": "Bearer k1"}).status_code == 401
     assert client.get("/status", headers={"Authorization": "Bearer k2"}).status_code == 200
+
+
+def test_a_changed_probe_header_alone_is_reloaded(tmp_path, upstream, make_prober) -> None:
+    config = tmp_path / "status.yaml"
+    write_config(config, upstream, {"acme": ["a"]})
+    document = yaml.safe_load(config.read_text())
+    document["tenants"][0]["integrations"][0]["probe"]["headers"] = {"Authorization": "Bearer ${TOKEN}"}
+    config.write_text(yaml.safe_dump(document))
+    environ = {"TOKEN": "old"}
+    prober = make_prober(load(config, environ), source=config, environ=environ)
+    run_round(prober)
+    environ["TOKEN"] = "rotated"
+    prober.reload_requested = True
+    prober.tick()
+    assert prober.registry.integrations[0].probe.headers == (("Authorization", "Bearer rotated"),)
