@@ -70,6 +70,7 @@ class Registry:
     tenants: tuple[Tenant, ...]
     prober: ProberOptions = field(default_factory=ProberOptions)
     default_interval_s: float = 30.0
+    integrations: tuple[Integration, ...] = field(init=False, repr=False, compare=False)  # every tenant's, in order
 
     def integration(self, member: str) -> Integration | None:
         """Return the integration with this schedule name, if it is registered."""
@@ -79,14 +80,12 @@ class Registry:
         """Return the tenant with this id, if it is registered."""
         return self._by_tenant.get(tenant_id)
 
-    @property
-    def integrations(self) -> tuple[Integration, ...]:
-        """Return every integration of every tenant."""
-        return tuple(i for t in self.tenants for i in t.integrations)
-
     def __post_init__(self) -> None:
+        # Derived once: a frozen registry never changes, and probers consult these constantly.
+        integrations = tuple(i for t in self.tenants for i in t.integrations)
+        object.__setattr__(self, "integrations", integrations)
         object.__setattr__(self, "_by_tenant", {t.id: t for t in self.tenants})
-        object.__setattr__(self, "_by_member", {i.member: i for t in self.tenants for i in t.integrations})
+        object.__setattr__(self, "_by_member", {i.member: i for i in integrations})
 
 
 # Tenant and integration ids never contain this unit separator (the schema refuses it).

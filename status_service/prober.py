@@ -33,7 +33,7 @@ from .store import Claim, Store, StoreUnavailable, connect
 log = logging.getLogger("status_service.prober")
 
 HEARTBEAT_INTERVALS = 3  # a heartbeat stays fresh for this many default probe intervals
-LEASE_SLACK_S = 1.0  # a lease outlives a probe's deadline, watchdog and two ticks by this much
+LEASE_SLACK_S = 1.0  # a lease outlives a probe's deadline, watchdog and two ticks by at least this
 FOREIGN_RETRY_S = 5.0  # when to hand back an integration this prober's config does not know
 WATCHDOG_GRACE_S = 1.0  # past its deadline plus this, a probe stuck in DNS or headers counts as a timeout
 MAX_BACKOFF_S = 30.0
@@ -84,7 +84,7 @@ class Prober:
         source: Path | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
-        self.registry = registry
+        self.use(registry)
         self.source = source  # the config file, re-read when it changes or on request
         self.environ = environ if environ is not None else os.environ
         self.source_stamp = self._stamp()
@@ -98,16 +98,25 @@ class Prober:
         self.finished: list[tuple[InFlight, Outcome, float]] = []
         self.lock = threading.Lock()  # guards inflight and finished, which tick, stop and probes share
         self.refilling = threading.Lock()  # one refill at a time; the others skip rather than wait
+        self.flushing = threading.Lock()  # one flush at a time, so a tenant's batch is never split
         self.seeded: str | None = None
         self.backoff_s = 0.0
         self.resume_at = 0.0
         self.stopping = False
 
-    @property
-    def lease_s(self) -> float:
-        """Return how long a claim is held: past the longest probe deadline, its watchdog and the flush."""
-        longest = max((i.probe.timeout_s for i in self.registry.integrations), default=0.0)
-        return longest + WATCHDOG_GRACE_S + 2 * self.registry.prober.tick_s + LEASE_SLACK_S
+    def use(self, registry: Registry) -> None:
+        """Adopt a registry; what is derived from it is computed here once, not on every tick."""
+        self.registry = registry
+        self.fingerprint = fingerprint(registry)
+        probes = [i.probe for i in registry.integrations]
+        # A claim outlives the longest probe deadline, its watchdog, two ticks and a share of the
+        # shortest interval, so a busy prober records before its lease ends.
+        self.lease_s = (
+            max((p.timeout_s for p in probes), default=0.0)
+            + WATCHDOG_GRACE_S
+            + 2 * registry.prober.tick_s
+            + max(LEASE_SLACK_S, min((p.interval_s for p in probes), default=0.0) / 4)
+        )
 
     def tick(self) -> None:
         """Run one round: heartbeat, seed if Redis lost its data, record results, claim and start probes."""
@@ -122,7 +131,7 @@ class Prober:
             self.reap(now)
             self.flush()
             if not self.stopping:
-                self.start_probes(now)
+                self.start_probes(self.clock())  # a fresh time: the steps above may have taken a while
         except StoreUnavailable as exc:
             self.backoff_s = min(MAX_BACKOFF_S, max(1.0, self.backoff_s * 2))
             self.resume_at = now + self.backoff_s
@@ -135,7 +144,7 @@ class Prober:
 
     def ensure_seeded(self, now: float) -> None:
         """Write the registry to Redis when this prober has not, or when Redis lost it."""
-        mine = fingerprint(self.registry)
+        mine = self.fingerprint
         if self.seeded == mine and self.store.seeded_fingerprint() is not None:
             return
         owners = {d: t.id for t in self.registry.tenants for d in t.key_digests}
@@ -160,8 +169,8 @@ class Prober:
         except ConfigError as exc:
             log.error("registry.reload_failed %s", exc)
             return
-        if fingerprint(registry) != fingerprint(self.registry):
-            self.registry = registry
+        if fingerprint(registry) != self.fingerprint:
+            self.use(registry)
             self.seeded = None
             log.info("registry.reloaded tenants=%d integrations=%d", len(registry.tenants), len(registry.integrations))
 
@@ -203,9 +212,10 @@ class Prober:
                 del self.inflight[entry.claim.member]
                 self.finished.append((entry, outcome, self.clock()))
             free = self.registry.prober.concurrency - len(self.inflight)
-        # Refill freed workers now rather than at the next tick, in batches to spare Redis round trips.
+        # Record and refill now rather than at the next tick, in batches to spare Redis round trips.
         if not self.stopping and free >= max(1, self.registry.prober.concurrency // REFILL_FRACTION):
             try:
+                self.flush(wait=False)
                 self.start_probes(self.clock())
             except StoreUnavailable:
                 pass  # the next tick notices, logs and backs off
@@ -218,8 +228,19 @@ class Prober:
                     del self.inflight[member]
                     self.finished.append((entry, Outcome.failed("timeout"), now))
 
-    def flush(self) -> None:
-        """Record finished probes, rebuild the affected tenants' reports, and reschedule the claims."""
+    def flush(self, wait: bool = True) -> None:
+        """Record finished probes, rebuild the affected tenants' reports, and reschedule the claims.
+
+        One flush runs at a time; with wait=False a caller skips it when another is running.
+        """
+        if not self.flushing.acquire(blocking=wait):
+            return
+        try:
+            self._flush()
+        finally:
+            self.flushing.release()
+
+    def _flush(self) -> None:
         with self.lock:
             batch, self.finished = self.finished, []
         # A result for an integration removed by a reload while it was probed is dropped.

@@ -20,6 +20,8 @@ DEFAULT_MAX_BODY_BYTES = 1_048_576
 DEFAULT_CONCURRENCY = 64
 DEFAULT_TICK_S = 1.0
 
+# libyaml's loader when PyYAML has it: a registry of 10,000 integrations parses several times faster.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -45,7 +47,7 @@ def load(path: str | Path, environ: Mapping[str, str]) -> Registry:
 def parse(text: str, environ: Mapping[str, str], source: str = "<config>") -> Registry:
     """Expand and validate config text."""
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_LOADER)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""

@@ -144,10 +144,10 @@ def test_variables_expand_anywhere_in_strings() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("tenants: [", "line 1 column 11: expected the node content"),
+        ("tenants: [", "line 2 column 1: did not find expected node content"),
         ("- just\n- a list\n", "the file must be a mapping"),
         ("", "the file must be a mapping"),
-        ("tenants: []\n\tbad: tab", "line 2 column 1"),
+        ("tenants: []\n\tbad: tab", "line 2 column 1: found character that cannot start any token"),
     ],
 )
 def test_unreadable_yaml_is_one_clear_problem(text: str, expected: str) -> None:
