@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import time
+import urllib.request
+from urllib.parse import urlsplit
 
 import requests
 import urllib3.exceptions as u3
@@ -22,6 +24,10 @@ class Fetcher:
         self.session = requests.Session()
         self.session.max_redirects = MAX_REDIRECTS
         self.session.headers["User-Agent"] = USER_AGENT  # lets providers tell our probes apart
+        # The environment's proxy settings are read once here rather than on every request (a
+        # seventh of a prober's CPU); ~/.netrc is never consulted for credentials.
+        self.session.trust_env = False
+        self.proxies = {scheme: url for scheme, url in urllib.request.getproxies().items() if scheme != "no"}
         adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
@@ -41,6 +47,7 @@ class Fetcher:
                 headers=dict(spec.headers),
                 timeout=(spec.timeout_s, spec.timeout_s),
                 stream=True,
+                proxies=self._proxies_for(spec.url),
             )
             with response:
                 body = bytearray()
@@ -59,6 +66,12 @@ class Fetcher:
             return checks.judge(spec, response.status_code, bytes(body), elapsed_ms())
         except Exception as exc:  # every failure becomes a short reason, whatever raised it
             return Outcome.failed(reason_for(exc), elapsed_ms())
+
+    def _proxies_for(self, url: str) -> dict[str, str] | None:
+        """Return the proxies to use for a URL, honouring no_proxy."""
+        if not self.proxies or urllib.request.proxy_bypass_environment(urlsplit(url).hostname or ""):
+            return None
+        return self.proxies
 
     def close(self) -> None:
         """Close pooled connections."""

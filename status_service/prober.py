@@ -248,7 +248,10 @@ class Prober:
         if not batch:
             return
         try:
-            previous = self.store.states({e.integration.tenant_id for e, _, _ in batch})
+            wanted: dict[str, list[str]] = {}
+            for entry, _, _ in batch:
+                wanted.setdefault(entry.integration.tenant_id, []).append(entry.integration.id)
+            previous = self.store.states(wanted)
             updates: dict[str, dict[str, State]] = {}
             first: set[str] = set()
             for entry, outcome, at in batch:

@@ -249,17 +249,20 @@ class Store:
             return 0
         return int(self._call(lambda: self._complete(keys=[self.due_key()], args=args)))
 
-    def states(self, tenant_ids: Iterable[str]) -> dict[str, dict[str, State]]:
-        """Return every stored state of each tenant, by integration id."""
-        tenant_ids = list(tenant_ids)
+    def states(self, wanted: Mapping[str, Iterable[str]]) -> dict[str, dict[str, State]]:
+        """Return the stored states of the wanted integrations (tenant -> ids), those that have one."""
+        asked = {tenant_id: list(ids) for tenant_id, ids in wanted.items()}
 
-        def run() -> list[dict[bytes, bytes]]:
+        def run() -> list[list[bytes | None]]:
             pipe = self.client.pipeline(transaction=False)
-            for tenant_id in tenant_ids:
-                pipe.hgetall(self.results_key(tenant_id))
+            for tenant_id, ids in asked.items():
+                pipe.hmget(self.results_key(tenant_id), ids)
             return pipe.execute()
 
-        return {t: _decode_states(raw) for t, raw in zip(tenant_ids, self._call(run))}
+        return {
+            tenant_id: {iid: State.from_json(json.loads(raw)) for iid, raw in zip(ids, replies) if raw is not None}
+            for (tenant_id, ids), replies in zip(asked.items(), self._call(run))
+        }
 
     def record(self, updates: Mapping[str, Mapping[str, State]]) -> dict[str, tuple[int, dict[str, State]]]:
         """Write new states per tenant (none is fine); return each tenant's new version and full states."""

@@ -116,7 +116,7 @@ def test_seed_probe_report_serve_and_reload_on_a_real_cluster(
     assert cluster.smembers(store.tenants_key()) == {t.encode() for t in TENANTS}
 
     # Results and reports are written, each on the node that owns its tenant's slot.
-    states = store.states(TENANTS)
+    states = store.states({t: list(expected_health(t)) for t in TENANTS})
     for t in TENANTS:
         assert {i: s.status.value for i, s in states[t].items()} == expected_health(t)
         document = report_of(store, t)
