@@ -1,0 +1,191 @@
+"""Benchmark 1: GET /status under gunicorn against a hello-world Flask app with the same gunicorn settings.
+
+Rows: 1 tenant x 50 integrations (one key), and 1,000 tenants x 5 integrations polled round-robin.
+Settings: BENCH_SERVE_SECONDS (10) per load run, BENCH_SERVE_ROUNDS (2) runs per app, alternating,
+BENCH_SERVE_CONNECTIONS (64), BENCH_SERVE_TENANTS (1000), BENCH_WARMUP_SECONDS (2),
+BENCH_LOADGEN=python to skip wrk.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from status_service.model import Health, State
+from status_service.prober import Prober
+from status_service.registry import load as load_registry
+from status_service.store import Store, connect
+
+from . import load
+from .common import (
+    Redis, Row, env_float, env_int, free_port, http_get, log, machine_line, print_table, redis_server, run_main,
+    service_env, spawn, stop, tail, wait_until, workdir, write_config,
+)
+
+SECONDS = env_float("BENCH_SERVE_SECONDS", 10)
+CONNECTIONS = env_int("BENCH_SERVE_CONNECTIONS", 64)
+TENANTS = env_int("BENCH_SERVE_TENANTS", 1000)
+WARMUP_S = env_float("BENCH_WARMUP_SECONDS", 2)
+ROUNDS = env_int("BENCH_SERVE_ROUNDS", 2)  # load runs per app, alternating hello-world and /status
+WORKERS = "2"
+CLOSED_PORT_URL = "http://127.0.0.1:9"  # never probed: the reports are seeded here, no prober runs
+
+
+def seed(redis: Redis, prefix: str, config: Path) -> None:
+    """Write the registry and a report per tenant, as a prober would after one healthy probe of each integration."""
+    registry = load_registry(config, os.environ)
+    store = Store(connect(redis.url, 10.0), prefix)
+    prober = Prober(registry, store)
+    now = time.time()
+    prober.ensure_seeded(now)
+    healthy = {  # each tenant's latency_ms is its own (100 + n), so a reply shows whose report it is
+        t.id: {i.id: State(Health.HEALTHY, now, latency_ms=tenant_latency(n), consecutive_successes=1) for i in t.integrations}
+        for n, t in enumerate(registry.tenants)
+    }
+    prober.publish(healthy, now)
+    prober.fetcher.close()
+
+
+def tenant_latency(n: int) -> int:
+    """Return the latency_ms seeded for every integration of tenant number n."""
+    return 100 + n
+
+
+def start_gunicorn(app: str, env: dict[str, str], port: int, log_path: Path):
+    """Start gunicorn with the project's config file on 127.0.0.1:port and wait until every worker has booted."""
+    command = [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "-b", f"127.0.0.1:{port}", app]
+    process = spawn(command, env, log_path)
+
+    def booted() -> bool:
+        """Return whether every worker has booted; fail loudly if gunicorn died."""
+        if process.poll() is not None:
+            raise RuntimeError(f"gunicorn {app} exited with {process.returncode}:\n{tail(log_path)}")
+        return log_path.read_text(errors="replace").count("Booting worker") >= int(env["WEB_CONCURRENCY"])
+
+    wait_until(booted, 30, f"gunicorn {app} workers")
+    wait_until(lambda: _answers(port), 15, f"gunicorn {app} to answer")
+    return process
+
+
+def _answers(port: int) -> bool:
+    """Return whether anything answers HTTP on the port."""
+    try:
+        http_get(port, "/livez", timeout_s=1)
+        return True
+    except OSError:
+        return False
+
+
+def verify_status(port: int, keys: list[str], integrations: int) -> None:
+    """Fail loudly unless /status answers 200 with each sampled tenant's own seeded, all-healthy report."""
+    for n in sorted({0, len(keys) // 2, len(keys) - 1}):
+        status, headers, body = http_get(port, "/status", {"Authorization": f"Bearer {keys[n]}"})
+        if status != 200:
+            raise RuntimeError(f"/status answered {status} for key {n}: {body[:300]!r}")
+        if not headers.get("Content-Type", "").startswith("application/json") or headers.get("Cache-Control") != "no-store":
+            raise RuntimeError(f"/status headers are wrong: {headers}")
+        document = json.loads(body)
+        data = document["data"]
+        rows = data["integrations"]
+        expected_ids = [str(i + 1) for i in range(integrations)]
+        if (
+            document["status"] != "ok"
+            or [r["id"] for r in rows] != expected_ids
+            or any(r["status"] != "healthy" or r["latency_ms"] != tenant_latency(n) for r in rows)
+            or data["total_integrations_count"] != integrations
+            or data["healthy_integrations_count"] != integrations
+        ):
+            raise RuntimeError(f"/status for key {n} is not that tenant's seeded all-healthy report: {body[:300]!r}")
+    status, _, _ = http_get(port, "/status", {"Authorization": "Bearer not-a-registered-key"})
+    if status != 401:
+        raise RuntimeError(f"/status answered {status} to an unknown key, expected 401")
+
+
+def verify_hello(port: int) -> None:
+    """Fail loudly unless the hello-world app answers {"status": "ok"}."""
+    status, _, body = http_get(port, "/status")
+    if status != 200 or json.loads(body) != {"status": "ok"}:
+        raise RuntimeError(f"hello /status answered {status}: {body[:200]!r}")
+
+
+def measure(name: str, port: int, keys: list[str], directory: Path) -> load.LoadResult:
+    """Drive one running server for SECONDS and log what the load generator saw."""
+    log(f"measuring {name}: {load.tool()} {CONNECTIONS} connections for {SECONDS:.0f}s, {len(keys)} key(s)")
+    r = load.run(port, "/status", keys, SECONDS, CONNECTIONS, directory)
+    log(f"  {r.rps:,.0f} req/s, p50 {r.p50_ms:.1f} ms, p99 {r.p99_ms:.1f} ms, non-2xx {r.non_2xx}, socket errors {r.socket_errors}")
+    return r
+
+
+def pooled(results: list[load.LoadResult]) -> load.LoadResult:
+    """Combine rounds: all requests over all seconds; latencies are the rounds' mean."""
+    n = len(results)
+    return load.LoadResult(
+        tool=results[0].tool,
+        requests=sum(r.requests for r in results),
+        seconds=sum(r.seconds for r in results),
+        p50_ms=sum(r.p50_ms for r in results) / n,
+        p99_ms=sum(r.p99_ms for r in results) / n,
+        non_2xx=sum(r.non_2xx for r in results),
+        socket_errors=sum(r.socket_errors for r in results),
+    )
+
+
+def scenario(redis: Redis, directory: Path, name: str, tenants: int, per_tenant: int) -> tuple[load.LoadResult, load.LoadResult]:
+    """Seed one registry, start both apps, verify and warm them, then alternate their loads; return (status, hello)."""
+    config = directory / f"{name}.yaml"
+    keys = write_config(config, tenants, per_tenant, CLOSED_PORT_URL, {"interval_seconds": 3600})
+    prefix = f"bench:{name}:"
+    log(f"seeding {tenants} tenant(s) x {per_tenant} integrations")
+    seed(redis, prefix, config)
+    apps = {
+        "hello": ("bench.hello:app", verify_hello),
+        "status": ("wsgi:app", lambda port: verify_status(port, keys, per_tenant)),
+    }
+    ports, processes = {}, []
+    results: dict[str, list[load.LoadResult]] = {"hello": [], "status": []}
+    try:
+        for label, (app, verify) in apps.items():
+            ports[label] = free_port()
+            env = service_env(redis, prefix, config, PORT=str(ports[label]), WEB_CONCURRENCY=WORKERS)
+            processes.append(start_gunicorn(app, env, ports[label], directory / f"{name}-{label}.log"))
+            verify(ports[label])
+            if WARMUP_S > 0:
+                load.run(ports[label], "/status", keys, WARMUP_S, CONNECTIONS, directory)
+        for _ in range(ROUNDS):  # alternate, so a slow spell of the machine hits both alike
+            for label, (app, _verify) in apps.items():
+                results[label].append(measure(app, ports[label], keys, directory))
+    finally:
+        for process in processes:
+            stop(process)
+    return pooled(results["status"]), pooled(results["hello"])
+
+
+def main() -> int:
+    """Run both serving rows and print the table."""
+    with workdir("serve") as directory, redis_server(directory / "redis") as redis:
+        machine = machine_line(redis)
+        one, one_hello = scenario(redis, directory, "one", 1, 50)
+        many, many_hello = scenario(redis, directory, "many", TENANTS, 5)
+    rows = [
+        Row("1 tenant x 50: throughput", one.rps, one_hello.rps, ">= 0.85", "req/s"),
+        Row("1 tenant x 50: p99 latency", one.p99_ms, one_hello.p99_ms, "<= 2.0", "ms"),
+        Row(f"{TENANTS} tenants x 5, round-robin: throughput", many.rps, many_hello.rps, ">= 0.65", "req/s"),
+        Row(f"{TENANTS} tenants x 5, round-robin: p99 latency", many.p99_ms, many_hello.p99_ms, None, "ms"),
+        Row("non-2xx responses (all /status runs)", one.non_2xx + many.non_2xx, None, "== 0"),
+        Row("non-2xx responses (hello-world runs)", one_hello.non_2xx + many_hello.non_2xx, None, "== 0"),
+    ]
+    notes = [
+        machine,
+        f"load: {one.tool}, {CONNECTIONS} connections (wrk -t2), {ROUNDS} x {SECONDS:.0f}s per app alternating with its baseline, "
+        f"after {WARMUP_S:.0f}s warm-up; req/s pooled over the runs, p99 their mean",
+        f"both apps: gunicorn -c config/gunicorn.conf.py, WEB_CONCURRENCY={WORKERS}; baseline = bench/hello.py under the same settings and load",
+        f"socket errors (connect/read/write/timeout): status {one.socket_errors + many.socket_errors}, hello {one_hello.socket_errors + many_hello.socket_errors}",
+    ]
+    print_table("serve: GET /status vs hello-world", rows, notes)
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
