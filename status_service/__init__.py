@@ -1,20 +1,19 @@
 """status-service: tells each customer whether its image-generation integrations work."""
 from __future__ import annotations
 
-import logging
 import os
 
 from flask import Flask
 
-from .settings import Settings, from_env, redis_url
+from .settings import Settings, configure_logging, from_env, redis_url
 from .store import Store, connect
+from .web import errors, health, status
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the Flask app; it reads the environment unless given settings."""
     settings = settings or from_env(os.environ)
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(message)s")
-    from .web import errors, health, status
+    configure_logging(settings)
 
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the documented key order

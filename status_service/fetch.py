@@ -1,6 +1,7 @@
 """The only outbound HTTP: one pooled session, a deadline that covers the body, a size cap."""
 from __future__ import annotations
 
+import http.cookiejar
 import time
 import urllib.request
 from urllib.parse import urlsplit
@@ -12,7 +13,6 @@ from requests.adapters import HTTPAdapter
 from . import checks
 from .model import Outcome, ProbeSpec
 
-MAX_REDIRECTS = 3
 READ_SIZE = 65536
 USER_AGENT = "status-service-prober/1"
 
@@ -22,7 +22,8 @@ class Fetcher:
 
     def __init__(self, pool_size: int = 64) -> None:
         self.session = requests.Session()
-        self.session.max_redirects = MAX_REDIRECTS
+        # No cookie is kept: one tenant's probe must never carry what another's was sent.
+        self.session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
         self.session.headers["User-Agent"] = USER_AGENT  # lets providers tell our probes apart
         # The environment's proxy settings are read once here rather than on every request (a
         # seventh of a prober's CPU); ~/.netrc is never consulted for credentials.
@@ -48,6 +49,8 @@ class Fetcher:
                 timeout=(spec.timeout_s, spec.timeout_s),
                 stream=True,
                 proxies=self._proxies_for(spec.url),
+                # Redirects are not followed: requests would carry probe headers (keys) to the new host.
+                allow_redirects=False,
             )
             with response:
                 body = bytearray()
@@ -86,8 +89,6 @@ def reason_for(exc: BaseException) -> str:
         return "tls_error"
     if isinstance(exc, requests.exceptions.ProxyError):
         return "proxy_error"
-    if isinstance(exc, requests.TooManyRedirects):
-        return "too_many_redirects"
     if isinstance(exc, (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError, u3.ProtocolError, u3.DecodeError)):
         return "protocol_error"
     if isinstance(exc, requests.ConnectionError):

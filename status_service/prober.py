@@ -16,18 +16,19 @@ import sys
 import threading
 import time
 import uuid
+from datetime import datetime, timezone
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, replace
 from pathlib import Path
 from typing import Callable, Mapping
 
-from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.schedulers.background import BackgroundScheduler
 
 from . import checks, report
 from .fetch import Fetcher
 from .model import Integration, Outcome, Registry, State
 from .registry import ConfigError, load
-from .settings import SettingsError, from_env, redis_url
+from .settings import SettingsError, configure_logging, from_env, redis_url
 from .store import Claim, Store, StoreUnavailable, connect
 
 log = logging.getLogger("status_service.prober")
@@ -44,12 +45,15 @@ STOP_MARGIN_S = 0.25  # on SIGTERM, how long past their deadline running probes 
 
 @dataclass
 class InFlight:
-    """A probe running in the pool."""
+    """A probe submitted to the pool; its deadline runs from when a worker starts it."""
 
     claim: Claim
     integration: Integration
-    future: Future[Outcome]
-    deadline: float
+    started: float | None = None
+
+    def overdue(self, now: float) -> bool:
+        """Return whether the probe has run past its deadline and the watchdog's grace."""
+        return self.started is not None and now > self.started + self.integration.probe.timeout_s + WATCHDOG_GRACE_S
 
 
 def fingerprint(registry: Registry) -> str:
@@ -61,14 +65,14 @@ def next_due(integration: Integration, claim: Claim, first: bool, now: float) ->
     """Return when to probe again: spread over the interval after the first probe, then keep phase.
 
     The spread lands in the second half of the interval, so no two probes of one integration are
-    ever closer than half an interval, and none is more than an interval apart.
+    ever closer than half an interval.
     """
     interval = integration.probe.interval_s
     if first:
         return now + interval * random.uniform(0.5, 1.0)
     planned = claim.due_ms / 1000 + interval
-    # A prober that fell behind does not fire a burst of catch-up probes.
-    return planned if planned > now else now + interval * random.uniform(0.5, 1.0)
+    # A late probe keeps the phase if it can; a prober that fell behind fires no catch-up burst.
+    return max(planned, now + interval / 2)
 
 
 class Prober:
@@ -95,6 +99,7 @@ class Prober:
         self.clock = clock
         self.pool = ThreadPoolExecutor(registry.prober.concurrency, thread_name_prefix="probe")
         self.inflight: dict[str, InFlight] = {}
+        self.busy = 0  # workers running a probe, including ones the watchdog gave up on
         self.finished: list[tuple[InFlight, Outcome, float]] = []
         self.lock = threading.Lock()  # guards inflight and finished, which tick, stop and probes share
         self.refilling = threading.Lock()  # one refill at a time; the others skip rather than wait
@@ -123,11 +128,14 @@ class Prober:
         now = self.clock()
         if now < self.resume_at:
             return
-        if self.reload_requested or self._stamp() != self.source_stamp:
-            self.reload()
         try:
+            # Under the flush lock, so no result of a removed integration is written after its removal.
+            with self.flushing:
+                if self.reload_requested or self._stamp() != self.source_stamp:
+                    self.reload()
+                self.ensure_seeded(now)
+            # Only after a good seed: a prober that cannot seed must not make /readyz say ready.
             self.store.heartbeat(self.id, now, HEARTBEAT_INTERVALS * self.registry.default_interval_s)
-            self.ensure_seeded(now)
             self.reap(now)
             self.flush()
             if not self.stopping:
@@ -145,7 +153,7 @@ class Prober:
     def ensure_seeded(self, now: float) -> None:
         """Write the registry to Redis when this prober has not, or when Redis lost it."""
         mine = self.fingerprint
-        if self.seeded == mine and self.store.seeded_fingerprint() is not None:
+        if self.seeded == mine and self.store.is_seeded():
             return
         owners = {d: t.id for t in self.registry.tenants for d in t.key_digests}
         members = {i.member: now for i in self.registry.integrations}
@@ -169,6 +177,10 @@ class Prober:
         except ConfigError as exc:
             log.error("registry.reload_failed %s", exc)
             return
+        if registry.prober != self.registry.prober:
+            # The pools and the tick are sized at start; half-applying new sizes would be worse.
+            log.warning("registry.reload prober options changed; they take effect on restart")
+            registry = replace(registry, prober=self.registry.prober)
         if fingerprint(registry) != self.fingerprint:
             self.use(registry)
             self.seeded = None
@@ -192,26 +204,34 @@ class Prober:
 
     def _claim_and_submit(self, now: float) -> None:
         with self.lock:
-            free = self.registry.prober.concurrency - len(self.inflight)
+            free = self.registry.prober.concurrency - self.busy
+        foreign = []
         for claim in self.store.claim(now, self.lease_s, free):
             integration = self.registry.integration(claim.member)
             if integration is None:
                 # Registered by a prober with a newer or other config: hand it back for one that knows it.
-                self.store.reschedule([(claim, now + FOREIGN_RETRY_S)])
+                foreign.append((claim, now + FOREIGN_RETRY_S))
                 continue
-            future = self.pool.submit(self.fetcher.probe, integration.probe)
-            entry = InFlight(claim, integration, future, now + integration.probe.timeout_s + WATCHDOG_GRACE_S)
+            entry = InFlight(claim, integration)
             with self.lock:
                 self.inflight[claim.member] = entry
+                self.busy += 1
+            future = self.pool.submit(self._probe, entry)
             future.add_done_callback(lambda f, e=entry: self._done(e, f))
+        self.store.reschedule(foreign)
+
+    def _probe(self, entry: InFlight) -> Outcome:
+        entry.started = self.clock()
+        return self.fetcher.probe(entry.integration.probe)
 
     def _done(self, entry: InFlight, future: Future[Outcome]) -> None:
-        outcome = future.result() if not future.cancelled() else Outcome.failed("cancelled")
+        outcome = future.result()  # Fetcher.probe never raises
         with self.lock:
+            self.busy -= 1
             if self.inflight.get(entry.claim.member) is entry:  # not already reaped as a timeout
                 del self.inflight[entry.claim.member]
                 self.finished.append((entry, outcome, self.clock()))
-            free = self.registry.prober.concurrency - len(self.inflight)
+            free = self.registry.prober.concurrency - self.busy
         # Record and refill now rather than at the next tick, in batches to spare Redis round trips.
         if not self.stopping and free >= max(1, self.registry.prober.concurrency // REFILL_FRACTION):
             try:
@@ -224,7 +244,7 @@ class Prober:
         """Count probes stuck past their deadline (in DNS, say) as timeouts; their threads finish later."""
         with self.lock:
             for member, entry in list(self.inflight.items()):
-                if now > entry.deadline:
+                if entry.overdue(now):
                     del self.inflight[member]
                     self.finished.append((entry, Outcome.failed("timeout"), now))
 
@@ -257,6 +277,8 @@ class Prober:
             for entry, outcome, at in batch:
                 i = entry.integration
                 before = previous[i.tenant_id].get(i.id)
+                if before is not None and before.checked_at >= at:
+                    continue  # recorded by an earlier try of this batch that failed afterwards
                 if before is None:
                     first.add(i.member)
                 state = checks.advance(before, outcome, i.probe, at)
@@ -283,7 +305,7 @@ class Prober:
                 continue
             document = report.build_report(tenant.integrations, states, now)
             stale = report.stale_times(tenant.integrations, states)
-            reports.append((tenant_id, version, report.encode(document), stale))
+            reports.append((tenant_id, version, report.encode(document), stale, report.next_stale(stale, now)))
         self.store.put_reports(reports)
 
     def _log_probe(self, i: Integration, outcome: Outcome, before: State | None, after: State) -> None:
@@ -300,10 +322,12 @@ class Prober:
     def stop(self, timeout_s: float | None = None) -> None:
         """Stop claiming, let running probes finish within their deadline, record them, release the rest."""
         self.stopping = True
+        with self.refilling:  # a refill under way finishes its submissions first; none starts after
+            pass
         with self.lock:
-            last_deadline = max((e.deadline - WATCHDOG_GRACE_S for e in self.inflight.values()), default=0.0)
-        # Until the running probes' own deadlines (at most one probe timeout), and a moment for them to land.
-        wait_s = max(0.0, last_deadline + STOP_MARGIN_S - self.clock()) if timeout_s is None else timeout_s
+            longest = max((e.integration.probe.timeout_s for e in self.inflight.values()), default=0.0)
+        # The running probes' own deadlines (at most one probe timeout), and a moment for them to land.
+        wait_s = longest + STOP_MARGIN_S if timeout_s is None else timeout_s
         give_up = time.monotonic() + wait_s
         while time.monotonic() < give_up:
             with self.lock:
@@ -336,39 +360,53 @@ class Prober:
 
 
 def main() -> int:
-    """Run a prober until SIGTERM or SIGINT."""
+    """Run a prober until SIGTERM or SIGINT; reload its config on SIGHUP."""
     try:
         settings = from_env(os.environ)
         registry = load(settings.config_path, os.environ)
     except (SettingsError, ConfigError) as exc:
         print(f"status-service prober: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(message)s")
+    configure_logging(settings)
     logging.getLogger("apscheduler").setLevel(logging.ERROR)  # a skipped 1 s tick is not news
-    store = Store(connect(redis_url(settings), settings.redis_timeout_s, settings.redis_cluster), settings.key_prefix)
+    try:
+        store = Store(connect(redis_url(settings), settings.redis_timeout_s, settings.redis_cluster), settings.key_prefix)
+    except Exception as exc:  # a cluster client connects at once; nothing else raises here
+        print(f"status-service prober: cannot reach Redis: {exc.__class__.__name__}", file=sys.stderr)
+        return 1
     prober = Prober(registry, store, source=Path(settings.config_path))
-    scheduler = BlockingScheduler()
-    scheduler.add_job(prober.tick, "interval", seconds=registry.prober.tick_s, max_instances=1, coalesce=True)
-    if settings.redis_url is None:
-        # The embedded Redis has no supervisor but its users: bring it back (from its AOF) if it died.
-        scheduler.add_job(redis_url, "interval", args=[settings], seconds=EMBEDDED_CHECK_S, max_instances=1)
+    stop_requested = threading.Event()
 
-    def shutdown(signum: int, _frame: object) -> None:
-        log.info("prober.stopping signal=%s", signal.Signals(signum).name)
-        scheduler.shutdown(wait=True)  # lets a running tick finish before stop() takes over
+    def request_stop(signum: int, _frame: object) -> None:
+        if not stop_requested.is_set():
+            log.info("prober.stopping signal=%s", signal.Signals(signum).name)
+        stop_requested.set()  # a second signal changes nothing
 
     def request_reload(_signum: int, _frame: object) -> None:
         prober.reload_requested = True  # picked up by the next tick, which owns the registry
 
-    signal.signal(signal.SIGTERM, shutdown)
-    signal.signal(signal.SIGINT, shutdown)
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGHUP, request_reload)
+    scheduler = BackgroundScheduler()
+    # The first tick runs at once: unknown should last seconds, not a tick.
+    scheduler.add_job(prober.tick, "interval", seconds=registry.prober.tick_s, max_instances=1, coalesce=True,
+                      next_run_time=datetime.now(timezone.utc))
+    if settings.redis_url is None:
+        # The embedded Redis has no supervisor but its users: bring it back (from its AOF) if it died.
+        scheduler.add_job(redis_url, "interval", args=[settings], seconds=EMBEDDED_CHECK_S, max_instances=1)
     log.info("prober.started prober=%s tenants=%d integrations=%d", prober.id, len(registry.tenants), len(registry.integrations))
-    prober.tick()  # the first round at once: unknown should last seconds, not a tick
     scheduler.start()
+    stop_requested.wait()
+    scheduler.shutdown(wait=True)  # lets a running tick finish before stop() takes over
     prober.stop()
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Exit now: a probe thread stuck past its deadline (a server dripping headers) must not hold us.
+    os._exit(code)

@@ -48,6 +48,9 @@ def parse(text: str, environ: Mapping[str, str], source: str = "<config>") -> Re
     """Expand and validate config text."""
     try:
         raw = yaml.load(text, Loader=_LOADER)
+        missing = sorted(set(_unset_variables(raw, environ, "")))
+    except RecursionError:
+        raise ConfigError(source, ["an alias refers to itself"]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
@@ -55,14 +58,22 @@ def parse(text: str, environ: Mapping[str, str], source: str = "<config>") -> Re
         raise ConfigError(source, [f"{where}{problem}"]) from None
     if not isinstance(raw, dict):
         raise ConfigError(source, ["the file must be a mapping with a 'tenants' list"])
-    missing = sorted(set(_unset_variables(raw, environ, "")))
     if missing:
         raise ConfigError(source, [f"{where}: environment variable {name} is not set" for where, name in missing])
     try:
         data = ConfigSchema().load(_expand(raw, environ))
     except ValidationError as exc:
         raise ConfigError(source, [f"{where}: {msg}" for where, msg in _flatten(exc.messages, "")]) from None
-    return _build(data)
+    registry = _build(data)
+    too_soon = [
+        f"tenants[{t}].integrations[{n}].probe.stale_after_seconds: must be at least interval_seconds ({i.probe.interval_s:g})"
+        for t, tenant in enumerate(registry.tenants)
+        for n, i in enumerate(tenant.integrations)
+        if i.probe.stale_after_s < i.probe.interval_s
+    ]
+    if too_soon:
+        raise ConfigError(source, too_soon)
+    return registry
 
 
 def _unset_variables(node: Any, environ: Mapping[str, str], where: str) -> Iterator[tuple[str, str]]:

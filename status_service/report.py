@@ -22,10 +22,8 @@ def overall(healthy: int, total: int) -> str:
     return "unhealthy" if healthy == 0 else "degraded"
 
 
-def iso(epoch: float | None) -> str | None:
+def iso(epoch: float) -> str:
     """Return an epoch time as an ISO 8601 UTC string."""
-    if epoch is None:
-        return None
     return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
@@ -47,7 +45,7 @@ def row(integration: Integration, state: State | None, now: float) -> Row:
     }
 
 
-def summarize(rows: Sequence[Row], generated_at: str | None) -> dict[str, Any]:
+def summarize(rows: Sequence[Row], generated_at: str) -> dict[str, Any]:
     """Build the document around its rows: counts, percentages, per-type stats, overall status."""
     by_type: dict[str, list[int]] = {}  # type -> [healthy, total], in order of first appearance
     for entry in rows:
@@ -84,6 +82,11 @@ def build_report(integrations: Sequence[Integration], states: Mapping[str, State
 def stale_times(integrations: Sequence[Integration], states: Mapping[str, State]) -> dict[str, float]:
     """Return when each recorded result turns stale (epoch seconds), by integration id."""
     return {i.id: states[i.id].checked_at + i.probe.stale_after_s for i in integrations if i.id in states}
+
+
+def next_stale(stale_at: Mapping[str, float], now: float) -> float:
+    """Return when the next result still fresh now turns stale (infinity if none will)."""
+    return min((at for at in stale_at.values() if at > now), default=float("inf"))
 
 
 def expire(document: dict[str, Any], stale_at: Mapping[str, float], now: float) -> dict[str, Any]:

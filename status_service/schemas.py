@@ -10,6 +10,8 @@ HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 # Ids appear in URLs, logs and Redis key names: keep them plain.
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 SHA256_PATTERN = re.compile(r"^[0-9a-fA-F]{64}$")
+HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP token (RFC 9110)
+HEADER_VALUE = re.compile(r"^[\t\x20-\x7e\x80-\xff]*$")  # no CR, LF or other control characters
 
 
 class Number(fields.Float):
@@ -23,9 +25,6 @@ class Number(fields.Float):
 
 class Count(fields.Integer):
     """A whole number that refuses booleans, floats and strings."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(strict=True, **kwargs)
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -69,7 +68,10 @@ class ProbeSchema(ProbeDefaultsSchema):
 
     url = fields.Url(required=True, schemes={"http", "https"}, require_tld=False)
     method = fields.String(validate=validate.OneOf(HTTP_METHODS))
-    headers = fields.Dict(keys=fields.String(validate=validate.Length(min=1)), values=fields.String())
+    headers = fields.Dict(
+        keys=fields.String(validate=validate.Regexp(HEADER_NAME, error="not a valid HTTP header name")),
+        values=fields.String(validate=validate.Regexp(HEADER_VALUE, error="not a valid HTTP header value")),
+    )
     expect_status = fields.List(Count(validate=validate.Range(min=100, max=599)), validate=validate.Length(min=1))
     expect_json = fields.Dict(keys=fields.String(validate=validate.Length(min=1)), values=Scalar())
 

@@ -1,6 +1,7 @@
 """The environment, read once into a frozen Settings object."""
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +71,13 @@ def _seconds(environ: Mapping[str, str], name: str, default: float, minimum: flo
     if not minimum <= value <= 60:
         raise SettingsError(f"{name}: must be between {minimum} and 60")
     return value
+
+
+def configure_logging(settings: Settings) -> None:
+    """Log `event key=value` lines at the configured level."""
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(message)s")
+    # urllib3 logs request lines at DEBUG, query strings (which may hold tokens) included.
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
 
 
 def redis_url(settings: Settings) -> str:

@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 from .model import State, split_member
@@ -41,7 +42,7 @@ return due
 _COMPLETE = """
 local done = 0
 for i = 1, #ARGV, 3 do
-  if redis.call('ZSCORE', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+  if tonumber(redis.call('ZSCORE', KEYS[1], ARGV[i])) == tonumber(ARGV[i + 1]) then
     redis.call('ZADD', KEYS[1], 'XX', ARGV[i + 2], ARGV[i])
     done = done + 1
   end
@@ -134,27 +135,35 @@ class Store:
 
     # -- key names -----------------------------------------------------------------------------
     def due_key(self) -> str:
+        """Return the key of the schedule."""
         return f"{self.prefix}{{sched}}:due"
 
     def probers_key(self) -> str:
+        """Return the key of the prober heartbeats."""
         return f"{self.prefix}{{fleet}}:probers"
 
     def keys_key(self) -> str:
+        """Return the key of the API key registry."""
         return f"{self.prefix}{{reg}}:keys"
 
     def tenants_key(self) -> str:
+        """Return the key of the registered tenant ids."""
         return f"{self.prefix}{{reg}}:tenants"
 
     def config_key(self) -> str:
+        """Return the key of the seed marker."""
         return f"{self.prefix}{{reg}}:config"
 
     def results_key(self, tenant_id: str) -> str:
+        """Return the key of a tenant's states."""
         return f"{self.prefix}{{t:{tenant_id}}}:results"
 
     def version_key(self, tenant_id: str) -> str:
+        """Return the key of a tenant's results version."""
         return f"{self.prefix}{{t:{tenant_id}}}:version"
 
     def report_key(self, tenant_id: str) -> str:
+        """Return the key of a tenant's prebuilt report."""
         return f"{self.prefix}{{t:{tenant_id}}}:report"
 
     # -- guarded calls -------------------------------------------------------------------------
@@ -162,8 +171,10 @@ class Store:
         """Run a Redis action, translating every Redis failure into StoreUnavailable."""
         try:
             return action()
-        except redis.RedisError as exc:
-            raise StoreUnavailable(exc.__class__.__name__) from exc
+        except (redis.RedisError, RedisClusterException) as exc:
+            # A server's refusal (NOPERM, WRONGTYPE, ...) says what is wrong; a lost connection does not need to.
+            detail = f": {exc}" if isinstance(exc, redis.ResponseError) else ""
+            raise StoreUnavailable(f"{exc.__class__.__name__}{detail}") from exc
 
     def ping(self) -> bool:
         """Return whether Redis answers."""
@@ -199,10 +210,12 @@ class Store:
             raise StoreUnavailable("report not built yet")
         return StoredReport(tenant_id, body, _until(until))
 
-    def stale_times(self, tenant_id: str) -> dict[str, float]:
-        """Return when each result in a tenant's report turns stale (epoch seconds), by integration id."""
-        raw = self._call(lambda: self.client.hget(self.report_key(tenant_id), "stale"))
-        return {iid: float(at) for iid, at in json.loads(raw or b"{}").items()}
+    def report_with_stale_times(self, tenant_id: str) -> tuple[bytes, dict[str, float]] | None:
+        """Return a tenant's report body and when each of its results turns stale, read together."""
+        body, stale = self._call(lambda: self.client.hmget(self.report_key(tenant_id), ["body", "stale"]))
+        if body is None:
+            return None
+        return body, {iid: float(at) for iid, at in json.loads(stale or b"{}").items()}
 
     def fresh_probers(self, now: float) -> int:
         """Return how many probers have a heartbeat that has not expired."""
@@ -224,10 +237,9 @@ class Store:
         """Remove a prober's heartbeat as it exits."""
         self._call(lambda: self.client.zrem(self.probers_key(), prober_id))
 
-    def seeded_fingerprint(self) -> str | None:
-        """Return the fingerprint of the config Redis was seeded with, or None if it was not."""
-        value = self._call(lambda: self.client.get(self.config_key()))
-        return value.decode() if value is not None else None
+    def is_seeded(self) -> bool:
+        """Return whether Redis holds a registry (it does not after losing its data)."""
+        return bool(self._call(lambda: self.client.exists(self.config_key())))
 
     def claim(self, now: float, lease_s: float, limit: int) -> list[Claim]:
         """Atomically take up to `limit` due integrations, leased until now + lease_s."""
@@ -269,6 +281,7 @@ class Store:
         tenant_ids = list(updates)
 
         def run() -> list[list[Any]]:
+            # Plain EVAL, not a registered script: a cluster pipeline cannot load scripts beforehand.
             pipe = self.client.pipeline(transaction=False)
             for tenant_id in tenant_ids:
                 args = [x for iid, s in updates[tenant_id].items() for x in (iid, json.dumps(s.to_json()))]
@@ -281,14 +294,15 @@ class Store:
             out[tenant_id] = (int(version), _decode_states(dict(zip(flat[::2], flat[1::2]))))
         return out
 
-    def put_reports(self, reports: Iterable[tuple[str, int, bytes, Mapping[str, float]]]) -> None:
-        """Store prebuilt reports (tenant, results version, body, stale time per id); newest wins."""
+    def put_reports(self, reports: Iterable[tuple[str, int, bytes, Mapping[str, float], float]]) -> None:
+        """Store prebuilt reports (tenant, results version, body, stale time per id, next stale time)."""
 
         def run() -> None:
-            pipe = self.client.pipeline(transaction=False)
-            for tenant_id, version, body, stale in reports:
-                until = _until_arg(min(stale.values(), default=math.inf))
-                pipe.execute_command("EVAL", _PUT_REPORT, 1, self.report_key(tenant_id), version, body, until, json.dumps(stale))
+            pipe = self.client.pipeline(transaction=False)  # plain EVAL, as in record()
+            for tenant_id, version, body, stale, until in reports:
+                pipe.execute_command(
+                    "EVAL", _PUT_REPORT, 1, self.report_key(tenant_id), version, body, _until_arg(until), json.dumps(stale)
+                )
             pipe.execute()
 
         self._call(run)

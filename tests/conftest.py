@@ -107,7 +107,9 @@ class Route:
     body: bytes = b'{"status": {"indicator": "none"}}'
     delay_s: float = 0.0
     drip_s: float = 0.0  # pause between body bytes
+    header_drip_s: float = 0.0  # pause between the bytes of the status line and headers
     content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)  # extra response headers
 
 
 @dataclass
@@ -149,9 +151,19 @@ def upstream() -> Iterator[Upstream]:
             route = state.routes.get(path, Route(status=404, body=b"not found"))
             time.sleep(route.delay_s)
             try:
+                if route.header_drip_s:
+                    head = f"HTTP/1.1 {route.status} X\r\nContent-Length: {len(route.body)}\r\n\r\n".encode()
+                    for byte in head:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        time.sleep(route.header_drip_s)
+                    self.wfile.write(route.body)
+                    return
                 self.send_response(route.status)
                 self.send_header("Content-Type", route.content_type)
                 self.send_header("Content-Length", str(len(route.body)))
+                for name, value in route.headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 if route.drip_s:
                     for byte in route.body:

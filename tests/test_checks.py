@@ -1,7 +1,7 @@
 """Health rules: judging a response, and thresholds on state changes."""
 import pytest
 
-from status_service.checks import advance, dotted_get, judge
+from status_service.checks import _MISSING, advance, dotted_get, judge
 from status_service.model import Health, Outcome, ProbeSpec, State
 
 SPEC = ProbeSpec(url="http://127.0.0.1/", failure_threshold=2, success_threshold=1)
@@ -34,8 +34,8 @@ def test_judge(spec: ProbeSpec, status: int, body: bytes, reason: str | None) ->
 
 def test_dotted_get_missing_paths_are_not_none() -> None:
     assert dotted_get({"a": None}, "a") is None
-    assert dotted_get({"a": 1}, "b") is not None
-    assert dotted_get([1], "5") is not None
+    assert dotted_get({"a": 1}, "b") is _MISSING
+    assert dotted_get([1], "5") is _MISSING
 
 
 def test_first_result_sets_state_directly() -> None:

@@ -147,7 +147,7 @@ def test_seed_probe_report_serve_and_reload_on_a_real_cluster(
 
     # Reload: one tenant loses an integration, another tenant is removed; their keys go.
     kept = [t for t in TENANTS if t != REMOVED_TENANT]
-    prober.registry = cluster_registry(upstream, kept, drop={TRIMMED_TENANT: {"2"}})
+    prober.use(cluster_registry(upstream, kept, drop={TRIMMED_TENANT: {"2"}}))
     prober.seeded = None
     run_round(prober)
 

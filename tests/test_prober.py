@@ -1,6 +1,7 @@
 """The prober against real local upstreams and a real Redis: reasons, thresholds, deadlines, recovery."""
 import json
 import logging
+import threading
 import time
 
 import pytest
@@ -142,12 +143,21 @@ def test_an_integration_is_probed_again_after_its_interval(store, upstream, make
 
 def test_two_probers_on_one_redis_never_probe_twice(store, upstream, make_prober) -> None:
     reg = one_tenant(*[integration(str(n), "MJ", upstream.url(f"/d{n}", delay_s=0.05)) for n in range(30)])
-    first, second = make_prober(reg), make_prober(reg)
-    for _ in range(3):
-        first.tick()
-        second.tick()
-    first.drain()
-    second.drain()
+    probers = [make_prober(reg), make_prober(reg)]
+    start = threading.Barrier(2)
+
+    def race(prober) -> None:
+        start.wait()
+        for _ in range(3):
+            prober.tick()
+
+    threads = [threading.Thread(target=race, args=(p,)) for p in probers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    for prober in probers:
+        prober.drain()
     assert [upstream.count(f"/d{n}") for n in range(30)] == [1] * 30
 
 
@@ -213,3 +223,24 @@ def test_results_survive_a_prober_restart(store, upstream, make_prober) -> None:
     # The new prober continued from the stored state: one success is enough to recover.
     assert statuses(store)["1"] == ("healthy", None)
     assert upstream.count("/p") == 2
+
+
+def test_a_probe_stuck_past_the_watchdog_does_not_fail_the_next_one(store, upstream, make_prober) -> None:
+    # One worker; the first claimed (ids sort "a" < "b") drips its headers far past its deadline.
+    reg = make_registry(
+        [tenant("acme", [KEY], [
+            integration("a-stuck", "MJ", upstream.url("/stuck", header_drip_s=0.05), timeout_seconds=0.2),
+            integration("b-good", "MJ", upstream.url("/good")),
+        ])],
+        prober={"concurrency": 1},
+    )
+    prober = make_prober(reg)
+
+    def both_recorded() -> bool:
+        prober.tick()
+        found = report_of(store, "acme")
+        return bool(found) and all(s[0] != "unknown" for s in statuses(store).values())
+
+    wait_for(both_recorded, timeout_s=15, interval_s=0.1)
+    assert statuses(store) == {"a-stuck": ("unhealthy", "timeout"), "b-good": ("healthy", None)}
+    assert upstream.count("/good") == 1  # it was really probed, not given up on in a queue

@@ -2,7 +2,6 @@
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 
@@ -12,7 +11,7 @@ import yaml
 
 from status_service import embedded
 from status_service.store import connect
-from tests.conftest import REPO, environment, free_port, integration, key_digest, report_of, spawn, stop, wait_for
+from tests.conftest import environment, free_port, integration, key_digest, report_of, spawn, stop, wait_for
 
 KEY = "demo-process-key"
 
@@ -130,3 +129,22 @@ def test_a_dead_embedded_redis_is_brought_back_with_its_data(tmp_path, upstream)
         log.close()
         if pidfile.exists():
             os.kill(int(pidfile.read_text()), signal.SIGTERM)
+
+
+def test_a_second_signal_during_shutdown_changes_nothing(redis_url, prefix, tmp_path, upstream, store) -> None:
+    document = {"prober": {"tick_seconds": 0.1},
+                "tenants": [{"id": "acme", "integrations": [integration("1", "MJ", upstream.url("/p", delay_s=1))]}]}
+    path = tmp_path / "status.yaml"
+    path.write_text(yaml.safe_dump(document))
+    log_path = tmp_path / "prober.log"
+    with open(log_path, "wb") as log:
+        prober = spawn([sys.executable, "-m", "status_service.prober"], environment(redis_url, prefix, path), log)
+        try:
+            wait_for(lambda: upstream.count("/p") == 1, timeout_s=15)
+            prober.send_signal(signal.SIGINT)  # as Ctrl-C in scripts/run.sh does, followed by its trap's SIGTERM
+            prober.send_signal(signal.SIGTERM)
+            assert prober.wait(10) == 0
+        finally:
+            stop(prober)
+    assert "Traceback" not in log_path.read_text()
+    assert store.fresh_probers(time.time()) == 0

@@ -111,6 +111,10 @@ def test_uppercase_digests_are_normalised() -> None:
         (bad_integration(expect_status=[]), "tenants[0].integrations[0].probe.expect_status: shorter than minimum length 1"),
         (bad_integration(expect_json={"a": [1]}), "tenants[0].integrations[0].probe.expect_json.a.value: must be a string, number, boolean or null"),
         (bad_integration(headers={"X": 1}), "tenants[0].integrations[0].probe.headers.X.value: not a valid string"),
+        (bad_integration(headers={"X Y": "v"}), "tenants[0].integrations[0].probe.headers.X Y.key: not a valid HTTP header name"),
+        (bad_integration(headers={"X": "a\r\nInjected: 1"}), "tenants[0].integrations[0].probe.headers.X.value: not a valid HTTP header value"),
+        (bad_integration(interval_seconds=60, stale_after_seconds=30),
+         "tenants[0].integrations[0].probe.stale_after_seconds: must be at least interval_seconds (60)"),
         (bad_integration(timeout_seconds=0), "tenants[0].integrations[0].probe.timeout_seconds: must be greater than or equal to 0.05"),
         (config(tenants=[{"id": "a", "integrations": [{"id": "1", "type": "MJ"}]}]), "tenants[0].integrations[0].probe: missing data for required field"),
         (config(tenants=[{"id": "a", "integrations": [{"id": "1", "type": "", "probe": {"url": "http://x.example/"}}]}]),
@@ -147,6 +151,7 @@ def test_variables_expand_anywhere_in_strings() -> None:
         ("tenants: [", "line 2 column 1: did not find expected node content"),
         ("- just\n- a list\n", "the file must be a mapping"),
         ("", "the file must be a mapping"),
+        ("loop: &a [*a]\ntenants: []", "an alias refers to itself"),
         ("tenants: []\n\tbad: tab", "line 2 column 1: found character that cannot start any token"),
     ],
 )

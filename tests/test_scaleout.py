@@ -7,7 +7,6 @@ import pytest
 import yaml
 
 from status_service import create_app
-from status_service.prober import Prober
 from status_service.registry import load
 from status_service.settings import Settings
 from tests.conftest import environment, integration, key_digest, make_registry, run_round, start_prober, stop, tenant, wait_for
@@ -153,7 +152,8 @@ def test_report_cache_holds_for_its_time_to_live_only(settings, upstream, make_p
     client = app.test_client()
     assert client.get("/status", headers={"Authorization": "Bearer k1"}).status_code == 200
     revoked = make_registry([tenant("acme", ["k2"], [integration("1", "MJ", upstream.url("/p"))])])
-    prober.registry, prober.seeded = revoked, None
+    prober.use(revoked)
+    prober.seeded = None
     prober.ensure_seeded(time.time())
     assert client.get("/status", headers={"Authorization": "Bearer k1"}).status_code == 200  # within the TTL
     time.sleep(0.35)

@@ -56,6 +56,9 @@ def assert_error(response, status: int, code: str) -> dict:
         basic("", ACME_KEY),
         basic(ACME_KEY, "anything"),
         basic("someone", ACME_KEY),
+        basic("John Smith", ACME_KEY),
+        basic("jos\u00e9", ACME_KEY),
+        basic(ACME_KEY, "p w"),
         f"basic {base64.b64encode(f'{ACME_KEY}:'.encode()).decode()}",
     ],
 )

@@ -43,10 +43,18 @@ def _basic(credentials: str) -> list[str]:
     except (UnicodeError, binascii.Error, ValueError):
         raise AuthError("malformed Basic credentials; expected base64 of 'key:' or ':key'") from None
     user, _, password = decoded.partition(":")
-    keys = [part for part in (user, password) if part]
-    if not keys:
+    parts = [part for part in (user, password) if part]
+    if not parts:
         raise AuthError("empty Basic credentials; put the API key as user name or password")
-    return [_checked(key) for key in keys]
+    # The half that is not the key may be anything a browser lets a person type.
+    keys = [part for part in parts if _well_formed(part)]
+    if not keys:
+        return [_checked(parts[0])]  # raises, naming what is wrong
+    return keys
+
+
+def _well_formed(key: str) -> bool:
+    return 0 < len(key) <= MAX_KEY_LENGTH and bool(_KEY.match(key))
 
 
 def _checked(key: str) -> str:

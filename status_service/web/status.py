@@ -49,6 +49,10 @@ def _lookup(digests: tuple[str, ...], now: float) -> StoredReport:
         raise AuthError("unknown API key")
     hints.put(digests, found.tenant_id, now)
     if found.until < now:
-        document = report.expire(json.loads(found.body), store.stale_times(found.tenant_id), now)
-        found = StoredReport(found.tenant_id, report.encode(document), found.until)
+        # No prober rebuilt this report in time: age its results here (body and times read together).
+        aged = store.report_with_stale_times(found.tenant_id)
+        if aged is not None:
+            body, stale_at = aged
+            document = report.expire(json.loads(body), stale_at, now)
+            found = StoredReport(found.tenant_id, report.encode(document), report.next_stale(stale_at, now))
     return found
