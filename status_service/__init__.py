@@ -17,7 +17,6 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the documented key order
-    app.extensions["status_settings"] = settings
     store = Store(connect(redis_url(settings), settings.redis_timeout_s, settings.redis_cluster), settings.key_prefix)
     status.install(app.extensions, store, settings.report_cache_s)
     app.register_blueprint(status.bp)

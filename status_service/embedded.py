@@ -77,10 +77,10 @@ def ensure(directory: Path) -> str:
     return f"unix://{sock}"
 
 
-def start(directory: Path, sock: Path | None = None) -> subprocess.Popen[bytes]:
+def start(directory: Path) -> subprocess.Popen[bytes]:
     """Start a private, non-persistent server in the foreground; the caller stops it."""
     directory.mkdir(parents=True, exist_ok=True)
-    sock = sock or socket_path(directory)
+    sock = socket_path(directory)
     process = subprocess.Popen(
         server_command(directory, sock, daemonize=False, persist=False),
         stdin=subprocess.DEVNULL,

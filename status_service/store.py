@@ -176,10 +176,6 @@ class Store:
             detail = f": {exc}" if isinstance(exc, redis.ResponseError) else ""
             raise StoreUnavailable(f"{exc.__class__.__name__}{detail}") from exc
 
-    def ping(self) -> bool:
-        """Return whether Redis answers."""
-        return bool(self._call(self.client.ping))
-
     # -- web side ------------------------------------------------------------------------------
     def lookup(self, digests: Sequence[str], hint: str | None = None) -> StoredReport | None:
         """Return the report of the tenant owning the first known digest, or None for unknown keys.
