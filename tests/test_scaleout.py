@@ -174,3 +174,18 @@ def test_a_changed_probe_header_alone_is_reloaded(tmp_path, upstream, make_probe
     prober.reload_requested = True
     prober.tick()
     assert prober.registry.integrations[0].probe.headers == (("Authorization", "Bearer rotated"),)
+
+
+def test_prober_options_change_only_on_restart(tmp_path, upstream, make_prober, caplog) -> None:
+    config = tmp_path / "status.yaml"
+    write_config(config, upstream, {"acme": ["a"]})
+    prober = make_prober(load(config, os.environ), source=config)
+    run_round(prober)
+    document = yaml.safe_load(config.read_text())
+    document["prober"]["concurrency"] = 3
+    document["tenants"][0]["integrations"].append(integration("b", "MJ", upstream.url("/acme/b")))
+    config.write_text(yaml.safe_dump(document))
+    run_round(prober)
+    assert prober.registry.prober.concurrency == 64  # the pool was sized at start
+    assert [i.id for i in prober.registry.integrations] == ["a", "b"]  # the rest applies at once
+    assert "take effect on restart" in caplog.text
