@@ -6,6 +6,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+# Defaults, documented once in config/status.example.yaml.
+DEFAULT_INTERVAL_S = 30.0
+DEFAULT_TIMEOUT_S = 5.0
+DEFAULT_FAILURE_THRESHOLD = 2
+DEFAULT_SUCCESS_THRESHOLD = 1
+STALE_AFTER_INTERVALS = 3  # a result older than this many intervals is reported as unknown
+DEFAULT_MAX_BODY_BYTES = 1_048_576
+DEFAULT_CONCURRENCY = 64
+DEFAULT_TICK_S = 1.0
+
+
 class Health(str, enum.Enum):
     """The health of one integration as customers see it."""
 
@@ -23,12 +34,12 @@ class ProbeSpec:
     headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # may hold credentials
     expect_status: tuple[int, ...] = ()  # empty: any 2xx
     expect_json: tuple[tuple[str, Any], ...] = ()  # dotted path -> expected value
-    timeout_s: float = 5.0
-    interval_s: float = 30.0
-    failure_threshold: int = 2
-    success_threshold: int = 1
-    stale_after_s: float = 90.0
-    max_body_bytes: int = 1_048_576
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    interval_s: float = DEFAULT_INTERVAL_S
+    failure_threshold: int = DEFAULT_FAILURE_THRESHOLD
+    success_threshold: int = DEFAULT_SUCCESS_THRESHOLD
+    stale_after_s: float = STALE_AFTER_INTERVALS * DEFAULT_INTERVAL_S
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
 
 
 @dataclass(frozen=True)
@@ -59,8 +70,8 @@ class Tenant:
 class ProberOptions:
     """How one prober process runs."""
 
-    concurrency: int = 64
-    tick_s: float = 1.0
+    concurrency: int = DEFAULT_CONCURRENCY
+    tick_s: float = DEFAULT_TICK_S
 
 
 @dataclass(frozen=True)
@@ -69,7 +80,7 @@ class Registry:
 
     tenants: tuple[Tenant, ...]
     prober: ProberOptions = field(default_factory=ProberOptions)
-    default_interval_s: float = 30.0
+    default_interval_s: float = DEFAULT_INTERVAL_S
     integrations: tuple[Integration, ...] = field(init=False, repr=False, compare=False)  # every tenant's, in order
 
     def integration(self, member: str) -> Integration | None:

@@ -181,8 +181,9 @@ class Prober:
             # The pools and the tick are sized at start; half-applying new sizes would be worse.
             log.warning("registry.reload prober options changed; they take effect on restart")
             registry = replace(registry, prober=self.registry.prober)
-        if fingerprint(registry) != self.fingerprint:
-            self.use(registry)
+        previous = self.fingerprint
+        self.use(registry)  # fingerprints once: for 10,000 integrations that is a fraction of a second
+        if self.fingerprint != previous:
             self.seeded = None
             log.info("registry.reloaded tenants=%d integrations=%d", len(registry.tenants), len(registry.integrations))
 

@@ -8,17 +8,12 @@ from typing import Any, Iterator, Mapping
 import yaml
 from marshmallow import ValidationError
 
-from .model import Integration, ProberOptions, ProbeSpec, Registry, Tenant
+from .model import (
+    DEFAULT_CONCURRENCY, DEFAULT_FAILURE_THRESHOLD, DEFAULT_INTERVAL_S, DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_SUCCESS_THRESHOLD, DEFAULT_TICK_S, DEFAULT_TIMEOUT_S, STALE_AFTER_INTERVALS,
+    Integration, ProberOptions, ProbeSpec, Registry, Tenant,
+)
 from .schemas import ConfigSchema
-
-DEFAULT_INTERVAL_S = 30.0
-DEFAULT_TIMEOUT_S = 5.0
-DEFAULT_FAILURE_THRESHOLD = 2
-DEFAULT_SUCCESS_THRESHOLD = 1
-STALE_AFTER_INTERVALS = 3  # a result older than this many intervals is reported as unknown
-DEFAULT_MAX_BODY_BYTES = 1_048_576
-DEFAULT_CONCURRENCY = 64
-DEFAULT_TICK_S = 1.0
 
 # libyaml's loader when PyYAML has it: a registry of 10,000 integrations parses several times faster.
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
