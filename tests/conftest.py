@@ -26,7 +26,10 @@ from status_service.prober import Prober
 from status_service.settings import Settings
 from status_service.store import Store, connect
 
-TEST_DB = 15  # a dedicated database when the tests use a shared Redis from $REDIS_URL
+TEST_DB = 15  # the database the tests use on $TEST_REDIS_URL when the URL names none
+TEST_KEYS = "test:"  # every key a test writes starts with this (see `prefix`)
+TEST_REDIS_VARIABLE = "TEST_REDIS_URL"  # never REDIS_URL, which may name production
+UNLINK_BATCH = 500
 
 
 def with_db(url: str, db: int) -> str:
@@ -38,13 +41,58 @@ def with_db(url: str, db: int) -> str:
     return url if path.strip("/") else f"{scheme}://{host}/{db}"
 
 
+def shared_redis_url() -> str | None:
+    """Return the shared Redis the tests may use, from $TEST_REDIS_URL, or None for an embedded one."""
+    url = os.environ.get(TEST_REDIS_VARIABLE)
+    return with_db(url, TEST_DB) if url else None
+
+
+def foreign_keys(client: redis.Redis) -> int:
+    """Count the keys the tests did not write."""
+    return sum(1 for key in client.scan_iter(count=1000) if not key.startswith(TEST_KEYS.encode()))
+
+
+def delete_test_keys(client: redis.Redis) -> None:
+    """Delete the tests' keys, and only those, in batches."""
+    batch = []
+    for key in client.scan_iter(match=f"{TEST_KEYS}*", count=1000):
+        batch.append(key)
+        if len(batch) == UNLINK_BATCH:
+            client.unlink(*batch)
+            batch = []
+    if batch:
+        client.unlink(*batch)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Refuse, before any test runs, a $TEST_REDIS_URL database that holds keys the tests did not write."""
+    # Nothing here may reach the service's own Redis, even through code that reads the environment.
+    os.environ.pop("REDIS_URL", None)
+    url = shared_redis_url()
+    if url is None:
+        return
+    try:
+        with connect(url, timeout_s=5.0) as client:
+            foreign = foreign_keys(client)
+    except redis.RedisError as exc:
+        pytest.exit(f"{TEST_REDIS_VARIABLE}: cannot reach it ({exc.__class__.__name__})", returncode=pytest.ExitCode.USAGE_ERROR)
+    if foreign:
+        pytest.exit(
+            f"{TEST_REDIS_VARIABLE}: refusing to test on a database that holds {foreign} key(s) not starting with "
+            f"'{TEST_KEYS}', which the tests did not write; point it at an empty database of a Redis of your own",
+            returncode=pytest.ExitCode.USAGE_ERROR,
+        )
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The Redis under test: $REDIS_URL's (database 15, flushed) or an embedded server."""
-    if os.environ.get("REDIS_URL"):
-        url = with_db(os.environ["REDIS_URL"], TEST_DB)
-        connect(url).flushdb()
+    """The Redis under test: $TEST_REDIS_URL's (checked at session start) or an embedded server."""
+    url = shared_redis_url()
+    if url:
         yield url
+        # Never FLUSHDB: only what the tests wrote goes.
+        with connect(url, timeout_s=5.0) as client:
+            delete_test_keys(client)
         return
     directory = tmp_path_factory.mktemp("redis")
     server = embedded.start(directory)
