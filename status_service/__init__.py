@@ -17,8 +17,11 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the documented key order
-    store = Store(connect(redis_url(settings), settings.redis_timeout_s, settings.redis_cluster), settings.key_prefix)
-    status.install(app.extensions, store, settings.report_cache_s)
+    url = redis_url(settings)
+    # Made on first use: a cluster client connects as it is made, and a worker must boot (and
+    # answer 503) while the cluster is down rather than crash-loop.
+    store = Store(lambda: connect(url, settings.redis_timeout_s, settings.redis_cluster), settings.key_prefix)
+    status.install(app.extensions, store, settings.web_memory_bytes)
     app.register_blueprint(status.bp)
     app.register_blueprint(health.bp)
     errors.register(app)

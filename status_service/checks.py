@@ -22,7 +22,7 @@ def judge(spec: ProbeSpec, status_code: int, body: bytes, latency_ms: int) -> Ou
         except ValueError:
             return Outcome.failed("invalid_json", latency_ms)
         for path, expected in spec.expect_json:
-            if dotted_get(document, path) != expected:
+            if not same_value(dotted_get(document, path), expected):
                 return Outcome.failed("unexpected_body", latency_ms)
     return Outcome(ok=True, latency_ms=latency_ms)
 
@@ -40,8 +40,22 @@ def dotted_get(document: Any, path: str) -> Any:
     return node
 
 
-def advance(previous: State | None, outcome: Outcome, spec: ProbeSpec, now: float) -> State:
-    """Apply one outcome to the previous state, honouring the thresholds."""
+def same_value(actual: Any, expected: Any) -> bool:
+    """Compare JSON values as JSON does: true is not 1, though 1 and 1.0 are the same number."""
+    if isinstance(actual, bool) or isinstance(expected, bool):
+        return actual is expected
+    return actual == expected  # expected is a scalar (the schema says so), so no bool hides in a list
+
+
+def advance(previous: State | None, outcome: Outcome, spec: ProbeSpec, now: float, fence: int = 0) -> State:
+    """Apply one outcome (from the claim with token `fence`) to the previous state, honouring the thresholds.
+
+    A previous state older than stale_after is no evidence of the present: it counts as absent, so
+    the first fresh result decides alone.
+    """
+    checked_at = max(now, previous.checked_at) if previous else now  # never backwards, whatever the clocks
+    if previous is not None and now - previous.checked_at > spec.stale_after_s:
+        previous = None
     if outcome.ok:
         fails, oks = 0, (previous.consecutive_successes if previous else 0) + 1
     else:
@@ -58,9 +72,10 @@ def advance(previous: State | None, outcome: Outcome, spec: ProbeSpec, now: floa
 
     return State(
         status=status,
-        checked_at=now,
+        checked_at=checked_at,
         reason=outcome.reason,
         latency_ms=outcome.latency_ms,
         consecutive_failures=fails,
         consecutive_successes=oks,
+        fence=fence,
     )

@@ -138,6 +138,7 @@ class State:
     latency_ms: int | None = None
     consecutive_failures: int = 0
     consecutive_successes: int = 0
+    fence: int = 0  # the claim token of the probe that produced it; a lower token never overwrites it
 
     def to_json(self) -> dict[str, Any]:
         """Return the JSON-ready form stored in Redis."""
@@ -148,6 +149,7 @@ class State:
             "latency_ms": self.latency_ms,
             "fails": self.consecutive_failures,
             "oks": self.consecutive_successes,
+            "fence": self.fence,
         }
 
     @classmethod
@@ -160,4 +162,5 @@ class State:
             latency_ms=raw.get("latency_ms"),
             consecutive_failures=int(raw.get("fails", 0)),
             consecutive_successes=int(raw.get("oks", 0)),
+            fence=int(raw.get("fence", 0)),
         )

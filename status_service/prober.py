@@ -29,7 +29,7 @@ from .fetch import Fetcher
 from .model import Integration, Outcome, Registry, State
 from .registry import ConfigError, load
 from .settings import SettingsError, configure_logging, from_env, redis_url
-from .store import Claim, Store, StoreUnavailable, connect
+from .store import Claim, Recorded, Store, StoreUnavailable, connect
 
 log = logging.getLogger("status_service.prober")
 
@@ -40,7 +40,8 @@ WATCHDOG_GRACE_S = 1.0  # past its deadline plus this, a probe stuck in DNS or h
 MAX_BACKOFF_S = 30.0
 REFILL_FRACTION = 8  # a finished probe claims more work once this share of the workers is free
 EMBEDDED_CHECK_S = 5.0  # how often a prober makes sure the embedded Redis runs
-STOP_MARGIN_S = 0.25  # on SIGTERM, how long past their deadline running probes may take to land
+STOP_MARGIN_S = 0.25
+RECORD_ATTEMPTS = 5  # rounds of recomputing a result that another prober's write overtook  # on SIGTERM, how long past their deadline running probes may take to land
 
 
 @dataclass
@@ -49,10 +50,10 @@ class InFlight:
 
     claim: Claim
     integration: Integration
-    started: float | None = None
+    started: float | None = None  # time.monotonic() when a worker started the probe
 
     def overdue(self, now: float) -> bool:
-        """Return whether the probe has run past its deadline and the watchdog's grace."""
+        """Return whether the probe has run past its deadline and the watchdog's grace (monotonic now)."""
         return self.started is not None and now > self.started + self.integration.probe.timeout_s + WATCHDOG_GRACE_S
 
 
@@ -84,7 +85,7 @@ class Prober:
         store: Store,
         fetcher: Fetcher | None = None,
         prober_id: str | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         source: Path | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
@@ -96,7 +97,12 @@ class Prober:
         self.store = store
         self.fetcher = fetcher or Fetcher(pool_size=registry.prober.concurrency)
         self.id = prober_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self.clock = clock
+        # Leases and due times follow Redis's clock, which every prober shares: each claim returns
+        # it, and this prober's notion of now is its own clock plus the last offset seen. A test
+        # passes a clock of its own, which is then used for everything.
+        self.given_clock = clock
+        self.offset = 0.0
+        self.clock: Callable[[], float] = clock or (lambda: time.time() + self.offset)
         self.pool = ThreadPoolExecutor(registry.prober.concurrency, thread_name_prefix="probe")
         self.inflight: dict[str, InFlight] = {}
         self.busy = 0  # workers running a probe, including ones the watchdog gave up on
@@ -106,7 +112,7 @@ class Prober:
         self.flushing = threading.Lock()  # one flush at a time, so a tenant's batch is never split
         self.seeded: str | None = None
         self.backoff_s = 0.0
-        self.resume_at = 0.0
+        self.resume_at = 0.0  # time.monotonic() before which a tick does nothing (Redis backoff)
         self.stopping = False
 
     def use(self, registry: Registry) -> None:
@@ -125,9 +131,9 @@ class Prober:
 
     def tick(self) -> None:
         """Run one round: heartbeat, seed if Redis lost its data, record results, claim and start probes."""
-        now = self.clock()
-        if now < self.resume_at:
+        if time.monotonic() < self.resume_at:
             return
+        now = self.clock()
         try:
             # Under the flush lock, so no result of a removed integration is written after its removal.
             with self.flushing:
@@ -136,15 +142,17 @@ class Prober:
                 self.ensure_seeded(now)
             # Only after a good seed: a prober that cannot seed must not make /readyz say ready.
             self.store.heartbeat(self.id, now, HEARTBEAT_INTERVALS * self.registry.default_interval_s)
-            self.reap(now)
+            self.reap(time.monotonic())
             self.flush()
             if not self.stopping:
                 self.start_probes(self.clock())  # a fresh time: the steps above may have taken a while
         except StoreUnavailable as exc:
+            if not self.backoff_s:  # one line when Redis goes away and one when it is back, not one a try
+                log.warning("redis.unavailable prober=%s error=%s", self.id, exc)
             self.backoff_s = min(MAX_BACKOFF_S, max(1.0, self.backoff_s * 2))
-            self.resume_at = now + self.backoff_s
+            self.resume_at = time.monotonic() + self.backoff_s
             self.seeded = None  # Redis may come back empty: check the seed marker again
-            log.warning("redis.unavailable error=%s retry_in_s=%.0f", exc, self.backoff_s)
+            log.debug("redis.retry prober=%s in_s=%.0f", self.id, self.backoff_s)
             return
         if self.backoff_s:
             log.info("redis.recovered prober=%s", self.id)
@@ -207,7 +215,10 @@ class Prober:
         with self.lock:
             free = self.registry.prober.concurrency - self.busy
         foreign = []
-        for claim in self.store.claim(now, self.lease_s, free):
+        at, claims = self.store.claim(None if self.given_clock is None else now, self.lease_s, free)
+        if self.given_clock is None and claims:
+            self.offset = at - time.time()
+        for claim in claims:
             integration = self.registry.integration(claim.member)
             if integration is None:
                 # Registered by a prober with a newer or other config: hand it back for one that knows it.
@@ -222,7 +233,7 @@ class Prober:
         self.store.reschedule(foreign)
 
     def _probe(self, entry: InFlight) -> Outcome:
-        entry.started = self.clock()
+        entry.started = time.monotonic()
         return self.fetcher.probe(entry.integration.probe)
 
     def _done(self, entry: InFlight, future: Future[Outcome]) -> None:
@@ -242,12 +253,16 @@ class Prober:
                 pass  # the next tick notices, logs and backs off
 
     def reap(self, now: float) -> None:
-        """Count probes stuck past their deadline (in DNS, say) as timeouts; their threads finish later."""
+        """Count probes stuck past their deadline as timeouts (monotonic now); their threads finish later.
+
+        A backstop: the fetcher closes a probe's socket at its deadline, so this should not fire.
+        """
+        at = self.clock()
         with self.lock:
             for member, entry in list(self.inflight.items()):
                 if entry.overdue(now):
                     del self.inflight[member]
-                    self.finished.append((entry, Outcome.failed("timeout"), now))
+                    self.finished.append((entry, Outcome.failed("timeout"), at))
 
     def flush(self, wait: bool = True) -> None:
         """Record finished probes, rebuild the affected tenants' reports, and reschedule the claims.
@@ -269,45 +284,66 @@ class Prober:
         if not batch:
             return
         try:
-            wanted: dict[str, list[str]] = {}
-            for entry, _, _ in batch:
-                wanted.setdefault(entry.integration.tenant_id, []).append(entry.integration.id)
-            previous = self.store.states(wanted)
-            updates: dict[str, dict[str, State]] = {}
-            first: set[str] = set()
-            for entry, outcome, at in batch:
-                i = entry.integration
-                before = previous[i.tenant_id].get(i.id)
-                if before is not None and before.checked_at >= at:
-                    continue  # recorded by an earlier try of this batch that failed afterwards
-                if before is None:
-                    first.add(i.member)
-                state = checks.advance(before, outcome, i.probe, at)
-                updates.setdefault(i.tenant_id, {})[i.id] = state
-                self._log_probe(i, outcome, before, state)
-                previous[i.tenant_id][i.id] = state
-            self.publish(updates, self.clock())
+            first = self._record(batch)
             now = self.clock()
             self.store.reschedule(
                 (e.claim, next_due(e.integration, e.claim, e.integration.member in first, now)) for e, _, _ in batch
             )
         except StoreUnavailable:
             with self.lock:
-                self.finished = batch + self.finished  # keep them for the next try
+                self.finished = batch + self.finished  # keep them for the next try: recording twice is harmless
             raise
 
-    def publish(self, updates: dict[str, dict[str, State]], now: float) -> None:
+    def _record(self, batch: list[tuple[InFlight, Outcome, float]]) -> set[str]:
+        """Apply each outcome to the newest stored state, fenced by its claim; return first-time members.
+
+        The thresholds are applied here, to the state read from Redis; the write is refused if another
+        prober wrote that integration meanwhile, and then it is recomputed on top of that write.
+        """
+        wanted: dict[str, list[str]] = {}
+        for entry, _, _ in batch:
+            wanted.setdefault(entry.integration.tenant_id, []).append(entry.integration.id)
+        previous = self.store.states(wanted)
+        pending = {(e.integration.tenant_id, e.integration.id): (e, outcome, at) for e, outcome, at in batch}
+        first: set[str] = set()
+        for _ in range(RECORD_ATTEMPTS):
+            writes: dict[str, dict[str, tuple[int, State]]] = {}
+            for (tenant_id, iid), (entry, outcome, at) in pending.items():
+                before = previous[tenant_id].get(iid)
+                state = checks.advance(before, outcome, entry.integration.probe, at, entry.claim.fence)
+                writes.setdefault(tenant_id, {})[iid] = (before.fence if before else 0, state)
+            recorded = self.publish(writes, self.clock())
+            for tenant_id, result in recorded.items():
+                conflicted = set(result.conflicts)
+                for iid, (follows, state) in writes[tenant_id].items():
+                    if iid in conflicted:
+                        previous[tenant_id][iid] = result.states[iid]  # recompute on the newer state
+                        continue
+                    entry, outcome, _ = pending.pop((tenant_id, iid))
+                    if iid not in result.dropped:
+                        before = previous[tenant_id].get(iid)
+                        if before is None:
+                            first.add(entry.integration.member)
+                        self._log_probe(entry.integration, outcome, before, state)
+            if not pending:
+                break
+        else:
+            log.warning("record.contended dropped=%d", len(pending))  # a newer result keeps each of them
+        return first
+
+    def publish(self, writes: Mapping[str, Mapping[str, tuple[int, State]]], now: float) -> dict[str, Recorded]:
         """Write states and store each touched tenant's freshly built report."""
-        snapshots = self.store.record(updates)
+        recorded = self.store.record(writes)
         reports = []
-        for tenant_id, (version, states) in snapshots.items():
+        for tenant_id, result in recorded.items():
             tenant = self.registry.tenant(tenant_id)
             if tenant is None:
                 continue
-            document = report.build_report(tenant.integrations, states, now)
-            stale = report.stale_times(tenant.integrations, states)
-            reports.append((tenant_id, version, report.encode(document), stale, report.next_stale(stale, now)))
+            document = report.build_report(tenant.integrations, result.states, now)
+            stale = report.stale_times(tenant.integrations, result.states)
+            reports.append((tenant_id, result.version, report.encode(document), stale, report.next_stale(stale, now)))
         self.store.put_reports(reports)
+        return recorded
 
     def _log_probe(self, i: Integration, outcome: Outcome, before: State | None, after: State) -> None:
         log.debug(
@@ -352,7 +388,7 @@ class Prober:
         """Wait until no probe is running, then flush; for tests and tools that drive ticks by hand."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            self.reap(self.clock())
+            self.reap(time.monotonic())
             with self.lock:
                 if not self.inflight:
                     break

@@ -43,9 +43,6 @@ def parse(text: str, environ: Mapping[str, str], source: str = "<config>") -> Re
     """Expand and validate config text."""
     try:
         raw = yaml.load(text, Loader=_LOADER)
-        missing = sorted(set(_unset_variables(raw, environ, "")))
-    except RecursionError:
-        raise ConfigError(source, ["an alias refers to itself"]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
@@ -53,22 +50,58 @@ def parse(text: str, environ: Mapping[str, str], source: str = "<config>") -> Re
         raise ConfigError(source, [f"{where}{problem}"]) from None
     if not isinstance(raw, dict):
         raise ConfigError(source, ["the file must be a mapping with a 'tenants' list"])
+    try:
+        shared = _shared_node(raw, "", set())
+    except RecursionError:
+        raise ConfigError(source, ["the document is nested too deeply"]) from None
+    if shared is not None:
+        # A few lines of aliases can expand to billions of nodes ("billion laughs"); no config needs them.
+        raise ConfigError(source, [f"{shared}: YAML anchors and aliases are not allowed"])
+    missing = sorted(set(_unset_variables(raw, environ, "")))
     if missing:
         raise ConfigError(source, [f"{where}: environment variable {name} is not set" for where, name in missing])
     try:
         data = ConfigSchema().load(_expand(raw, environ))
     except ValidationError as exc:
         raise ConfigError(source, [f"{where}: {msg}" for where, msg in _flatten(exc.messages, "")]) from None
-    registry = _build(data)
-    too_soon = [
-        f"tenants[{t}].integrations[{n}].probe.stale_after_seconds: must be at least interval_seconds ({i.probe.interval_s:g})"
-        for t, tenant in enumerate(registry.tenants)
-        for n, i in enumerate(tenant.integrations)
-        if i.probe.stale_after_s < i.probe.interval_s
-    ]
+    too_soon = list(_stale_too_soon(data))
     if too_soon:
         raise ConfigError(source, too_soon)
-    return registry
+    return _build(data)
+
+
+def _shared_node(node: Any, where: str, seen: set[int]) -> str | None:
+    """Return the path of the first mapping or list reached twice (an alias), or None."""
+    if not isinstance(node, (dict, list)):
+        return None  # an alias of a scalar cannot grow the document
+    if id(node) in seen:
+        return where or "<root>"
+    seen.add(id(node))
+    children = node.items() if isinstance(node, dict) else enumerate(node)
+    for key, value in children:
+        found = _shared_node(value, f"{where}[{key}]" if isinstance(node, list) else _join(where, key), seen)
+        if found is not None:
+            return found
+    return None
+
+
+def _stale_too_soon(data: dict[str, Any]) -> Iterator[str]:
+    """Yield an error for each explicit stale_after_seconds that a punctual probe could reach."""
+    defaults = data["probe"]
+    timing = {"stale_after_seconds", "interval_seconds", "timeout_seconds"}
+    places = [("probe", defaults)] + [
+        (f"tenants[{t}].integrations[{n}].probe", {**defaults, **i["probe"]})
+        for t, tenant in enumerate(data["tenants"])
+        for n, i in enumerate(tenant["integrations"])
+        if timing & i["probe"].keys()  # otherwise the defaults' own check covers it
+    ]
+    for where, p in places:
+        if "stale_after_seconds" not in p:
+            continue
+        # A result is due every interval and may take the whole timeout to land.
+        floor = p.get("interval_seconds", DEFAULT_INTERVAL_S) + p.get("timeout_seconds", DEFAULT_TIMEOUT_S)
+        if p["stale_after_seconds"] <= floor:
+            yield f"{where}.stale_after_seconds: must exceed interval_seconds + timeout_seconds ({floor:g})"
 
 
 def _unset_variables(node: Any, environ: Mapping[str, str], where: str) -> Iterator[tuple[str, str]]:

@@ -3,16 +3,21 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Mapping, Sequence
 
 from .model import Health, Integration, State
 
 Row = dict[str, Any]
+_CENT = Decimal("0.01")
 
 
 def percentage(healthy: int, total: int) -> float:
-    """Return the healthy share in percent, rounded to 2 decimals; 100.0 when there is nothing."""
-    return 100.0 if total == 0 else round(100.0 * healthy / total, 2)
+    """Return the healthy share in percent, rounded half-up to 2 decimals; 100.0 when there is nothing."""
+    if total == 0:
+        return 100.0
+    # Exact decimal arithmetic: float division and round() would turn 1 of 32 (3.125) into 3.12.
+    return float((Decimal(100 * healthy) / Decimal(total)).quantize(_CENT, rounding=ROUND_HALF_UP))
 
 
 def overall(healthy: int, total: int) -> str:

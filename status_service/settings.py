@@ -11,7 +11,7 @@ DEFAULT_CONFIG = "config/status.yaml"
 DEFAULT_PREFIX = "status:"
 DEFAULT_DATA_DIR = "var"
 DEFAULT_REDIS_TIMEOUT_S = 1.0
-DEFAULT_REPORT_CACHE_S = 0.25
+DEFAULT_WEB_MEMORY_MB = 64
 
 _PREFIX = re.compile(r"^[A-Za-z0-9_.:-]{0,64}$")
 
@@ -30,7 +30,7 @@ class Settings:
     key_prefix: str = DEFAULT_PREFIX
     data_dir: str = DEFAULT_DATA_DIR
     redis_timeout_s: float = DEFAULT_REDIS_TIMEOUT_S
-    report_cache_s: float = DEFAULT_REPORT_CACHE_S
+    web_memory_bytes: int = DEFAULT_WEB_MEMORY_MB * 1024 * 1024  # per web worker; 0: read Redis every time
     log_level: str = "INFO"
 
 
@@ -55,7 +55,7 @@ def from_env(environ: Mapping[str, str]) -> Settings:
         key_prefix=prefix,
         data_dir=environ.get("STATUS_DATA_DIR", DEFAULT_DATA_DIR),
         redis_timeout_s=_seconds(environ, "REDIS_TIMEOUT_SECONDS", DEFAULT_REDIS_TIMEOUT_S, 0.01),
-        report_cache_s=_seconds(environ, "STATUS_REPORT_CACHE_SECONDS", DEFAULT_REPORT_CACHE_S, 0.0),
+        web_memory_bytes=_megabytes(environ, "STATUS_WEB_MEMORY_MB", DEFAULT_WEB_MEMORY_MB) * 1024 * 1024,
         log_level=level,
     )
 
@@ -71,6 +71,15 @@ def _seconds(environ: Mapping[str, str], name: str, default: float, minimum: flo
     if not minimum <= value <= 60:
         raise SettingsError(f"{name}: must be between {minimum} and 60")
     return value
+
+
+def _megabytes(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) > 65536:
+        raise SettingsError(f"{name}: must be a whole number of megabytes from 0 to 65536")
+    return int(raw)
 
 
 def configure_logging(settings: Settings) -> None:

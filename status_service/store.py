@@ -4,6 +4,8 @@ Key layout (P is the configurable prefix). Each tenant's keys share one hash tag
 schedule's and the registry's. Every multi-key command and script stays within one hash tag, so
 the layout works on Redis Cluster; atomic steps are Lua scripts, never MULTI across tags.
   P{sched}:due        zset  integration member -> due time (ms); a claim pushes it to its lease end
+  P{sched}:fence      str   the last fencing token handed out with a claim
+  P{sched}:claim:RID  str   a claim's reply, kept for a minute so a retried claim returns it (PX)
   P{fleet}:probers    zset  prober id -> heartbeat expiry (ms)
   P{reg}:keys         hash  API key SHA-256 digest -> tenant id
   P{reg}:tenants      set   registered tenant ids
@@ -13,11 +15,15 @@ the layout works on Redis Cluster; atomic steps are Lua scripts, never MULTI acr
   P{t:ID}:report      hash  body (prebuilt JSON), v (results version it was built from),
                             until (ms when its first result turns stale), stale (JSON: id -> stale time)
 Every key's size is bounded by the registry: one entry per tenant, key or integration.
+Channel Pchanges: "r <tenant> <version>" when a report is replaced, "k" when the key registry is.
 """
 from __future__ import annotations
 
 import json
 import math
+import threading
+import time
+import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
@@ -32,10 +38,36 @@ from .model import State, split_member
 T = TypeVar("T")
 
 # Claim what is due: push each due member to its lease end, so a dead claimant's work comes back.
+# Times come from Redis TIME unless the caller passes one (tests drive a clock by hand), so every
+# prober agrees on them. Each claim gets a fencing token, larger than every earlier one: a result
+# carries it, and a result with a lower token never overwrites one with a higher token. The reply is
+# kept under the request's id for a minute, so a retried call returns it instead of claiming again.
 _CLAIM = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[3]))
-for i = 1, #due, 2 do redis.call('ZADD', KEYS[1], ARGV[2], due[i]) end
-return due
+local done = redis.call('GET', KEYS[3])
+if done then return cjson.decode(done) end
+local now = tonumber(ARGV[1])
+if ARGV[1] == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local lease = now + tonumber(ARGV[2])
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[3]))
+local n = #due / 2
+local top = redis.call('INCRBY', KEYS[2], n)
+if top < now * 1000 then
+  -- Tokens follow the clock too, so a counter lost with its node still only grows.
+  top = now * 1000 + n
+  redis.call('SET', KEYS[2], string.format('%d', top))
+end
+local out = {string.format('%d', now), string.format('%d', lease)}
+for i = 1, n do
+  redis.call('ZADD', KEYS[1], lease, due[2 * i - 1])
+  out[#out + 1] = due[2 * i - 1]
+  out[#out + 1] = due[2 * i]
+  out[#out + 1] = string.format('%d', top - n + i)
+end
+redis.call('SET', KEYS[3], cjson.encode(out), 'PX', 60000)
+return out
 """
 
 # Reschedule members still held under our lease; a member removed or re-claimed meanwhile is left alone.
@@ -50,11 +82,30 @@ end
 return done
 """
 
-# Write states, bump the version and read every state back: one consistent snapshot of a tenant.
+# Write states under their fences, bump the version if anything was written, and read every state
+# back: one consistent snapshot of a tenant. Each write names the fence of the state it was computed
+# from; if another prober wrote meanwhile, the write is a conflict and the caller recomputes. A
+# state whose fence is not above the stored one is dropped, so a retried call writes nothing twice
+# and a prober whose claim was taken over cannot overwrite a newer result.
 _RECORD = """
-for i = 1, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-local version = redis.call('INCR', KEYS[2])
-return {version, redis.call('HGETALL', KEYS[1])}
+local conflicts, dropped, written = {}, {}, 0
+for i = 1, #ARGV, 4 do
+  local stored = redis.call('HGET', KEYS[1], ARGV[i])
+  local fence = 0
+  if stored then fence = tonumber(cjson.decode(stored)['fence'] or 0) end
+  if tonumber(ARGV[i + 1]) <= fence then
+    dropped[#dropped + 1] = ARGV[i]
+  elseif fence ~= tonumber(ARGV[i + 2]) then
+    conflicts[#conflicts + 1] = ARGV[i]
+  else
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 3])
+    written = written + 1
+  end
+end
+local version = tonumber(redis.call('GET', KEYS[2]) or '0')
+-- No writes at all asks for a rebuild (after a registry change), which needs a new version too.
+if written > 0 or #ARGV == 0 then version = redis.call('INCR', KEYS[2]) end
+return {version, conflicts, dropped, redis.call('HGETALL', KEYS[1])}
 """
 
 # Keep the report built from the newest results version; an older rebuild never overwrites it.
@@ -62,6 +113,7 @@ _PUT_REPORT = """
 local current = tonumber(redis.call('HGET', KEYS[1], 'v') or '-1')
 if tonumber(ARGV[1]) > current then
   redis.call('HSET', KEYS[1], 'v', ARGV[1], 'body', ARGV[2], 'until', ARGV[3], 'stale', ARGV[4])
+  redis.call('PUBLISH', ARGV[5], 'r ' .. ARGV[6] .. ' ' .. ARGV[1])  -- web workers drop their copy
   return 1
 end
 return 0
@@ -72,13 +124,18 @@ _SET_REGISTRY = """
 redis.call('DEL', KEYS[1], KEYS[2])
 local owners = tonumber(ARGV[1])
 for i = 2, 2 * owners, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-for i = 2 * owners + 2, #ARGV do redis.call('SADD', KEYS[2], ARGV[i]) end
+for i = 2 * owners + 3, #ARGV do redis.call('SADD', KEYS[2], ARGV[i]) end
+redis.call('PUBLISH', ARGV[2 * owners + 2], 'k')  -- web workers forget which key is whose
 return owners
 """
 
 
 class StoreUnavailable(Exception):
     """Redis did not answer, or holds no registry yet; the caller should retry later."""
+
+
+class NotSeeded(StoreUnavailable):
+    """Redis answers but holds no registry (or report) yet: no prober has written it."""
 
 
 @dataclass(frozen=True)
@@ -88,19 +145,39 @@ class Claim:
     member: str
     due_ms: int
     lease_ms: int
+    fence: int = 0  # larger than every earlier claim's: orders results whatever the probers' clocks
 
 
 @dataclass(frozen=True)
 class StoredReport:
-    """A tenant's prebuilt report and the time (epoch seconds) its first result turns stale."""
+    """A tenant's prebuilt report: its body, results version, and when its results turn stale.
+
+    `until` is when the first result still fresh turns stale (epoch seconds); `stale` is the raw
+    JSON of every result's stale time, parsed only when the report has to be aged.
+    """
 
     tenant_id: str
     body: bytes
     until: float
+    version: int = 0
+    stale: bytes = b"{}"
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What recording a tenant's states did: its version, the ids to recompute, and every state."""
+
+    version: int
+    conflicts: list[str]
+    dropped: list[str]
+    states: dict[str, State]
 
 
 def connect(url: str, timeout_s: float = 1.0, cluster: bool = False) -> redis.Redis:
-    """Return a client with short timeouts and one quick retry (for a pooled socket Redis closed)."""
+    """Return a client with short timeouts and one quick retry (for a pooled socket Redis closed).
+
+    Every script is safe to run twice (see each one), so the retry cannot do anything twice.
+    """
     options: dict[str, Any] = dict(
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
@@ -123,20 +200,57 @@ def _until(raw: bytes | None) -> float:
     return math.inf if raw is None or raw == b"inf" else int(raw) / 1000
 
 
-class Store:
-    """Every read and write the service makes, under one key prefix."""
+def _report(tenant_id: str, raw: Sequence[bytes | None]) -> StoredReport | None:
+    body, until, version, stale = raw
+    if body is None:
+        return None
+    return StoredReport(tenant_id, body, _until(until), int(version or 0), stale or b"{}")
 
-    def __init__(self, client: redis.Redis, prefix: str = "status:") -> None:
-        self.client = client
+
+_REPORT_FIELDS = ["body", "until", "v", "stale"]
+PUBSUB_PING_S = 1.0  # how often a follower of the changes channel checks that its link is alive
+PUBSUB_DEAD_S = 3.0  # a link whose ping has gone unanswered this long is taken as broken
+
+
+class Store:
+    """Every read and write the service makes, under one key prefix.
+
+    `client` may be a function that makes the client: a Redis Cluster client connects as it is
+    made, and a process must start, and answer 503, while the cluster is down.
+    """
+
+    def __init__(self, client: redis.Redis | Callable[[], redis.Redis], prefix: str = "status:") -> None:
+        self._client = client if isinstance(client, (redis.Redis, RedisCluster)) else None
+        self._make = None if self._client is not None else client
+        self._made = threading.Lock()
         self.prefix = prefix
-        self._claim = client.register_script(_CLAIM)
-        self._complete = client.register_script(_COMPLETE)
-        self._set_registry = client.register_script(_SET_REGISTRY)
+        self.channel = f"{prefix}changes"  # pub/sub: report and key registry changes, for web workers
+        self._scripts: dict[str, Any] = {}
+
+    @property
+    def client(self) -> redis.Redis:
+        """Return the client, making it on first use; raise StoreUnavailable if that fails."""
+        if self._client is None:
+            with self._made:
+                if self._client is None:
+                    self._client = self._call(self._make)  # type: ignore[arg-type]
+        return self._client
+
+    def _script(self, source: str, keys: list[str], args: list[Any]) -> Any:
+        """Run a Lua script by its digest, loading it first if the server lacks it."""
+        script = self._scripts.get(source)
+        if script is None:
+            script = self._scripts[source] = self.client.register_script(source)
+        return script(keys=keys, args=args)
 
     # -- key names -----------------------------------------------------------------------------
     def due_key(self) -> str:
         """Return the key of the schedule."""
         return f"{self.prefix}{{sched}}:due"
+
+    def fence_key(self) -> str:
+        """Return the key of the fencing token counter."""
+        return f"{self.prefix}{{sched}}:fence"
 
     def probers_key(self) -> str:
         """Return the key of the prober heartbeats."""
@@ -177,8 +291,8 @@ class Store:
             raise StoreUnavailable(f"{exc.__class__.__name__}{detail}") from exc
 
     # -- web side ------------------------------------------------------------------------------
-    def lookup(self, digests: Sequence[str], hint: str | None = None) -> StoredReport | None:
-        """Return the report of the tenant owning the first known digest, or None for unknown keys.
+    def lookup(self, digests: Sequence[str], hint: str | None = None) -> tuple[str, StoredReport] | None:
+        """Return (the digest that matched, its tenant's report), or None when no digest is known.
 
         `hint` is the tenant these digests belonged to last time: its report is read in the same
         round trip as the key lookup, and used only if the key still belongs to it.
@@ -189,29 +303,68 @@ class Store:
             pipe.exists(self.config_key())
             pipe.hmget(self.keys_key(), list(digests))
             if hint is not None:
-                pipe.hmget(self.report_key(hint), ["body", "until"])
+                pipe.hmget(self.report_key(hint), _REPORT_FIELDS)
             replies = pipe.execute()
             return bool(replies[0]), replies[1], replies[2] if hint is not None else None
 
         seeded, owners, hinted = self._call(run)
-        tenant_id = next((o.decode() for o in owners if o is not None), None)
-        if tenant_id is None:
+        matched = next(((d, o.decode()) for d, o in zip(digests, owners) if o is not None), None)
+        if matched is None:
             if not seeded:
-                raise StoreUnavailable("registry not seeded")
+                raise NotSeeded("registry not seeded")
             return None
+        digest, tenant_id = matched
         if tenant_id != hint or hinted is None:
-            hinted = self._call(lambda: self.client.hmget(self.report_key(tenant_id), ["body", "until"]))
-        body, until = hinted
-        if body is None:
-            raise StoreUnavailable("report not built yet")
-        return StoredReport(tenant_id, body, _until(until))
+            hinted = self._call(lambda: self.client.hmget(self.report_key(tenant_id), _REPORT_FIELDS))
+        found = _report(tenant_id, hinted)
+        if found is None:
+            raise NotSeeded("report not built yet")
+        return digest, found
 
-    def report_with_stale_times(self, tenant_id: str) -> tuple[bytes, dict[str, float]] | None:
-        """Return a tenant's report body and when each of its results turns stale, read together."""
-        body, stale = self._call(lambda: self.client.hmget(self.report_key(tenant_id), ["body", "stale"]))
-        if body is None:
-            return None
-        return body, {iid: float(at) for iid, at in json.loads(stale or b"{}").items()}
+    def readiness(self, now: float) -> tuple[bool, int]:
+        """Return whether a registry is seeded and how many probers have a fresh heartbeat."""
+
+        def run() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.exists(self.config_key())
+            pipe.zcount(self.probers_key(), _ms(now), "+inf")
+            return pipe.execute()
+
+        seeded, probers = self._call(run)
+        return bool(seeded), int(probers)
+
+    def follow_changes(self, handle: Callable[[str | None], None], stopped: threading.Event) -> None:
+        """Pass each message of the changes channel to `handle` until `stopped`; raise StoreUnavailable when the link breaks.
+
+        handle(None) is called once the subscription is confirmed: from then on no change is missed
+        while this runs. A ping every second, answered within PUBSUB_DEAD_S, proves the link alive.
+        """
+
+        def run() -> None:
+            pubsub = self.client.pubsub()
+            try:
+                pubsub.subscribe(self.channel)
+                pinged = answered = time.monotonic()
+                while not stopped.is_set():
+                    message = pubsub.get_message(timeout=PUBSUB_PING_S)
+                    now = time.monotonic()
+                    if message is not None:
+                        kind = _text(message["type"])
+                        if kind == "subscribe":
+                            handle(None)
+                        elif kind == "message":
+                            handle(_text(message["data"]))
+                        elif kind == "pong":
+                            answered = now
+                    if now - answered > PUBSUB_DEAD_S:
+                        raise redis.ConnectionError("no answer to ping on the changes channel")
+                    if now - pinged >= PUBSUB_PING_S:
+                        pubsub.ping()
+                        pinged = now
+            finally:
+                pubsub.close()
+
+        self._call(run)
 
     def fresh_probers(self, now: float) -> int:
         """Return how many probers have a heartbeat that has not expired."""
@@ -237,16 +390,22 @@ class Store:
         """Return whether Redis holds a registry (it does not after losing its data)."""
         return bool(self._call(lambda: self.client.exists(self.config_key())))
 
-    def claim(self, now: float, lease_s: float, limit: int) -> list[Claim]:
-        """Atomically take up to `limit` due integrations, leased until now + lease_s."""
+    def claim(self, now: float | None, lease_s: float, limit: int) -> tuple[float, list[Claim]]:
+        """Atomically take up to `limit` due integrations, leased for lease_s; return Redis's time too.
+
+        `now` None means Redis's own clock decides what is due (a test passes its own time).
+        """
         if limit <= 0:
-            return []
-        lease_ms = _ms(now + lease_s)
-        flat = self._call(lambda: self._claim(keys=[self.due_key()], args=[_ms(now), lease_ms, limit]))
-        return [
-            Claim(member=flat[i].decode(), due_ms=int(float(flat[i + 1])), lease_ms=lease_ms)
-            for i in range(0, len(flat), 2)
+            return (now if now is not None else 0.0), []
+        keys = [self.due_key(), self.fence_key(), f"{self.prefix}{{sched}}:claim:{uuid.uuid4().hex}"]
+        args = ["" if now is None else _ms(now), _ms(lease_s), limit]
+        flat = self._call(lambda: self._script(_CLAIM, keys, args))
+        at, lease_ms = int(flat[0]), int(flat[1])
+        claims = [
+            Claim(member=_text(flat[i]), due_ms=int(float(flat[i + 1])), lease_ms=lease_ms, fence=int(flat[i + 2]))
+            for i in range(2, len(flat), 3)
         ]
+        return at / 1000, claims
 
     def reschedule(self, items: Iterable[tuple[Claim, float]]) -> int:
         """Set each held claim's next due time (epoch seconds); return how many were still ours."""
@@ -255,7 +414,7 @@ class Store:
             args += [claim.member, str(claim.lease_ms), _ms(next_due)]
         if not args:
             return 0
-        return int(self._call(lambda: self._complete(keys=[self.due_key()], args=args)))
+        return int(self._call(lambda: self._script(_COMPLETE, [self.due_key()], args)))
 
     def states(self, wanted: Mapping[str, Iterable[str]]) -> dict[str, dict[str, State]]:
         """Return the stored states of the wanted integrations (tenant -> ids), those that have one."""
@@ -272,23 +431,31 @@ class Store:
             for (tenant_id, ids), replies in zip(asked.items(), self._call(run))
         }
 
-    def record(self, updates: Mapping[str, Mapping[str, State]]) -> dict[str, tuple[int, dict[str, State]]]:
-        """Write new states per tenant (none is fine); return each tenant's new version and full states."""
-        tenant_ids = list(updates)
+    def record(self, writes: Mapping[str, Mapping[str, tuple[int, State]]]) -> dict[str, Recorded]:
+        """Write states per tenant (id -> (fence of the state it follows, new state)); none is fine."""
+        tenant_ids = list(writes)
 
         def run() -> list[list[Any]]:
             # Plain EVAL, not a registered script: a cluster pipeline cannot load scripts beforehand.
             pipe = self.client.pipeline(transaction=False)
             for tenant_id in tenant_ids:
-                args = [x for iid, s in updates[tenant_id].items() for x in (iid, json.dumps(s.to_json()))]
+                args = [
+                    x for iid, (follows, s) in writes[tenant_id].items()
+                    for x in (iid, s.fence, follows, json.dumps(s.to_json()))
+                ]
                 pipe.execute_command("EVAL", _RECORD, 2, self.results_key(tenant_id), self.version_key(tenant_id), *args)
             return pipe.execute()
 
         replies = self._call(run) if tenant_ids else []
-        out = {}
-        for tenant_id, (version, flat) in zip(tenant_ids, replies):
-            out[tenant_id] = (int(version), _decode_states(dict(zip(flat[::2], flat[1::2]))))
-        return out
+        return {
+            tenant_id: Recorded(
+                version=int(version),
+                conflicts=[_text(c) for c in conflicts],
+                dropped=[_text(d) for d in dropped],
+                states=_decode_states(dict(zip(flat[::2], flat[1::2]))),
+            )
+            for tenant_id, (version, conflicts, dropped, flat) in zip(tenant_ids, replies)
+        }
 
     def put_reports(self, reports: Iterable[tuple[str, int, bytes, Mapping[str, float], float]]) -> None:
         """Store prebuilt reports (tenant, results version, body, stale time per id, next stale time)."""
@@ -297,7 +464,8 @@ class Store:
             pipe = self.client.pipeline(transaction=False)  # plain EVAL, as in record()
             for tenant_id, version, body, stale, until in reports:
                 pipe.execute_command(
-                    "EVAL", _PUT_REPORT, 1, self.report_key(tenant_id), version, body, _until_arg(until), json.dumps(stale)
+                    "EVAL", _PUT_REPORT, 1, self.report_key(tenant_id),
+                    version, body, _until_arg(until), json.dumps(stale), self.channel, tenant_id,
                 )
             pipe.execute()
 
@@ -321,9 +489,10 @@ class Store:
             known = {m.decode() for m in self.client.zrange(self.due_key(), 0, -1)}
             gone_tenants = {t.decode() for t in self.client.smembers(self.tenants_key())} - set(tenant_ids)
             removed = sorted(known - members.keys())
-            self._set_registry(
-                keys=[self.keys_key(), self.tenants_key()],
-                args=[len(owners), *[x for pair in owners.items() for x in pair], *tenant_ids],
+            self._script(
+                _SET_REGISTRY,
+                [self.keys_key(), self.tenants_key()],
+                [len(owners), *[x for pair in owners.items() for x in pair], self.channel, *tenant_ids],
             )
             pipe = self.client.pipeline(transaction=False)
             if members:
@@ -342,6 +511,10 @@ class Store:
             return removed
 
         return self._call(run)
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
 
 
 def _decode_states(raw: Mapping[bytes, bytes]) -> dict[str, State]:

@@ -129,7 +129,7 @@ def test_seed_probe_report_serve_and_reload_on_a_real_cluster(
 
     # GET /status through the web tier on the cluster: each key sees its own tenant. Twice, so the
     # second request takes the hinted path (key lookup and report read in one pipeline, across slots).
-    app = create_app(Settings(redis_url=redis_cluster_url, redis_cluster=True, key_prefix=prefix, report_cache_s=0))
+    app = create_app(Settings(redis_url=redis_cluster_url, redis_cluster=True, key_prefix=prefix, web_memory_bytes=0))
     web = app.test_client()
     for t in TENANTS + TENANTS:
         response = web.get("/status", headers={"Authorization": f"Bearer {t}-key"})

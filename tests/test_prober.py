@@ -181,7 +181,7 @@ def test_redis_restarted_empty_gives_503_then_recovers(tmp_path, upstream) -> No
     directory = tmp_path / "private-redis"
     server = embedded.start(directory)
     url = f"unix://{embedded.socket_path(directory)}"
-    settings = Settings(redis_url=url, redis_timeout_s=0.3, report_cache_s=0)
+    settings = Settings(redis_url=url, redis_timeout_s=0.3, web_memory_bytes=0)
     store = Store(connect(url, 0.3))
     client = create_app(settings).test_client()
     auth = {"Authorization": f"Bearer {KEY}"}

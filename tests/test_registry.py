@@ -1,6 +1,7 @@
 """The config file: defaults, ${VAR} expansion, and every bad field named by its path."""
 import subprocess
 import sys
+import time
 
 import pytest
 import yaml
@@ -114,7 +115,11 @@ def test_uppercase_digests_are_normalised() -> None:
         (bad_integration(headers={"X Y": "v"}), "tenants[0].integrations[0].probe.headers.X Y.key: not a valid HTTP header name"),
         (bad_integration(headers={"X": "a\r\nInjected: 1"}), "tenants[0].integrations[0].probe.headers.X.value: not a valid HTTP header value"),
         (bad_integration(interval_seconds=60, stale_after_seconds=30),
-         "tenants[0].integrations[0].probe.stale_after_seconds: must be at least interval_seconds (60)"),
+         "tenants[0].integrations[0].probe.stale_after_seconds: must exceed interval_seconds + timeout_seconds (65)"),
+        (bad_integration(interval_seconds=60, timeout_seconds=5, stale_after_seconds=65),
+         "tenants[0].integrations[0].probe.stale_after_seconds: must exceed interval_seconds + timeout_seconds (65)"),
+        (config(probe={"interval_seconds": 10, "stale_after_seconds": 12}),
+         "probe.stale_after_seconds: must exceed interval_seconds + timeout_seconds (15)"),
         (bad_integration(timeout_seconds=0), "tenants[0].integrations[0].probe.timeout_seconds: must be greater than or equal to 0.05"),
         (config(tenants=[{"id": "a", "integrations": [{"id": "1", "type": "MJ"}]}]), "tenants[0].integrations[0].probe: missing data for required field"),
         (config(tenants=[{"id": "a", "integrations": [{"id": "1", "type": "", "probe": {"url": "http://x.example/"}}]}]),
@@ -151,7 +156,8 @@ def test_variables_expand_anywhere_in_strings() -> None:
         ("tenants: [", "line 2 column 1: did not find expected node content"),
         ("- just\n- a list\n", "the file must be a mapping"),
         ("", "the file must be a mapping"),
-        ("loop: &a [*a]\ntenants: []", "an alias refers to itself"),
+        ("loop: &a [*a]\ntenants: []", "loop[0]: YAML anchors and aliases are not allowed"),
+        ("tenants: []\nx: " + "[" * 5000 + "]" * 5000, "line 2 column"),
         ("tenants: []\n\tbad: tab", "line 2 column 1: found character that cannot start any token"),
     ],
 )
@@ -186,3 +192,31 @@ def test_prober_with_invalid_config_exits_with_one_line(tmp_path) -> None:
     assert len(lines) == 1 and "Traceback" not in run.stderr
     assert "tenants[0].api_keys[0].sha256: not a SHA-256 hex digest" in lines[0]
     assert "probe.interval_seconds" in lines[0]
+
+
+def test_billion_laughs_is_refused_quickly() -> None:
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 9)}]" for n in range(1, 10)]
+    started = time.monotonic()
+    with pytest.raises(ConfigError) as caught:
+        parse("\n".join(lines) + "\ntenants: []\n", {}, "cfg.yaml")
+    assert "a1[0]: YAML anchors and aliases are not allowed" in str(caught.value)
+    assert time.monotonic() - started < 1  # 9^10 nodes if expanded
+
+
+def test_an_aliased_probe_block_is_refused() -> None:
+    text = """
+shared: &p {url: "http://x.example/"}
+tenants:
+  - id: acme
+    integrations:
+      - {id: "1", type: MJ, probe: *p}
+"""
+    with pytest.raises(ConfigError) as caught:
+        parse(text, {}, "cfg.yaml")
+    assert "tenants[0].integrations[0].probe: YAML anchors and aliases are not allowed" in str(caught.value)
+
+
+def test_an_explicit_stale_after_above_interval_plus_timeout_loads() -> None:
+    reg = parse(yaml.safe_dump(bad_integration(interval_seconds=60, timeout_seconds=5, stale_after_seconds=66)), {})
+    assert reg.integrations[0].probe.stale_after_s == 66.0

@@ -34,7 +34,7 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(StoreUnavailable)
     def unavailable(exc: StoreUnavailable) -> Response:
-        log.warning("store.unavailable error=%s", exc)
+        # Not logged here: the worker's Link logs once when Redis goes away and once when it is back.
         response = error_response(503, "unavailable", "status data is temporarily unavailable; retry shortly")
         response.headers["Retry-After"] = str(RETRY_AFTER_S)
         return response

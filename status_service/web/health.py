@@ -5,8 +5,9 @@ import time
 
 from flask import Blueprint, Response, current_app, jsonify
 
-from ..store import Store, StoreUnavailable
+from ..store import StoreUnavailable
 from .errors import RETRY_AFTER_S, error_response
+from .status import BLIP_BUDGET_S, Web
 
 bp = Blueprint("health", __name__)
 
@@ -19,17 +20,29 @@ def livez() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> Response:
-    """Answer 200 when Redis answers and some prober's heartbeat is fresh, else 503 naming the check."""
-    store: Store = current_app.extensions["status_store"]
-    checks = {"redis": "ok", "prober": "ok"}
+    """Answer 200 when this node can answer /status correctly; report the prober fleet either way.
+
+    Not ready: Redis holds no registry yet, or Redis has been unreachable for longer than memory may
+    stand in for it. A dead prober fleet leaves every node ready: /status then says unknown/stale,
+    which is the truth, rather than the load balancer refusing every customer.
+    """
+    web: Web = current_app.extensions["status_web"]
+    checks = {"redis": "ok", "registry": "ok", "prober": "ok"}
     try:
-        if store.fresh_probers(time.time()) == 0:  # an answer at all means Redis answers
+        seeded, probers = web.store.readiness(time.time())
+        web.link.up()
+        ready = seeded
+        if not seeded:
+            checks["registry"] = "not seeded yet"
+        if probers == 0:
             checks["prober"] = "no fresh prober heartbeat"
-    except StoreUnavailable:
-        checks["redis"] = "unreachable"
-        checks["prober"] = "unknown"
-    failed = [name for name, result in checks.items() if result != "ok"]
-    if failed:
+    except StoreUnavailable as exc:
+        outage_s = web.link.down(exc)
+        ready = outage_s <= BLIP_BUDGET_S and web.mirror.bytes > 0
+        checks["redis"] = f"unreachable for {outage_s:.0f}s" + ("; serving from memory" if ready else "")
+        checks["registry"] = checks["prober"] = "unknown"
+    if not ready:
+        failed = [name for name in ("redis", "registry") if checks[name] != "ok"]
         response = error_response(503, "not_ready", f"failed checks: {', '.join(failed)}", checks=checks)
         response.headers["Retry-After"] = str(RETRY_AFTER_S)
         return response

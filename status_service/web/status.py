@@ -1,58 +1,91 @@
-"""GET /status: authenticate, read the tenant's prebuilt report, return its bytes."""
+"""GET /status: authenticate, find the tenant's prebuilt report, return its bytes."""
 from __future__ import annotations
 
 import json
+import threading
 import time
+from dataclasses import dataclass, field
 
 from flask import Blueprint, Response, current_app, request
 
 from .. import report
-from ..store import Store, StoredReport
+from ..store import NotSeeded, Store, StoredReport, StoreUnavailable
 from .auth import AuthError, candidate_keys, digest
-from .cache import TtlCache
+from .mirror import Link, Mirror, follow
 
 bp = Blueprint("status", __name__)
 
-CACHE_ENTRIES = 10_000  # credentials remembered per worker; a few MB at most
-HINT_ENTRIES = 100_000  # which tenant a credential belonged to; only a hint, checked on every lookup
+BLIP_BUDGET_S = 10.0  # how long memory may stand in for an unreachable Redis
 
 
-def install(app_extensions: dict, store: Store, cache_s: float) -> None:
-    """Give the app its store, its short-lived report cache and its tenant hints."""
-    app_extensions["status_store"] = store
-    app_extensions["status_cache"] = TtlCache[tuple[str, ...], StoredReport](cache_s, CACHE_ENTRIES)
-    app_extensions["status_hints"] = TtlCache[tuple[str, ...], str](float("inf"), HINT_ENTRIES)
+@dataclass
+class Web:
+    """What every request of one worker shares: the store, its memory of it, and the link's health."""
+
+    store: Store
+    mirror: Mirror
+    link: Link = field(default_factory=Link)
+    _follower: threading.Thread | None = None
+    _stopped: threading.Event = field(default_factory=threading.Event)
+    _starting: threading.Lock = field(default_factory=threading.Lock)
+
+    def ensure_following(self) -> None:
+        """Start following the changes channel, once per worker process, on its first request."""
+        if self._follower is not None or not self.mirror.max_bytes:
+            return
+        with self._starting:
+            if self._follower is None:
+                self._follower = threading.Thread(
+                    target=follow, args=(self.store, self.mirror, self._stopped), name="changes", daemon=True
+                )
+                self._follower.start()
+
+    def find(self, digests: list[str]) -> StoredReport:
+        """Return the caller's report: from memory while it is current, else from Redis."""
+        self.ensure_following()
+        if self.mirror.live:
+            found = self.mirror.find(digests)
+            if found is not None:
+                return found
+        epoch = self.mirror.epoch
+        try:
+            matched = self.store.lookup(digests, self.mirror.tenant_of(digests))
+            self.link.up()
+        except NotSeeded:
+            self.link.up()  # Redis answered; it has nothing to say yet
+            raise
+        except StoreUnavailable as exc:
+            # A short outage is ridden out from memory; results still age by the clock below.
+            if self.link.down(exc) <= BLIP_BUDGET_S:
+                found = self.mirror.find(digests)
+                if found is not None:
+                    return found
+            raise
+        if matched is None:
+            raise AuthError("unknown API key")
+        matched_digest, found = matched
+        self.mirror.remember(epoch, matched_digest, found)
+        return found
+
+
+def install(app_extensions: dict, store: Store, memory_bytes: int) -> None:
+    """Give the app its store and its memory of it."""
+    app_extensions["status_web"] = Web(store, Mirror(memory_bytes))
 
 
 @bp.get("/status")
 def status() -> Response:
     """Return the caller's tenant report; 200 whatever its integrations say."""
-    # Keyed by digests, so no plain key lingers in the cache.
-    digests = tuple(digest(key) for key in candidate_keys(request.headers.get("Authorization")))
+    digests = [digest(key) for key in candidate_keys(request.headers.get("Authorization"))]
+    web: Web = current_app.extensions["status_web"]
+    found = web.find(digests)
     now = time.time()
-    cache: TtlCache[tuple[str, ...], StoredReport] = current_app.extensions["status_cache"]
-    found = cache.get(digests, now)
-    if found is None:
-        found = _lookup(digests, now)
-        cache.put(digests, found, now)
+    if found.until < now:
+        # No prober rebuilt this report in time (or Redis is away): age its results by the clock.
+        stale_at = {iid: float(at) for iid, at in json.loads(found.stale).items()}
+        document = report.expire(json.loads(found.body), stale_at, now)
+        found = StoredReport(found.tenant_id, report.encode(document), report.next_stale(stale_at, now), found.version, found.stale)
+        web.mirror.replace(found)
     response = Response(found.body, mimetype="application/json")
     response.headers["Cache-Control"] = "no-store"
     return response
-
-
-def _lookup(digests: tuple[str, ...], now: float) -> StoredReport:
-    """Read the tenant's report from Redis, aging stale results if no prober has rebuilt it."""
-    store: Store = current_app.extensions["status_store"]
-    hints: TtlCache[tuple[str, ...], str] = current_app.extensions["status_hints"]
-    found = store.lookup(digests, hints.get(digests, now))
-    if found is None:
-        raise AuthError("unknown API key")
-    hints.put(digests, found.tenant_id, now)
-    if found.until < now:
-        # No prober rebuilt this report in time: age its results here (body and times read together).
-        aged = store.report_with_stale_times(found.tenant_id)
-        if aged is not None:
-            body, stale_at = aged
-            document = report.expire(json.loads(body), stale_at, now)
-            found = StoredReport(found.tenant_id, report.encode(document), report.next_stale(stale_at, now))
-    return found

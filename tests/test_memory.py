@@ -1,0 +1,213 @@
+"""A web worker's memory of keys and reports: kept right by push, bounded in bytes, a bridge over blips."""
+import base64
+import time
+import tracemalloc
+
+import pytest
+import redis
+from hypothesis import given, settings as hsettings, strategies as st
+
+from status_service import create_app, embedded
+from status_service.prober import Prober
+from status_service.settings import Settings
+from status_service.store import Store, StoredReport, connect
+from status_service.web.mirror import Mirror
+from tests.conftest import integration, make_registry, run_round, tenant, wait_for
+
+MB = 1024 * 1024
+
+
+def memory_app(redis_url: str, prefix: str, **extra):
+    app = create_app(Settings(redis_url=redis_url, key_prefix=prefix, web_memory_bytes=8 * MB, **extra))
+    return app, app.extensions["status_web"]
+
+
+def status_of(client, key: str = "k1"):
+    return client.get("/status", headers={"Authorization": f"Bearer {key}"})
+
+
+def commands(client: redis.Redis) -> int:
+    return int(client.info("stats")["total_commands_processed"])
+
+
+@pytest.fixture
+def acme(upstream, make_prober):
+    """A seeded tenant `acme` (key k1) with one healthy integration, and its prober."""
+    reg = make_registry([tenant("acme", ["k1"], [integration("1", "MJ", upstream.url("/p"), failure_threshold=1)])])
+    prober = make_prober(reg)
+    run_round(prober)
+    return prober
+
+
+def test_a_polled_report_costs_no_redis_round_trip(redis_url, prefix, store, acme) -> None:
+    app, web = memory_app(redis_url, prefix)
+    client = app.test_client()
+    assert status_of(client).status_code == 200
+    wait_for(lambda: web.mirror.live)
+    assert status_of(client).status_code == 200  # read once more, now that the subscription holds
+    before = commands(store.client)
+    for _ in range(200):
+        assert status_of(client).status_code == 200
+    # INFO itself and the follower's pings are all that Redis sees.
+    assert commands(store.client) - before < 10
+
+
+def test_a_new_report_is_served_as_soon_as_it_is_written(redis_url, prefix, upstream, acme) -> None:
+    app, web = memory_app(redis_url, prefix)
+    client = app.test_client()
+    status_of(client)
+    wait_for(lambda: web.mirror.live)
+    status_of(client)
+    upstream.routes["/p"].status = 503
+    acme.store.client.zadd(acme.store.due_key(), {acme.registry.integrations[0].member: 0})  # due now
+    run_round(acme)
+    started = time.monotonic()
+    wait_for(lambda: status_of(client).get_json()["status"] == "unhealthy", timeout_s=1, interval_s=0.01)
+    assert time.monotonic() - started < 1
+
+
+def test_a_revoked_key_stops_working_within_a_second(redis_url, prefix, upstream, acme) -> None:
+    app, web = memory_app(redis_url, prefix)
+    client = app.test_client()
+    assert status_of(client).status_code == 200
+    wait_for(lambda: web.mirror.live)
+    assert status_of(client).status_code == 200
+    acme.use(make_registry([tenant("acme", ["k2"], [integration("1", "MJ", upstream.url("/p"))])]))
+    acme.ensure_seeded(time.time())
+    started = time.monotonic()
+    wait_for(lambda: status_of(client).status_code == 401, timeout_s=1, interval_s=0.01)
+    assert time.monotonic() - started < 1
+    assert status_of(client, "k2").status_code == 200
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    """A Redis of this test's own, which it may stop, reconfigure or lock down."""
+    server = embedded.start(tmp_path / "redis")
+    yield server, f"unix://{embedded.socket_path(tmp_path / 'redis')}"
+    if server.poll() is None:
+        server.terminate()
+        server.wait(10)
+
+
+def test_without_the_push_channel_every_request_reads_redis(private_redis, upstream) -> None:
+    _, url = private_redis
+    admin = connect(url)
+    # A Redis that refuses pub/sub to the web tier: memory can never be trusted, so it is not used.
+    admin.execute_command("ACL", "SETUSER", "web", "on", ">web-pass", "~*", "+@all", "-subscribe", "-psubscribe")
+    web_url = url.replace("unix://", "unix://web:web-pass@")
+    reg = make_registry([tenant("acme", ["k1"], [integration("1", "MJ", upstream.url("/p"))])])
+    prober = Prober(reg, Store(admin, "p:"))
+    try:
+        run_round(prober)
+        app, web = memory_app(web_url, "p:")
+        client = app.test_client()
+        assert status_of(client).status_code == 200
+        time.sleep(0.3)  # time enough for a subscription, had it been allowed
+        assert not web.mirror.live
+        before = commands(admin)
+        for _ in range(20):
+            assert status_of(client).status_code == 200
+        assert commands(admin) - before >= 20
+        prober.use(make_registry([tenant("acme", ["k2"], [integration("1", "MJ", upstream.url("/p"))])]))
+        prober.ensure_seeded(time.time())
+        assert status_of(client).status_code == 401  # at once: nothing stale was served from memory
+    finally:
+        prober.stop(timeout_s=0)
+
+
+def test_a_redis_blip_is_bridged_from_memory_and_results_still_age(private_redis, upstream) -> None:
+    server, url = private_redis
+    reg = make_registry(
+        [tenant("acme", ["k1"], [integration("1", "MJ", upstream.url("/p"))])],
+        probe={"interval_seconds": 1, "timeout_seconds": 0.5, "stale_after_seconds": 2},
+    )
+    prober = Prober(reg, Store(connect(url), "p:"))
+    run_round(prober)
+    prober.stop(timeout_s=0)
+    app, web = memory_app(url, "p:", redis_timeout_s=0.2)
+    client = app.test_client()
+    wait_for(lambda: status_of(client).status_code == 200 and web.mirror.live)
+    assert status_of(client).get_json()["status"] == "ok"  # remembered under the subscription
+    server.terminate()
+    server.wait(10)
+    gone = time.monotonic()
+    response = status_of(client)
+    assert response.status_code == 200 and response.get_json()["status"] == "ok"
+    assert client.get("/readyz").status_code == 200
+    wait_for(lambda: status_of(client).get_json()["data"]["integrations"][0]["reason"] == "stale", timeout_s=5)
+    document = status_of(client).get_json()
+    assert document["status"] == "unhealthy" and document["data"]["integrations"][0]["status"] == "unknown"
+    time.sleep(max(0.0, 10.5 - (time.monotonic() - gone)))
+    response = status_of(client)
+    assert response.status_code == 503 and response.headers["Retry-After"] == "5"
+    assert response.get_json()["error"]["code"] == "unavailable"
+    assert client.get("/readyz").status_code == 503
+
+
+def test_junk_passwords_do_not_grow_a_worker(redis_url, prefix, acme) -> None:
+    app, web = memory_app(redis_url, prefix)
+    client = app.test_client()
+
+    def basic(password: str) -> dict[str, str]:
+        return {"Authorization": "Basic " + base64.b64encode(f"k1:{password}".encode()).decode()}
+
+    for n in range(300):  # warm up: imports, pools, the subscription
+        assert client.get("/status", headers=basic(f"warm{n}")).status_code == 200
+    held = web.mirror.bytes
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(3000):
+            assert client.get("/status", headers=basic(f"junk{n}")).status_code == 200
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert web.mirror.bytes == held and len(web.mirror._owners) == 1
+    assert grown < 1 * MB, grown  # was about 45 KB a request with a copy per credential
+
+
+def report(tenant_id: str, version: int, size: int = 100) -> StoredReport:
+    return StoredReport(tenant_id, b"x" * size, float("inf"), version, b"{}")
+
+
+def test_memory_keeps_only_what_fits_evicting_the_least_recently_used() -> None:
+    mirror = Mirror(max_bytes=1000)
+    mirror.changed(None)
+    for n in range(30):
+        mirror.remember(mirror.epoch, f"d{n}", report(f"t{n}", 1, size=98))
+    assert mirror.bytes <= 1000
+    assert mirror.find(["d29"]) is not None and mirror.find(["d0"]) is None
+
+
+def test_a_read_overtaken_by_a_change_is_not_remembered() -> None:
+    mirror = Mirror(max_bytes=10_000)
+    mirror.changed(None)
+    epoch = mirror.epoch
+    mirror.changed("r acme 5")  # a new report was written while the old one was being read
+    mirror.remember(epoch, "d", report("acme", 4))
+    assert mirror.find(["d"]) is None
+    epoch = mirror.epoch
+    mirror.changed("k")  # keys changed while a lookup was under way
+    mirror.remember(epoch, "d", report("acme", 6))
+    assert mirror.find(["d"]) is None
+    mirror.remember(mirror.epoch, "d", report("acme", 6))
+    assert mirror.find(["d"]).version == 6
+
+
+@hsettings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["remember", "change", "keys"]), st.integers(0, 5), st.integers(0, 9), st.integers(0, 400))))
+def test_memory_never_exceeds_its_bound_nor_serves_below_a_floor(operations) -> None:
+    mirror = Mirror(max_bytes=1000)
+    mirror.changed(None)
+    for op, t, version, size in operations:
+        if op == "remember":
+            mirror.remember(mirror.epoch, f"d{t}", report(f"t{t}", version, size))
+        elif op == "change":
+            mirror.changed(f"r t{t} {version}")
+        else:
+            mirror.changed("k")
+        assert 0 <= mirror.bytes <= 1000
+        assert mirror.bytes == sum(len(r.body) + len(r.stale) for r in mirror._reports.values())
+        for tenant_id, found in mirror._reports.items():
+            assert found.version >= mirror._floors.get(tenant_id, 0)
