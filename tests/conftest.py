@@ -114,8 +114,8 @@ def store(redis_url: str, prefix: str) -> Store:
 
 @pytest.fixture
 def settings(redis_url: str, prefix: str) -> Settings:
-    """Settings for the app under test; the report cache is off so each request reads Redis."""
-    return Settings(redis_url=redis_url, key_prefix=prefix, report_cache_s=0)
+    """Settings for the app under test; memory is off so each request reads Redis."""
+    return Settings(redis_url=redis_url, key_prefix=prefix, web_memory_bytes=0)
 
 
 @pytest.fixture
