@@ -406,11 +406,9 @@ def main() -> int:
         return 2
     configure_logging(settings)
     logging.getLogger("apscheduler").setLevel(logging.ERROR)  # a skipped 1 s tick is not news
-    try:
-        store = Store(connect(redis_url(settings), settings.redis_timeout_s, settings.redis_cluster), settings.key_prefix)
-    except Exception as exc:  # a cluster client connects at once; nothing else raises here
-        print(f"status-service prober: cannot reach Redis: {exc.__class__.__name__}", file=sys.stderr)
-        return 1
+    url = redis_url(settings)
+    # Made on first use, so a Redis Cluster that is down at start is an outage to wait out, not an exit.
+    store = Store(lambda: connect(url, settings.redis_timeout_s, settings.redis_cluster), settings.key_prefix)
     prober = Prober(registry, store, source=Path(settings.config_path))
     stop_requested = threading.Event()
 

@@ -390,14 +390,15 @@ class Store:
         """Return whether Redis holds a registry (it does not after losing its data)."""
         return bool(self._call(lambda: self.client.exists(self.config_key())))
 
-    def claim(self, now: float | None, lease_s: float, limit: int) -> tuple[float, list[Claim]]:
+    def claim(self, now: float | None, lease_s: float, limit: int, request_id: str | None = None) -> tuple[float, list[Claim]]:
         """Atomically take up to `limit` due integrations, leased for lease_s; return Redis's time too.
 
-        `now` None means Redis's own clock decides what is due (a test passes its own time).
+        `now` None means Redis's own clock decides what is due (a test passes its own time). A call
+        repeated with the same `request_id` within a minute returns the first call's claims.
         """
         if limit <= 0:
             return (now if now is not None else 0.0), []
-        keys = [self.due_key(), self.fence_key(), f"{self.prefix}{{sched}}:claim:{uuid.uuid4().hex}"]
+        keys = [self.due_key(), self.fence_key(), f"{self.prefix}{{sched}}:claim:{request_id or uuid.uuid4().hex}"]
         args = ["" if now is None else _ms(now), _ms(lease_s), limit]
         flat = self._call(lambda: self._script(_CLAIM, keys, args))
         at, lease_ms = int(flat[0]), int(flat[1])

@@ -23,6 +23,11 @@ OK, FAIL = Outcome(ok=True), Outcome.failed("timeout")
         (ProbeSpec(url="u", expect_json=(("status.indicator", "none"),)), 200, b"<html>", "invalid_json"),
         (ProbeSpec(url="u", expect_json=(("items.1.ok", True),)), 200, b'{"items":[{"ok":false},{"ok":true}]}', None),
         (ProbeSpec(url="u", expect_json=(("n", 1),)), 200, b'{"n":"1"}', "unexpected_body"),
+        (ProbeSpec(url="u", expect_json=(("ok", True),)), 200, b'{"ok":1}', "unexpected_body"),
+        (ProbeSpec(url="u", expect_json=(("ok", 1),)), 200, b'{"ok":true}', "unexpected_body"),
+        (ProbeSpec(url="u", expect_json=(("ok", False),)), 200, b'{"ok":0}', "unexpected_body"),
+        (ProbeSpec(url="u", expect_json=(("ok", True),)), 200, b'{"ok":true}', None),
+        (ProbeSpec(url="u", expect_json=(("n", 1),)), 200, b'{"n":1.0}', None),
     ],
 )
 def test_judge(spec: ProbeSpec, status: int, body: bytes, reason: str | None) -> None:
@@ -71,3 +76,12 @@ def test_unhealthy_recovers_after_success_threshold() -> None:
 def test_state_round_trips_through_json() -> None:
     state = State(Health.UNHEALTHY, 5.5, "http_503", 12, 3, 0)
     assert State.from_json(state.to_json()) == state
+
+
+def test_a_previous_state_older_than_stale_after_counts_as_absent() -> None:
+    spec = ProbeSpec(url="u", failure_threshold=3, stale_after_s=90)
+    week_old = State(Health.HEALTHY, checked_at=0.0, consecutive_successes=40)
+    state = advance(week_old, FAIL, spec, 7 * 86400.0)
+    assert state.status is Health.UNHEALTHY and state.consecutive_failures == 1
+    fresh = State(Health.HEALTHY, checked_at=7 * 86400.0 - 60, consecutive_successes=40)
+    assert advance(fresh, FAIL, spec, 7 * 86400.0).status is Health.HEALTHY  # within stale_after: thresholds hold

@@ -5,10 +5,13 @@ the prober and the web tier talk to it through redis-py's RedisCluster, as with 
 """
 from __future__ import annotations
 
+import sys
+import time
 from typing import Iterator
 
 import pytest
 import redis
+import requests
 from redis.crc import key_slot
 
 from status_service import create_app
@@ -16,7 +19,10 @@ from status_service.model import schedule_member, split_member
 from status_service.prober import Prober
 from status_service.settings import Settings
 from status_service.store import Store, connect
-from tests.conftest import integration, key_digest, make_registry, report_of, run_round, tenant
+from tests.conftest import (
+    environment, free_port, integration, key_digest, make_registry, report_of, run_round, spawn, start_prober, stop, tenant,
+    wait_for,
+)
 
 # Enough tenants that their hash tags land in different slots and on every node (checked below).
 TENANTS = ["acme", "globex", "initech", "umbrella", "hooli", "stark"]
@@ -186,10 +192,60 @@ def test_seed_probe_report_serve_and_reload_on_a_real_cluster(
     for t in kept:
         assert sorted(found[f"{{t:{t}}}"]) == sorted(tenant_keys(store, t))
 
-    # /readyz is 200 while a heartbeat is fresh, 503 once the only prober has gone.
-    assert web.get("/readyz").status_code == 200
+    # /readyz is 200 whether or not a prober's heartbeat is fresh, and says which.
+    assert web.get("/readyz").get_json()["checks"]["prober"] == "ok"
     prober.stop(timeout_s=0)
     cluster_probers.remove(prober)
-    assert web.get("/readyz").status_code == 503
+    ready = web.get("/readyz")
+    assert ready.status_code == 200 and ready.get_json()["checks"]["prober"] == "no fresh prober heartbeat"
     for client in nodes.values():
         client.close()
+
+
+def test_with_the_cluster_down_at_boot_workers_boot_answer_503_and_recover_nothing_crashes(tmp_path) -> None:
+    port = free_port()
+    dead = f"redis://127.0.0.1:{free_port()}"
+    config = tmp_path / "status.yaml"
+    config.write_text("tenants: []\n")
+    env = environment(dead, "test:down:", config, PORT=str(port), WEB_CONCURRENCY="2", REDIS_CLUSTER="true",
+                      REDIS_TIMEOUT_SECONDS="0.2")
+    with open(tmp_path / "web.log", "wb") as log:
+        web = spawn([sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "wsgi:app"], env, log)
+        prober = start_prober(env, log)
+        try:
+            wait_for(lambda: _get(port, "/livez") == 200, timeout_s=15)
+            assert _get(port, "/status", {"Authorization": "Bearer any-key"}) == 503
+            assert _get(port, "/readyz") == 503
+            time.sleep(2)
+            assert web.poll() is None and prober.poll() is None  # both still up, waiting for the cluster
+        finally:
+            stop(web)
+            stop(prober)
+    text = (tmp_path / "web.log").read_text()
+    assert "Worker failed to boot" not in text and "Traceback" not in text
+
+
+def _get(port: int, path: str, headers: dict[str, str] | None = None) -> int | None:
+    try:
+        return requests.get(f"http://127.0.0.1:{port}{path}", headers=headers, timeout=3).status_code
+    except requests.ConnectionError:
+        return None
+
+
+def test_web_memory_follows_changes_on_a_cluster(redis_cluster_url, cluster_store, cluster_probers, prefix, upstream) -> None:
+    reg = make_registry([tenant("acme", ["acme-key"], [integration("1", "MJ", upstream.url("/c"), failure_threshold=1)])])
+    prober = Prober(reg, cluster_store)
+    cluster_probers.append(prober)
+    run_round(prober)
+    app = create_app(Settings(redis_url=redis_cluster_url, redis_cluster=True, key_prefix=prefix))
+    mirror = app.extensions["status_web"].mirror
+    web = app.test_client()
+    auth = {"Authorization": "Bearer acme-key"}
+    wait_for(lambda: web.get("/status", headers=auth).status_code == 200 and mirror.live)
+    assert web.get("/status", headers=auth).get_json()["status"] == "ok"
+    upstream.routes["/c"].status = 503
+    cluster_store.client.zadd(cluster_store.due_key(), {reg.integrations[0].member: 0})
+    run_round(prober)
+    wait_for(lambda: web.get("/status", headers=auth).get_json()["status"] == "unhealthy", timeout_s=1, interval_s=0.01)
+    time.sleep(2.5)  # past a few pings: the link holds
+    assert mirror.live

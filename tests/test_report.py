@@ -1,7 +1,10 @@
 """The /status document: the seed's contract, counts, rounding, per-type stats, order, freshness."""
 import json
 
+from fractions import Fraction
+
 import pytest
+from hypothesis import given, strategies as st
 
 from status_service.model import Health, Integration, ProbeSpec, State
 from status_service.report import build_report, encode, expire, percentage, stale_times
@@ -65,7 +68,8 @@ def test_two_of_three_healthy_is_degraded_at_66_67() -> None:
 
 @pytest.mark.parametrize(
     ("healthy", "total", "expected"),
-    [(1, 3, 33.33), (2, 3, 66.67), (1, 6, 16.67), (1, 7, 14.29), (0, 5, 0.0), (5, 5, 100.0), (0, 0, 100.0)],
+    [(1, 3, 33.33), (2, 3, 66.67), (1, 6, 16.67), (1, 7, 14.29), (0, 5, 0.0), (5, 5, 100.0), (0, 0, 100.0),
+     (1, 32, 3.13), (3, 32, 9.38), (1, 160, 0.63), (1, 800, 0.13)],
 )
 def test_percentages_round_to_two_decimals(healthy: int, total: int, expected: float) -> None:
     assert percentage(healthy, total) == expected
@@ -163,3 +167,12 @@ def test_failure_reason_and_latency_are_reported() -> None:
     st = {"1": State(Health.UNHEALTHY, NOW, reason="http_503", latency_ms=12)}
     row = build_report(integrations("MJ"), st, NOW)["data"]["integrations"][0]
     assert (row["status"], row["reason"], row["latency_ms"]) == ("unhealthy", "http_503", 12)
+
+
+@given(st.integers(0, 10**6), st.integers(1, 10**6))
+def test_percentage_is_the_exact_share_rounded_half_up(healthy: int, total: int) -> None:
+    healthy = min(healthy, total)
+    cents = Fraction(100 * 100 * healthy, total)  # the share in hundredths of a percent, exactly
+    floor = cents.numerator // cents.denominator
+    expected = floor + (1 if cents - floor >= Fraction(1, 2) else 0)
+    assert percentage(healthy, total) == expected / 100
