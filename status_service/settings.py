@@ -83,9 +83,15 @@ def _megabytes(environ: Mapping[str, str], name: str, default: int) -> int:
 
 
 def configure_logging(settings: Settings) -> None:
-    """Log `event key=value` lines at the configured level."""
+    """Log redacted `event key=value` lines at the configured level."""
+    from .logs import redact_handlers
+
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(message)s")
-    # urllib3 logs request lines at DEBUG, query strings (which may hold tokens) included.
+    # Libraries (urllib3, redis, ...) log URLs and errors in their own words: redact every line.
+    redact_handlers(logging.getLogger())
+    # Python warnings (urllib3's among them) would reach stderr unredacted; send them through logging.
+    logging.captureWarnings(True)
+    # urllib3 logs every request line at DEBUG: noise, even redacted.
     logging.getLogger("urllib3").setLevel(logging.WARNING)
 
 

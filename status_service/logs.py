@@ -1,0 +1,67 @@
+"""Redaction of every log line: no query string, URL credential or Authorization value is written."""
+from __future__ import annotations
+
+import logging
+import re
+
+from gunicorn.config import Config
+from gunicorn.glogging import Logger
+
+REDACTED = "<redacted>"
+
+# (words one of which a line must hold for the rule to apply, pattern, replacement): the cheap test
+# first keeps an access-log line at a couple of microseconds.
+_RULES = (
+    # URL user-info, up to the last @ before the path: passwords are not always percent-encoded.
+    (("://",), re.compile(r"(?<=://)[^\s/]*@"), REDACTED + "@"),
+    # Query strings, in URLs and request lines: keys and tokens are often sent as parameters.
+    (("?",), re.compile(r"\?\S+"), "?" + REDACTED),
+    # Credentials after an auth scheme, as in an Authorization header or a repr of one.
+    (("bearer", "basic", "digest"), re.compile(r"(?i)\b(bearer|basic|digest)\s+[^\s'\",;]+"), r"\1 " + REDACTED),
+    # An Authorization header's whole value, to the closing quote or the end of the line.
+    (("authorization",), re.compile(r"(?i)\b((?:proxy-)?authorization['\"]?\s*[:=]\s*['\"]?)[^'\"\r\n]+"), r"\1" + REDACTED),
+    # Values of credential-named fields: `'api_key': 'x'`, `password=x`, `token: x`.
+    (
+        ("key", "token", "passw", "secret"),
+        re.compile(r"(?i)\b(api[-_]?key|access[-_]?token|token|password|passwd|secret)(['\"]?\s*[:=]\s*['\"]?)[^\s'\",;&}]+"),
+        r"\1\2" + REDACTED,
+    ),
+)
+
+
+def redact(text: str) -> str:
+    """Return text with query strings, URL user-info and credential values replaced."""
+    lowered = text.lower()
+    for words, pattern, replacement in _RULES:
+        if any(word in lowered for word in words):
+            text = pattern.sub(replacement, text)
+    return text
+
+
+class RedactingFormatter(logging.Formatter):
+    """Format as the wrapped formatter does, then redact the whole text, traceback included."""
+
+    def __init__(self, inner: logging.Formatter | None = None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        # The final text, not the message: libraries pass URLs in args and exceptions.
+        return redact(self.inner.format(record))
+
+
+def redact_handlers(logger: logging.Logger) -> None:
+    """Make every handler of a logger redact what it writes."""
+    for handler in logger.handlers:
+        if not isinstance(handler.formatter, RedactingFormatter):
+            handler.setFormatter(RedactingFormatter(handler.formatter))
+
+
+class RedactingLogger(Logger):
+    """Gunicorn's logger, with its error and access logs redacted (`logger_class` in the config)."""
+
+    def setup(self, cfg: Config) -> None:
+        """Set up gunicorn's handlers as usual, then make each of them redact."""
+        super().setup(cfg)
+        redact_handlers(self.error_log)
+        redact_handlers(self.access_log)
