@@ -1,14 +1,23 @@
-"""The only outbound HTTP: one pooled session, a deadline that covers the body, a size cap."""
+"""The only outbound HTTP: one pooled session, one hard deadline per probe, a size cap."""
 from __future__ import annotations
 
+import heapq
 import http.cookiejar
+import itertools
+import os
+import socket
+import threading
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 import requests
 import urllib3.exceptions as u3
 from requests.adapters import HTTPAdapter
+from urllib3 import connection, connectionpool, poolmanager
+from urllib3.util.connection import allowed_gai_family
 
 from . import checks
 from .model import Outcome, ProbeSpec
@@ -16,11 +25,223 @@ from .model import Outcome, ProbeSpec
 READ_SIZE = 65536
 USER_AGENT = "status-service-prober/1"
 
+Resolve = Callable[..., list[tuple[Any, ...]]]  # socket.getaddrinfo's signature
+
+
+class Watch:
+    """A probe's claim on one socket: shut it down if the probe is still using it at its deadline."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        # A duplicate descriptor: the connection may close or TLS-wrap (detach) its socket object at
+        # any time, while shutdown through the duplicate still reaches the same connection.
+        self.dup = socket.fromfd(sock.fileno(), sock.family, sock.type)
+        self.active = True
+        self.fired = False
+
+
+class Reaper:
+    """One thread per Fetcher that shuts down the sockets of probes past their deadline."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.heap: list[tuple[float, int, Watch]] = []
+        self.order = itertools.count()  # breaks ties between equal deadlines
+        self.closed = False
+        threading.Thread(target=self._run, name="probe-deadlines", daemon=True).start()
+
+    def watch(self, sock: socket.socket, deadline: float) -> Watch:
+        """Shut `sock` down at `deadline` (monotonic) unless cancelled first."""
+        watch = Watch(sock)
+        with self.cond:
+            heapq.heappush(self.heap, (deadline, next(self.order), watch))
+            if self.heap[0][2] is watch:
+                self.cond.notify()
+        return watch
+
+    def cancel(self, watch: Watch) -> None:
+        """Stop watching; under the lock, so a socket is never shut down after it was handed on."""
+        with self.cond:
+            watch.active = False
+            watch.dup.close()
+
+    def close(self) -> None:
+        """Stop the thread."""
+        with self.cond:
+            self.closed = True
+            self.cond.notify()
+
+    def _run(self) -> None:
+        with self.cond:
+            while not self.closed:
+                now = time.monotonic()
+                while self.heap and self.heap[0][0] <= now:
+                    watch = heapq.heappop(self.heap)[2]
+                    if watch.active:
+                        watch.active, watch.fired = False, True
+                        try:
+                            # Unblocks the probe's recv or send at once; the connection is then dead,
+                            # so urllib3 never hands it out again.
+                            watch.dup.shutdown(socket.SHUT_RDWR)
+                        except OSError:
+                            pass  # the connection is already gone
+                        watch.dup.close()
+                self.cond.wait(self.heap[0][0] - now if self.heap else None)
+
+
+class Deadline:
+    """The one deadline of a running probe, which its thread's connections obey."""
+
+    def __init__(self, fetcher: Fetcher, at: float) -> None:
+        self.fetcher = fetcher
+        self.at = at
+        self.watches: list[Watch] = []
+
+    def remaining(self) -> float:
+        """Return the seconds left (negative once passed)."""
+        return self.at - time.monotonic()
+
+    def passed(self) -> bool:
+        """Return whether the deadline has passed (or cut off one of the probe's sockets)."""
+        return time.monotonic() >= self.at or any(w.fired for w in self.watches)
+
+    def watch(self, sock: socket.socket) -> Watch:
+        """Have the reaper cut `sock` off at this deadline."""
+        watch = self.fetcher.reaper.watch(sock, self.at)
+        self.watches.append(watch)
+        return watch
+
+    def resolve(self, host: str, port: int) -> list[tuple[Any, ...]]:
+        """Resolve a host name within the deadline; a lookup stuck in the C library keeps only its resolver thread."""
+        future = self.fetcher.resolver.submit(self.fetcher.resolve, host, port, allowed_gai_family(), socket.SOCK_STREAM)
+        try:
+            return future.result(timeout=max(0.0, self.remaining()))
+        except TimeoutError:
+            future.cancel()
+            raise
+
+    def close(self) -> None:
+        """Release every socket the probe watched."""
+        for watch in self.watches:
+            self.fetcher.reaper.cancel(watch)
+
+
+_current = threading.local()  # .deadline: the Deadline of the probe this thread runs, or None
+
+
+def current_deadline() -> Deadline | None:
+    """Return the deadline of the probe running on this thread, if any."""
+    return getattr(_current, "deadline", None)
+
+
+class DeadlineConnectionMixin:
+    """A urllib3 connection that resolves and connects within the probe's deadline and is watched by the reaper."""
+
+    probe_watch: Watch | None = None
+    probe_deadline: Deadline | None = None
+
+    def _watch(self, deadline: Deadline, sock: socket.socket) -> None:
+        if self.probe_deadline is deadline and self.probe_watch is not None and self.probe_watch.active:
+            return  # already watched for this probe (an HTTPS connection connects before its request)
+        self.release_watch()
+        self.probe_watch, self.probe_deadline = deadline.watch(sock), deadline
+
+    def release_watch(self) -> None:
+        """Stop the reaper from cutting this connection off: it is going back to the pool."""
+        if self.probe_watch is not None and self.probe_deadline is not None:
+            self.probe_deadline.fetcher.reaper.cancel(self.probe_watch)
+        self.probe_watch = self.probe_deadline = None
+
+    def _new_conn(self) -> socket.socket:
+        deadline = current_deadline()
+        if deadline is None:
+            return super()._new_conn()
+        try:
+            addresses = deadline.resolve(self._dns_host.strip("[]"), self.port)
+        except socket.gaierror as exc:
+            raise u3.NameResolutionError(self.host, self, exc) from exc
+        except TimeoutError as exc:
+            raise u3.ConnectTimeoutError(self, f"resolving {self.host} timed out") from exc
+        error: OSError = OSError("the host name resolved to no address")
+        for family, kind, proto, _, address in addresses:
+            sock = socket.socket(family, kind, proto)
+            try:
+                for option in self.socket_options or ():
+                    sock.setsockopt(*option)
+                if self.source_address:
+                    sock.bind(self.source_address)
+                self._watch(deadline, sock)  # from here on, TLS and the tunnel are cut off at the deadline
+                sock.settimeout(max(deadline.remaining(), 0.001))  # connect() itself ends by the deadline too
+                sock.connect(address)
+                return sock
+            except OSError as exc:
+                self.release_watch()
+                sock.close()
+                error = exc
+        if isinstance(error, TimeoutError):
+            raise u3.ConnectTimeoutError(self, f"connecting to {self.host} timed out") from error
+        raise u3.NewConnectionError(self, f"Failed to establish a new connection: {error}") from error
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        """Send a request, first putting a reused pooled connection under this probe's deadline."""
+        deadline = current_deadline()
+        if deadline is not None and self.sock is not None:
+            self._watch(deadline, self.sock)
+        super().request(*args, **kwargs)
+
+
+class DeadlineHTTPConnection(DeadlineConnectionMixin, connection.HTTPConnection):
+    """An HTTP connection under the probe's deadline."""
+
+
+class DeadlineHTTPSConnection(DeadlineConnectionMixin, connection.HTTPSConnection):
+    """An HTTPS connection under the probe's deadline."""
+
+
+class DeadlinePoolMixin:
+    """A pool whose connections leave the reaper's watch as they go back into the pool."""
+
+    def _put_conn(self, conn: Any) -> None:
+        if conn is not None:
+            conn.release_watch()
+        super()._put_conn(conn)
+
+
+class DeadlineHTTPPool(DeadlinePoolMixin, connectionpool.HTTPConnectionPool):
+    """An HTTP pool of deadline connections."""
+
+    ConnectionCls = DeadlineHTTPConnection
+
+
+class DeadlineHTTPSPool(DeadlinePoolMixin, connectionpool.HTTPSConnectionPool):
+    """An HTTPS pool of deadline connections."""
+
+    ConnectionCls = DeadlineHTTPSConnection
+
+
+DEADLINE_POOLS = {"http": DeadlineHTTPPool, "https": DeadlineHTTPSPool}
+
+
+class DeadlineAdapter(HTTPAdapter):
+    """requests' adapter with deadline pools, directly and through HTTP(S) proxies."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        """Build the pool manager with deadline pools."""
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = DEADLINE_POOLS
+
+    def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
+        """Return the proxy's manager with deadline pools."""
+        manager = super().proxy_manager_for(proxy, **kwargs)
+        if manager.pool_classes_by_scheme is poolmanager.pool_classes_by_scheme:  # SOCKS keeps its own pools
+            manager.pool_classes_by_scheme = DEADLINE_POOLS
+        return manager
+
 
 class Fetcher:
     """Probe integrations over one pooled requests.Session, safe to share between threads."""
 
-    def __init__(self, pool_size: int = 64) -> None:
+    def __init__(self, pool_size: int = 64, resolve: Resolve = socket.getaddrinfo,
+                 environ: Mapping[str, str] = os.environ) -> None:
         self.session = requests.Session()
         # No cookie is kept: one tenant's probe must never carry what another's was sent.
         self.session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
@@ -29,14 +250,22 @@ class Fetcher:
         # seventh of a prober's CPU); ~/.netrc is never consulted for credentials.
         self.session.trust_env = False
         self.proxies = {scheme: url for scheme, url in urllib.request.getproxies().items() if scheme != "no"}
-        adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
+        # A private CA (as requests would honour with trust_env), read once like the proxies.
+        self.session.verify = environ.get("REQUESTS_CA_BUNDLE") or environ.get("CURL_CA_BUNDLE") or True
+        adapter = DeadlineAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
+        self.reaper = Reaper()
+        self.resolve = resolve
+        # One resolver thread per probe worker, so a lookup only waits for another when lookups
+        # outlive their probes (stuck in the C library, which nothing can interrupt).
+        self.resolver = ThreadPoolExecutor(pool_size, thread_name_prefix="resolve")
 
     def probe(self, spec: ProbeSpec) -> Outcome:
-        """Probe once and judge the result; never raise and never reveal headers or credentials."""
+        """Probe once within spec.timeout_s and judge the result; never raise, never reveal headers or credentials."""
         started = time.monotonic()
-        deadline = started + spec.timeout_s
+        deadline = Deadline(self, started + spec.timeout_s)
+        _current.deadline = deadline
 
         def elapsed_ms() -> int:
             return int((time.monotonic() - started) * 1000)
@@ -46,7 +275,7 @@ class Fetcher:
                 spec.method,
                 spec.url,
                 headers=dict(spec.headers),
-                timeout=(spec.timeout_s, spec.timeout_s),
+                timeout=spec.timeout_s,  # per recv; the reaper enforces the deadline over the whole probe
                 stream=True,
                 proxies=self._proxies_for(spec.url),
                 # Redirects are not followed: requests would carry probe headers (keys) to the new host.
@@ -55,20 +284,24 @@ class Fetcher:
             with response:
                 body = bytearray()
                 while True:
-                    # read1 returns what has arrived, so a server that drips bytes meets the deadline.
+                    # read1 returns what has arrived, so a body under the size cap ends by the deadline.
                     chunk = response.raw.read1(READ_SIZE, decode_content=True)
                     if not chunk:
                         break
                     body += chunk
                     if len(body) > spec.max_body_bytes:
                         return Outcome.failed("body_too_large", elapsed_ms())
-                    if time.monotonic() > deadline:
+                    if deadline.passed():
                         return Outcome.failed("timeout", elapsed_ms())
-            if time.monotonic() > deadline:
+            if deadline.passed():  # a cut-off body can look complete
                 return Outcome.failed("timeout", elapsed_ms())
             return checks.judge(spec, response.status_code, bytes(body), elapsed_ms())
         except Exception as exc:  # every failure becomes a short reason, whatever raised it
-            return Outcome.failed(reason_for(exc), elapsed_ms())
+            # Past the deadline, whatever broke did so because the reaper cut the socket off.
+            return Outcome.failed("timeout" if deadline.passed() else reason_for(exc), elapsed_ms())
+        finally:
+            _current.deadline = None
+            deadline.close()
 
     def _proxies_for(self, url: str) -> dict[str, str] | None:
         """Return the proxies to use for a URL, honouring no_proxy."""
@@ -77,8 +310,10 @@ class Fetcher:
         return self.proxies
 
     def close(self) -> None:
-        """Close pooled connections."""
+        """Close pooled connections and stop the reaper and resolver threads."""
         self.session.close()
+        self.reaper.close()
+        self.resolver.shutdown(wait=False, cancel_futures=True)
 
 
 def reason_for(exc: BaseException) -> str:

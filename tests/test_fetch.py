@@ -1,6 +1,19 @@
-"""Outbound HTTP: no state shared between probes, no headers carried elsewhere, proxies read once."""
+"""Outbound HTTP: no state shared between probes, no headers carried elsewhere, proxies read once, one deadline."""
+from __future__ import annotations
+
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable, Iterator
+
+import pytest
+
 from status_service.fetch import USER_AGENT, Fetcher
-from status_service.model import ProbeSpec
+from status_service.model import Outcome, ProbeSpec
 from tests.conftest import free_port
 
 
@@ -44,3 +57,234 @@ def test_redirects_are_not_followed_so_headers_stay_with_their_host(upstream) ->
     outcome = Fetcher().probe(spec)
     assert (outcome.ok, outcome.reason) == (False, "http_302")
     assert upstream.count("/elsewhere") == 0
+
+
+# -- one deadline per probe -------------------------------------------------------------------------
+
+TIMEOUT_S = 1.0
+MARGIN_S = 0.5  # how long past its deadline a probe may take to return
+
+
+class RawServer:
+    """A TCP server on 127.0.0.1 that reads each request and then hands the connection to `serve`."""
+
+    def __init__(self, serve: Callable[[socket.socket], None]) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+        self.base = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.serve = serve
+        self.hits: dict[str, int] = {}
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._run, args=(conn,), daemon=True).start()
+
+    def _run(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                request = conn.recv(65536)
+                path = request.split(b" ")[1].decode() if request.count(b" ") >= 2 else ""
+                with self.lock:
+                    self.hits[path] = self.hits.get(path, 0) + 1
+                self.serve(conn)
+            except OSError:  # the client hung up, as a deadline makes it do
+                pass
+
+    def count(self, path: str) -> int:
+        """Return how many requests for `path` arrived."""
+        with self.lock:
+            return self.hits.get(path, 0)
+
+    def close(self) -> None:
+        """Stop accepting; connections already open run on until their client hangs up."""
+        self.listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept on Linux
+        self.listener.close()
+
+
+def never_answers(conn: socket.socket) -> None:
+    """Accept the request and say nothing."""
+    conn.recv(1)  # returns once the client hangs up
+
+
+def drips_headers(conn: socket.socket) -> None:
+    """Send a status line, then one header byte every 0.3 s for as long as the client listens."""
+    conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+    while True:
+        time.sleep(0.3)
+        conn.sendall(b"a")
+
+
+def drips_body(conn: socket.socket) -> None:
+    """Send the headers at once, then one body byte every 0.3 s."""
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+    for _ in range(1000):
+        time.sleep(0.3)
+        conn.sendall(b"a")
+
+
+def bottomless(pause_s: float, chunk: bytes) -> Callable[[socket.socket], None]:
+    """Return a server that sends `chunk` every `pause_s`, in a chunked body that never ends."""
+    def serve(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        while True:
+            conn.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            time.sleep(pause_s)
+    return serve
+
+
+@pytest.fixture
+def raw_server() -> Iterator[Callable[[Callable[[socket.socket], None]], RawServer]]:
+    """Build raw servers and close them afterwards."""
+    made: list[RawServer] = []
+
+    def build(serve: Callable[[socket.socket], None]) -> RawServer:
+        made.append(RawServer(serve))
+        return made[-1]
+
+    yield build
+    for server in made:
+        server.close()
+
+
+def timed_probe(fetcher: Fetcher, spec: ProbeSpec) -> tuple[Outcome, float]:
+    """Probe once; return the outcome and how long probe() took."""
+    started = time.monotonic()
+    outcome = fetcher.probe(spec)
+    return outcome, time.monotonic() - started
+
+
+@pytest.mark.parametrize("serve", [never_answers, drips_headers, drips_body, bottomless(0.05, b"x" * 16)],
+                         ids=["never-answers", "drips-headers", "drips-body", "slow-bottomless-body"])
+def test_a_hostile_upstream_is_cut_off_at_the_deadline(raw_server, serve) -> None:
+    server = raw_server(serve)
+    outcome, took = timed_probe(Fetcher(), ProbeSpec(url=server.base + "/h", timeout_s=TIMEOUT_S))
+    assert outcome.reason == "timeout", outcome
+    assert took < TIMEOUT_S + MARGIN_S
+
+
+def test_a_fast_bottomless_body_is_too_large(raw_server) -> None:
+    server = raw_server(bottomless(0, b"x" * 65536))
+    outcome, took = timed_probe(Fetcher(), ProbeSpec(url=server.base + "/h", timeout_s=5, max_body_bytes=1_000_000))
+    assert outcome.reason == "body_too_large", outcome
+    assert took < 5
+
+
+def test_a_reused_pooled_connection_is_cut_off_at_the_deadline_too(upstream) -> None:
+    fetcher = Fetcher()
+    assert fetcher.probe(ProbeSpec(url=upstream.url("/ok"))).ok  # leaves a kept-alive connection in the pool
+    outcome, took = timed_probe(fetcher, ProbeSpec(url=upstream.url("/slow", header_drip_s=0.3), timeout_s=TIMEOUT_S))
+    assert upstream.count("/slow") == 1
+    assert outcome.reason == "timeout", outcome
+    assert took < TIMEOUT_S + MARGIN_S
+
+
+@pytest.mark.parametrize("route", [{"header_drip_s": 0.3}, {"drip_s": 0.3}], ids=["in-headers", "in-body"])
+def test_after_a_timeout_the_same_fetcher_probes_a_healthy_upstream(upstream, route) -> None:
+    fetcher = Fetcher(pool_size=1)  # one pooled connection: a broken one would be handed out again
+    assert fetcher.probe(ProbeSpec(url=upstream.url("/ok"))).ok
+    outcome, took = timed_probe(fetcher, ProbeSpec(url=upstream.url("/slow", **route), timeout_s=TIMEOUT_S))
+    assert (outcome.reason, took < TIMEOUT_S + MARGIN_S) == ("timeout", True), (outcome, took)
+    for _ in range(3):
+        outcome = fetcher.probe(ProbeSpec(url=upstream.url("/ok")))
+        assert outcome.ok, outcome
+    assert upstream.count("/ok") == 4
+
+
+def test_a_hanging_resolver_frees_the_probe_at_its_deadline(upstream) -> None:
+    def hanging(*args: Any) -> Any:  # stands in for a getaddrinfo stuck on an unanswering DNS server
+        time.sleep(3)
+        return socket.getaddrinfo(*args)
+
+    fetcher = Fetcher(resolve=hanging)
+    port = upstream.base.rsplit(":", 1)[1]
+    outcome, took = timed_probe(fetcher, ProbeSpec(url=f"http://status.provider.test:{port}/h", timeout_s=0.5))
+    assert outcome.reason == "timeout", outcome
+    assert took < 0.5 + MARGIN_S
+
+
+def test_concurrent_dripping_probes_all_return_by_their_deadline(raw_server) -> None:
+    pool_size = 4
+    server = raw_server(drips_headers)
+    fetcher = Fetcher(pool_size=pool_size)
+    results: list[tuple[Outcome, float]] = []
+    threads = [threading.Thread(target=lambda: results.append(timed_probe(fetcher, ProbeSpec(url=server.base + "/h", timeout_s=TIMEOUT_S))))
+               for _ in range(pool_size)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT_S + MARGIN_S)
+    assert time.monotonic() - started < TIMEOUT_S + MARGIN_S
+    assert [outcome.reason for outcome, _ in results] == ["timeout"] * pool_size
+    assert server.count("/h") == pool_size
+
+
+# -- a custom CA ------------------------------------------------------------------------------------
+
+@dataclass
+class TlsUpstream:
+    port: int
+    ca_file: str
+    server_names: list[str | None] = field(default_factory=list)  # SNI of each handshake
+    hosts: list[str] = field(default_factory=list)  # Host header of each request
+
+
+@pytest.fixture
+def tls_upstream(tmp_path) -> Iterator[TlsUpstream]:
+    """A real HTTPS server on 127.0.0.1 with a self-signed certificate made by openssl."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:status.provider.test"],
+        check=True, capture_output=True,
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    state = TlsUpstream(port=0, ca_file=str(cert))
+    context.sni_callback = lambda sock, name, ctx: state.server_names.append(name)
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            state.hosts.append(self.headers["Host"])
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    state.port = server.server_address[1]
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_ca_bundle_named_in_the_environment_is_trusted(tls_upstream) -> None:
+    spec = ProbeSpec(url=f"https://localhost:{tls_upstream.port}/health")
+    assert Fetcher(environ={}).probe(spec).reason == "tls_error"
+    for variable in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        outcome = Fetcher(environ={variable: tls_upstream.ca_file}).probe(spec)
+        assert outcome.ok, (variable, outcome)
+
+
+def test_tls_and_the_host_header_use_the_host_name_not_the_resolved_address(tls_upstream) -> None:
+    def resolve(host: str, *args: Any) -> Any:  # stands in for DNS: the name points at the local server
+        assert host == "status.provider.test"
+        return socket.getaddrinfo("127.0.0.1", *args)
+
+    fetcher = Fetcher(resolve=resolve, environ={"REQUESTS_CA_BUNDLE": tls_upstream.ca_file})
+    outcome = fetcher.probe(ProbeSpec(url=f"https://status.provider.test:{tls_upstream.port}/health"))
+    assert outcome.ok, outcome
+    assert tls_upstream.server_names == ["status.provider.test"]
+    assert tls_upstream.hosts == [f"status.provider.test:{tls_upstream.port}"]
