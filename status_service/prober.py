@@ -41,7 +41,17 @@ MAX_BACKOFF_S = 30.0
 REFILL_FRACTION = 8  # a finished probe claims more work once this share of the workers is free
 EMBEDDED_CHECK_S = 5.0  # how often a prober makes sure the embedded Redis runs
 STOP_MARGIN_S = 0.25
-RECORD_ATTEMPTS = 5  # rounds of recomputing a result that another prober's write overtook  # on SIGTERM, how long past their deadline running probes may take to land
+RECORD_ATTEMPTS = 5
+REPORT_BYTES_PER_S = 8 * 1024 * 1024  # a tenant's report is rewritten at most this many bytes a second  # rounds of recomputing a result that another prober's write overtook  # on SIGTERM, how long past their deadline running probes may take to land
+
+
+@dataclass
+class View:
+    """What this prober knows of a tenant: its states and report as of a results version."""
+
+    report: report.TenantReport
+    version: int = -1
+    next_write: float = 0.0  # time.monotonic() from which its report may be written again
 
 
 @dataclass
@@ -119,6 +129,9 @@ class Prober:
         """Adopt a registry; what is derived from it is computed here once, not on every tick."""
         self.registry = registry
         self.fingerprint = fingerprint(registry)
+        # Each touched tenant's states and report as of a results version, kept one write at a time.
+        self.views: dict[str, View] = {}
+        self.dirty: dict[str, float] = {}  # tenant -> time.monotonic() its report may be written again
         probes = [i.probe for i in registry.integrations]
         # A claim outlives the longest probe deadline, its watchdog, two ticks and a share of the
         # shortest interval, so a busy prober records before its lease ends.
@@ -144,8 +157,10 @@ class Prober:
             self.store.heartbeat(self.id, now, HEARTBEAT_INTERVALS * self.registry.default_interval_s)
             self.reap(time.monotonic())
             self.flush()
+            with self.flushing:
+                self.write_reports(now)  # reports held back to spare bandwidth, now due
             if not self.stopping:
-                self.start_probes(self.clock())  # a fresh time: the steps above may have taken a while
+                self.start_probes(wait=True)  # a fresh time: the steps above may have taken a while
         except StoreUnavailable as exc:
             if not self.backoff_s:  # one line when Redis goes away and one when it is back, not one a try
                 log.warning("redis.unavailable prober=%s error=%s", self.id, exc)
@@ -167,7 +182,10 @@ class Prober:
         members = {i.member: now for i in self.registry.integrations}
         tenant_ids = [t.id for t in self.registry.tenants]
         removed = self.store.seed(mine, owners, tenant_ids, members)
-        self.publish({t: {} for t in tenant_ids}, now)  # every report, so removals show at once
+        # Every report afresh, so removals show at once; Redis may also have lost what views hold.
+        self.views = {}
+        self.sync({t: (-1, {}) for t in tenant_ids}, now)
+        self.write_reports(now, force=True)
         self.seeded = mine
         log.info(
             "registry.seeded prober=%s tenants=%d integrations=%d removed=%d",
@@ -202,12 +220,16 @@ class Prober:
             return None
         return (stat.st_mtime_ns, stat.st_size) if stat else None
 
-    def start_probes(self, now: float) -> None:
-        """Claim as many due integrations as there are free workers and start probing them."""
-        if not self.refilling.acquire(blocking=False):
+    def start_probes(self, now: float | None = None, wait: bool = False) -> None:
+        """Claim as many due integrations as there are free workers and start probing them.
+
+        A finished probe's refill skips when another refill is under way; the tick waits for it and
+        then claims, so a tick never passes over work that has fallen due.
+        """
+        if not self.refilling.acquire(blocking=wait):
             return
         try:
-            self._claim_and_submit(now)
+            self._claim_and_submit(self.clock() if now is None else now)
         finally:
             self.refilling.release()
 
@@ -248,7 +270,7 @@ class Prober:
         if not self.stopping and free >= max(1, self.registry.prober.concurrency // REFILL_FRACTION):
             try:
                 self.flush(wait=False)
-                self.start_probes(self.clock())
+                self.start_probes()
             except StoreUnavailable:
                 pass  # the next tick notices, logs and backs off
 
@@ -295,55 +317,73 @@ class Prober:
             raise
 
     def _record(self, batch: list[tuple[InFlight, Outcome, float]]) -> set[str]:
-        """Apply each outcome to the newest stored state, fenced by its claim; return first-time members.
+        """Apply each outcome to the newest state, fenced by its claim; return first-time members.
 
-        The thresholds are applied here, to the state read from Redis; the write is refused if another
-        prober wrote that integration meanwhile, and then it is recomputed on top of that write.
+        The thresholds are applied here, to the state this prober's view holds; Redis refuses the write
+        if another prober wrote that integration meanwhile, sends what changed, and it is recomputed.
         """
-        wanted: dict[str, list[str]] = {}
-        for entry, _, _ in batch:
-            wanted.setdefault(entry.integration.tenant_id, []).append(entry.integration.id)
-        previous = self.store.states(wanted)
         pending = {(e.integration.tenant_id, e.integration.id): (e, outcome, at) for e, outcome, at in batch}
         first: set[str] = set()
         for _ in range(RECORD_ATTEMPTS):
-            writes: dict[str, dict[str, tuple[int, State]]] = {}
+            writes: dict[str, tuple[int, dict[str, tuple[int, State]]]] = {}
+            befores: dict[tuple[str, str], State | None] = {}
             for (tenant_id, iid), (entry, outcome, at) in pending.items():
-                before = previous[tenant_id].get(iid)
+                view = self.views.get(tenant_id)
+                before = befores[tenant_id, iid] = view.report.states.get(iid) if view else None
                 state = checks.advance(before, outcome, entry.integration.probe, at, entry.claim.fence)
-                writes.setdefault(tenant_id, {})[iid] = (before.fence if before else 0, state)
-            recorded = self.publish(writes, self.clock())
+                known = view.version if view else -1
+                writes.setdefault(tenant_id, (known, {}))[1][iid] = (before.fence if before else 0, state)
+            recorded = self.sync(writes, self.clock())
             for tenant_id, result in recorded.items():
-                conflicted = set(result.conflicts)
-                for iid, (follows, state) in writes[tenant_id].items():
-                    if iid in conflicted:
-                        previous[tenant_id][iid] = result.states[iid]  # recompute on the newer state
-                        continue
+                for iid in writes[tenant_id][1]:
+                    if iid in result.conflicts:
+                        continue  # the view now holds the newer state: recompute on top of it
                     entry, outcome, _ = pending.pop((tenant_id, iid))
                     if iid not in result.dropped:
-                        before = previous[tenant_id].get(iid)
+                        before = befores[tenant_id, iid]
                         if before is None:
                             first.add(entry.integration.member)
-                        self._log_probe(entry.integration, outcome, before, state)
+                        self._log_probe(entry.integration, outcome, before, result.states[iid])
             if not pending:
                 break
         else:
             log.warning("record.contended dropped=%d", len(pending))  # a newer result keeps each of them
+        self.write_reports(self.clock())
         return first
 
-    def publish(self, writes: Mapping[str, Mapping[str, tuple[int, State]]], now: float) -> dict[str, Recorded]:
-        """Write states and store each touched tenant's freshly built report."""
+    def sync(self, writes: Mapping[str, tuple[int, Mapping[str, tuple[int, State]]]], now: float) -> dict[str, Recorded]:
+        """Write states, bring each tenant's view up to the version written, and mark its report due."""
         recorded = self.store.record(writes)
-        reports = []
         for tenant_id, result in recorded.items():
             tenant = self.registry.tenant(tenant_id)
             if tenant is None:
                 continue
-            document = report.build_report(tenant.integrations, result.states, now)
-            stale = report.stale_times(tenant.integrations, result.states)
-            reports.append((tenant_id, result.version, report.encode(document), stale, report.next_stale(stale, now)))
-        self.store.put_reports(reports)
+            view = self.views.get(tenant_id)
+            if view is None or result.full:
+                view = self.views[tenant_id] = View(report.TenantReport(tenant.integrations))
+            view.report.apply(result.states, now)
+            view.version = result.version
+            if any(iid not in result.states for iid in result.conflicts):
+                view.version = -1  # a state this view holds is gone from Redis: read them all next time
+            self.dirty.setdefault(tenant_id, view.next_write)
         return recorded
+
+    def write_reports(self, now: float, force: bool = False) -> None:
+        """Store the reports that changed, each at most once per REPORT_BYTES_PER_S share of its size."""
+        ready = time.monotonic()
+        due = [t for t, at in self.dirty.items() if force or at <= ready]
+        reports = []
+        for tenant_id in due:
+            del self.dirty[tenant_id]
+            view = self.views.get(tenant_id)
+            if view is None:
+                continue
+            body = view.report.body(now)
+            # A large report is rewritten less often: Redis and every web worker move it whole.
+            view.next_write = ready + len(body) / REPORT_BYTES_PER_S
+            stale = view.report.stale_at
+            reports.append((tenant_id, view.version, body, stale, report.next_stale(stale, now)))
+        self.store.put_reports(reports)
 
     def _log_probe(self, i: Integration, outcome: Outcome, before: State | None, after: State) -> None:
         log.debug(
@@ -376,6 +416,8 @@ class Prober:
             leftover, self.inflight = list(self.inflight.values()), {}
         try:
             self.flush()
+            with self.flushing:
+                self.write_reports(self.clock(), force=True)
             self.store.reschedule((e.claim, now) for e in leftover)
             self.store.forget_prober(self.id)
         except StoreUnavailable:
@@ -394,6 +436,8 @@ class Prober:
                     break
             time.sleep(0.01)
         self.flush()
+        with self.flushing:
+            self.write_reports(self.clock(), force=True)
 
 
 def main() -> int:

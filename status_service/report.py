@@ -57,14 +57,19 @@ def summarize(rows: Sequence[Row], generated_at: str) -> dict[str, Any]:
         counts = by_type.setdefault(entry["type"], [0, 0])
         counts[0] += entry["status"] == Health.HEALTHY.value
         counts[1] += 1
+    return _document(list(rows), by_type, generated_at)
+
+
+def _document(rows: list[Row], by_type: Mapping[str, list[int]], generated_at: str) -> dict[str, Any]:
     healthy = sum(h for h, _ in by_type.values())
+    total = sum(t for _, t in by_type.values())
     return {
-        "status": overall(healthy, len(rows)),
+        "status": overall(healthy, total),
         "data": {
-            "integrations": list(rows),
+            "integrations": rows,
             "healthy_integrations_count": healthy,
-            "total_integrations_count": len(rows),
-            "healthy_percentage": percentage(healthy, len(rows)),
+            "total_integrations_count": total,
+            "healthy_percentage": percentage(healthy, total),
             "stats_by_integration_type": {
                 kind: {
                     "total_count": t,
@@ -82,11 +87,6 @@ def summarize(rows: Sequence[Row], generated_at: str) -> dict[str, Any]:
 def build_report(integrations: Sequence[Integration], states: Mapping[str, State], now: float) -> dict[str, Any]:
     """Build the /status document for one tenant."""
     return summarize([row(i, states.get(i.id), now) for i in integrations], iso(now))
-
-
-def stale_times(integrations: Sequence[Integration], states: Mapping[str, State]) -> dict[str, float]:
-    """Return when each recorded result turns stale (epoch seconds), by integration id."""
-    return {i.id: states[i.id].checked_at + i.probe.stale_after_s for i in integrations if i.id in states}
 
 
 def next_stale(stale_at: Mapping[str, float], now: float) -> float:
@@ -111,3 +111,56 @@ def expire(document: dict[str, Any], stale_at: Mapping[str, float], now: float) 
 def encode(document: dict[str, Any]) -> bytes:
     """Serialize a report compactly, once, so serving it is a byte copy."""
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+class TenantReport:
+    """One tenant's report kept current result by result: only the rows that change are re-rendered.
+
+    Its body is byte for byte what encode(build_report(...)) gives for the same states; a prober
+    keeps one per tenant, so a tenant of 10,000 integrations costs a join per result, not a rebuild.
+    """
+
+    def __init__(self, integrations: Sequence[Integration]) -> None:
+        self.integrations = tuple(integrations)
+        self._index = {i.id: n for n, i in enumerate(self.integrations)}
+        self.states: dict[str, State] = {}
+        self.stale_at: dict[str, float] = {}  # id -> when its result turns stale
+        self._rows = [row(i, None, 0.0) for i in self.integrations]
+        self._encoded = [encode(r) for r in self._rows]
+        self._counts: dict[str, list[int]] = {}  # type -> [healthy, total], in order of first appearance
+        for i in self.integrations:
+            self._counts.setdefault(i.type, [0, 0])[1] += 1
+        self._next_stale = float("inf")  # no row needs ageing before this
+
+    def apply(self, states: Mapping[str, State], now: float) -> None:
+        """Take newer states of some integrations (unknown ids are ignored)."""
+        for iid, state in states.items():
+            n = self._index.get(iid)
+            if n is None:
+                continue
+            self.states[iid] = state
+            self.stale_at[iid] = at = state.checked_at + self.integrations[n].probe.stale_after_s
+            self._render(n, now)
+            if at >= now:
+                self._next_stale = min(self._next_stale, at)
+
+    def body(self, now: float) -> bytes:
+        """Return the encoded document as of `now`, ageing results that have turned stale since."""
+        if now > self._next_stale:
+            self._next_stale = float("inf")
+            for iid, at in self.stale_at.items():
+                if at < now:
+                    if self._rows[self._index[iid]]["reason"] != "stale":
+                        self._render(self._index[iid], now)
+                else:
+                    self._next_stale = min(self._next_stale, at)
+        head = encode(_document([], self._counts, iso(now)))
+        # The rows are spliced in already encoded: the first '"integrations":[]' is that key's.
+        return head.replace(b'"integrations":[]', b'"integrations":[' + b",".join(self._encoded) + b"]", 1)
+
+    def _render(self, n: int, now: float) -> None:
+        integration = self.integrations[n]
+        was_healthy = self._rows[n]["status"] == Health.HEALTHY.value
+        self._rows[n] = row(integration, self.states.get(integration.id), now)
+        self._encoded[n] = encode(self._rows[n])
+        self._counts[integration.type][0] += (self._rows[n]["status"] == Health.HEALTHY.value) - was_healthy

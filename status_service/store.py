@@ -12,6 +12,7 @@ the layout works on Redis Cluster; atomic steps are Lua scripts, never MULTI acr
   P{reg}:config       str   fingerprint of the config last seeded (absent: Redis lost its data)
   P{t:ID}:results     hash  integration id -> state JSON
   P{t:ID}:version     str   counter bumped with every results write
+  P{t:ID}:changed     zset  integration id -> the version at which its state last changed
   P{t:ID}:report      hash  body (prebuilt JSON), v (results version it was built from),
                             until (ms when its first result turns stale), stale (JSON: id -> stale time)
 Every key's size is bounded by the registry: one entry per tenant, key or integration.
@@ -82,14 +83,18 @@ end
 return done
 """
 
-# Write states under their fences, bump the version if anything was written, and read every state
-# back: one consistent snapshot of a tenant. Each write names the fence of the state it was computed
-# from; if another prober wrote meanwhile, the write is a conflict and the caller recomputes. A
-# state whose fence is not above the stored one is dropped, so a retried call writes nothing twice
-# and a prober whose claim was taken over cannot overwrite a newer result.
+# Write states under their fences, bump the version if anything was written, and return every state
+# changed since the caller's version (all of them if the caller has none, or Redis lost its data
+# since): a caller that keeps the tenant's states gets a consistent copy one write at a time.
+# Each write names the fence of the state it was computed from; if another prober wrote meanwhile,
+# the write is a conflict and the caller recomputes. A state whose fence is not above the stored one
+# is dropped, so a retried call writes nothing twice and a prober whose claim was taken over cannot
+# overwrite a newer result. No writes at all asks for a rebuild, which needs a new version too.
 _RECORD = """
-local conflicts, dropped, written = {}, {}, 0
-for i = 1, #ARGV, 4 do
+local known = tonumber(ARGV[1])
+local before = tonumber(redis.call('GET', KEYS[2]) or '0')
+local conflicts, dropped, written = {}, {}, {}
+for i = 2, #ARGV, 4 do
   local stored = redis.call('HGET', KEYS[1], ARGV[i])
   local fence = 0
   if stored then fence = tonumber(cjson.decode(stored)['fence'] or 0) end
@@ -99,13 +104,28 @@ for i = 1, #ARGV, 4 do
     conflicts[#conflicts + 1] = ARGV[i]
   else
     redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 3])
-    written = written + 1
+    written[#written + 1] = ARGV[i]
   end
 end
-local version = tonumber(redis.call('GET', KEYS[2]) or '0')
--- No writes at all asks for a rebuild (after a registry change), which needs a new version too.
-if written > 0 or #ARGV == 0 then version = redis.call('INCR', KEYS[2]) end
-return {version, conflicts, dropped, redis.call('HGETALL', KEYS[1])}
+local version = before
+if #written > 0 or #ARGV == 1 then
+  version = redis.call('INCR', KEYS[2])
+  for _, id in ipairs(written) do redis.call('ZADD', KEYS[3], version, id) end
+end
+if known < 0 or known > before then
+  return {version, conflicts, dropped, 1, redis.call('HGETALL', KEYS[1])}
+end
+local changed = {}
+local ids = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. known, '+inf')
+for _, id in ipairs(conflicts) do ids[#ids + 1] = id end  -- so the caller can recompute them
+for _, id in ipairs(ids) do
+  local state = redis.call('HGET', KEYS[1], id)
+  if state then
+    changed[#changed + 1] = id
+    changed[#changed + 1] = state
+  end
+end
+return {version, conflicts, dropped, 0, changed}
 """
 
 # Keep the report built from the newest results version; an older rebuild never overwrites it.
@@ -165,11 +185,15 @@ class StoredReport:
 
 @dataclass(frozen=True)
 class Recorded:
-    """What recording a tenant's states did: its version, the ids to recompute, and every state."""
+    """What recording a tenant's states did: its version, the ids to recompute, and what changed.
+
+    `states` holds every state changed since the caller's version, or every state when `full`.
+    """
 
     version: int
     conflicts: list[str]
     dropped: list[str]
+    full: bool
     states: dict[str, State]
 
 
@@ -276,6 +300,10 @@ class Store:
         """Return the key of a tenant's results version."""
         return f"{self.prefix}{{t:{tenant_id}}}:version"
 
+    def changed_key(self, tenant_id: str) -> str:
+        """Return the key of the version at which each of a tenant's states last changed."""
+        return f"{self.prefix}{{t:{tenant_id}}}:changed"
+
     def report_key(self, tenant_id: str) -> str:
         """Return the key of a tenant's prebuilt report."""
         return f"{self.prefix}{{t:{tenant_id}}}:report"
@@ -366,10 +394,6 @@ class Store:
 
         self._call(run)
 
-    def fresh_probers(self, now: float) -> int:
-        """Return how many probers have a heartbeat that has not expired."""
-        return int(self._call(lambda: self.client.zcount(self.probers_key(), _ms(now), "+inf")))
-
     # -- prober side ---------------------------------------------------------------------------
     def heartbeat(self, prober_id: str, now: float, fresh_for_s: float) -> None:
         """Record that a prober is alive until now + fresh_for_s; forget long-dead probers."""
@@ -432,19 +456,18 @@ class Store:
             for (tenant_id, ids), replies in zip(asked.items(), self._call(run))
         }
 
-    def record(self, writes: Mapping[str, Mapping[str, tuple[int, State]]]) -> dict[str, Recorded]:
-        """Write states per tenant (id -> (fence of the state it follows, new state)); none is fine."""
+    def record(self, writes: Mapping[str, tuple[int, Mapping[str, tuple[int, State]]]]) -> dict[str, Recorded]:
+        """Write states per tenant: (version the caller knows or -1, id -> (fence followed, new state))."""
         tenant_ids = list(writes)
 
         def run() -> list[list[Any]]:
             # Plain EVAL, not a registered script: a cluster pipeline cannot load scripts beforehand.
             pipe = self.client.pipeline(transaction=False)
             for tenant_id in tenant_ids:
-                args = [
-                    x for iid, (follows, s) in writes[tenant_id].items()
-                    for x in (iid, s.fence, follows, json.dumps(s.to_json()))
-                ]
-                pipe.execute_command("EVAL", _RECORD, 2, self.results_key(tenant_id), self.version_key(tenant_id), *args)
+                known, states = writes[tenant_id]
+                args = [x for iid, (follows, s) in states.items() for x in (iid, s.fence, follows, json.dumps(s.to_json()))]
+                keys = [self.results_key(tenant_id), self.version_key(tenant_id), self.changed_key(tenant_id)]
+                pipe.execute_command("EVAL", _RECORD, len(keys), *keys, known, *args)
             return pipe.execute()
 
         replies = self._call(run) if tenant_ids else []
@@ -453,9 +476,10 @@ class Store:
                 version=int(version),
                 conflicts=[_text(c) for c in conflicts],
                 dropped=[_text(d) for d in dropped],
+                full=bool(full),
                 states=_decode_states(dict(zip(flat[::2], flat[1::2]))),
             )
-            for tenant_id, (version, conflicts, dropped, flat) in zip(tenant_ids, replies)
+            for tenant_id, (version, conflicts, dropped, full, flat) in zip(tenant_ids, replies)
         }
 
     def put_reports(self, reports: Iterable[tuple[str, int, bytes, Mapping[str, float], float]]) -> None:
@@ -502,11 +526,13 @@ class Store:
                 pipe.zrem(self.due_key(), *removed)
             for tenant_id in gone_tenants:
                 pipe.delete(self.results_key(tenant_id))
+                pipe.delete(self.changed_key(tenant_id))
                 pipe.delete(self.version_key(tenant_id))
                 pipe.delete(self.report_key(tenant_id))
             for member in removed:
                 tenant_id, integration_id = split_member(member)
                 pipe.hdel(self.results_key(tenant_id), integration_id)
+                pipe.zrem(self.changed_key(tenant_id), integration_id)
             pipe.execute()
             self.client.set(self.config_key(), fingerprint)  # last: its presence means the seed is complete
             return removed

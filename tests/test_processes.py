@@ -104,7 +104,7 @@ def test_sigterm_releases_claims_and_exits_within_the_probe_timeout(redis_url, p
     assert report["data"]["integrations"][0]["reason"] == "timeout"
     (due_ms,) = [score for _, score in store.client.zrange(store.due_key(), 0, -1, withscores=True)]
     assert due_ms / 1000 < time.time() + 1.5  # within the next interval, not at the lease end (~6 s away)
-    assert store.fresh_probers(time.time()) == 0  # it said goodbye
+    assert store.readiness(time.time())[1] == 0  # it said goodbye
 
 
 def test_a_dead_embedded_redis_is_brought_back_with_its_data(tmp_path, upstream) -> None:
@@ -147,4 +147,4 @@ def test_a_second_signal_during_shutdown_changes_nothing(redis_url, prefix, tmp_
         finally:
             stop(prober)
     assert "Traceback" not in log_path.read_text()
-    assert store.fresh_probers(time.time()) == 0
+    assert store.readiness(time.time())[1] == 0

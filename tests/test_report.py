@@ -4,10 +4,10 @@ import json
 from fractions import Fraction
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from status_service.model import Health, Integration, ProbeSpec, State
-from status_service.report import build_report, encode, expire, percentage, stale_times
+from status_service.report import TenantReport, build_report, encode, expire, percentage
 
 NOW = 1_800_000_000.0
 SPEC = ProbeSpec(url="http://127.0.0.1/", interval_s=30, stale_after_s=90)
@@ -145,9 +145,9 @@ def test_result_older_than_stale_after_is_unknown_stale() -> None:
 
 
 def test_stale_times_are_checked_at_plus_stale_after() -> None:
-    regs = integrations("MJ", "MJ", "MJ")
-    st = {"1": State(Health.HEALTHY, NOW - 10), "2": State(Health.HEALTHY, NOW - 50)}
-    assert stale_times(regs, st) == {"1": NOW + 80, "2": NOW + 40}
+    kept = TenantReport(integrations("MJ", "MJ", "MJ"))
+    kept.apply({"1": State(Health.HEALTHY, NOW - 10), "2": State(Health.HEALTHY, NOW - 50)}, NOW)
+    assert kept.stale_at == {"1": NOW + 80, "2": NOW + 40}
 
 
 def test_expire_ages_results_nobody_refreshed_and_recounts() -> None:
@@ -176,3 +176,28 @@ def test_percentage_is_the_exact_share_rounded_half_up(healthy: int, total: int)
     floor = cents.numerator // cents.denominator
     expected = floor + (1 if cents - floor >= Fraction(1, 2) else 0)
     assert percentage(healthy, total) == expected / 100
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.sampled_from(["MJ", "DALL-E", "Runway"]), min_size=0, max_size=8),
+    st.lists(
+        st.tuples(st.integers(0, 7), st.sampled_from(list(Health)), st.floats(0, 200), st.floats(0, 100)),
+        max_size=30,
+    ),
+)
+def test_a_report_kept_result_by_result_equals_one_built_from_scratch(types, updates) -> None:
+    integrations = [
+        Integration("t", str(n), kind, ProbeSpec(url="u", stale_after_s=30 + 10 * n)) for n, kind in enumerate(types)
+    ]
+    kept = TenantReport(integrations)
+    states: dict[str, State] = {}
+    now = 1000.0
+    for n, health, age, step in updates:
+        now += step
+        if integrations:
+            state = State(health, checked_at=now - age, latency_ms=int(age), reason=None if health is Health.HEALTHY else "http_503")
+            states[integrations[n % len(integrations)].id] = state
+            kept.apply({integrations[n % len(integrations)].id: state}, now)
+        assert kept.body(now) == encode(build_report(integrations, states, now))
+    assert kept.body(now + 500) == encode(build_report(integrations, states, now + 500))
