@@ -238,7 +238,7 @@ class Prober:
             free = self.registry.prober.concurrency - self.busy
         foreign = []
         at, claims = self.store.claim(None if self.given_clock is None else now, self.lease_s, free)
-        if self.given_clock is None and claims:
+        if self.given_clock is None and at is not None:
             self.offset = at - time.time()
         for claim in claims:
             integration = self.registry.integration(claim.member)
@@ -259,6 +259,10 @@ class Prober:
         return self.fetcher.probe(entry.integration.probe)
 
     def _done(self, entry: InFlight, future: Future[Outcome]) -> None:
+        if future.cancelled():  # a probe that never started, as the prober stops
+            with self.lock:
+                self.busy -= 1
+            return
         outcome = future.result()  # Fetcher.probe never raises
         with self.lock:
             self.busy -= 1

@@ -414,14 +414,15 @@ class Store:
         """Return whether Redis holds a registry (it does not after losing its data)."""
         return bool(self._call(lambda: self.client.exists(self.config_key())))
 
-    def claim(self, now: float | None, lease_s: float, limit: int, request_id: str | None = None) -> tuple[float, list[Claim]]:
-        """Atomically take up to `limit` due integrations, leased for lease_s; return Redis's time too.
+    def claim(self, now: float | None, lease_s: float, limit: int, request_id: str | None = None) -> tuple[float | None, list[Claim]]:
+        """Atomically take up to `limit` due integrations, leased for lease_s; return the time used too.
 
         `now` None means Redis's own clock decides what is due (a test passes its own time). A call
-        repeated with the same `request_id` within a minute returns the first call's claims.
+        repeated with the same `request_id` within a minute returns the first call's claims. With
+        no room to claim, nothing is asked and the time is None.
         """
         if limit <= 0:
-            return (now if now is not None else 0.0), []
+            return None, []
         keys = [self.due_key(), self.fence_key(), f"{self.prefix}{{sched}}:claim:{request_id or uuid.uuid4().hex}"]
         args = ["" if now is None else _ms(now), _ms(lease_s), limit]
         flat = self._call(lambda: self._script(_CLAIM, keys, args))

@@ -6,7 +6,7 @@ import time
 
 from status_service import checks
 from status_service.model import Health, Outcome, State
-from status_service.prober import InFlight, Prober
+from status_service.prober import REPORT_BYTES_PER_S, InFlight, Prober
 from status_service.store import Claim, Store
 from tests.conftest import integration, make_registry, report_of, run_round, tenant
 
@@ -158,3 +158,54 @@ def test_a_redis_outage_logs_one_line_when_it_starts_and_one_when_it_ends(tmp_pa
         prober.stop(timeout_s=0)
         server.terminate()
         server.wait(10)
+
+
+def test_a_prober_whose_clock_is_an_hour_ahead_claims_nothing_early(store, upstream, make_prober) -> None:
+    reg = make_registry([tenant("acme", ["k"], [integration(str(n), "MJ", upstream.url("/p")) for n in range(5)])])
+    prober = make_prober(reg)
+    run_round(prober)
+    assert upstream.count("/p") == 5
+    prober.offset = 3600.0  # as if its own clock ran an hour ahead of every other prober's
+    run_round(prober)
+    assert upstream.count("/p") == 5  # Redis's clock decided: nothing is due for another 15 s
+    assert abs(prober.offset) < 3600  # and the claim's reply set the offset right again
+
+
+def test_the_watchdog_ignores_a_jump_of_the_wall_clock(store, upstream, make_prober) -> None:
+    class Clock:
+        now = time.time()
+
+        def __call__(self) -> float:
+            return self.now
+
+    clock = Clock()
+    reg = one_integration(upstream, timeout_seconds=5)
+    upstream.url("/p", delay_s=1.0)
+    prober = make_prober(reg, clock=clock)
+    prober.tick()  # the probe starts and takes a second
+    clock.now += 3600  # the wall clock jumps an hour while it runs
+    prober.reap(time.monotonic())
+    with prober.lock:
+        assert prober.inflight  # not given up as a timeout: deadlines run on the monotonic clock
+    prober.drain()
+    assert report_of(store, "acme")["data"]["integrations"][0]["status"] == "healthy"
+
+
+def test_a_large_report_is_rewritten_at_most_at_its_byte_rate(store, upstream, make_prober) -> None:
+    reg = make_registry([tenant("big", ["k"], [integration(str(n), "MJ", upstream.url("/p")) for n in range(3000)])])
+    prober = make_prober(reg)
+    prober.ensure_seeded(time.time())
+    size = len(store.client.hget(store.report_key("big"), "body"))
+    integ = reg.integrations[0]
+    written = []
+    for n in range(20):  # twenty results in quick succession
+        entry = InFlight(Claim(integ.member, 0, 0, fence=next_fence(store) + n), integ)
+        with prober.flushing:
+            prober._record([(entry, FAIL if n % 2 else Outcome(ok=True), time.time())])
+        written.append(int(store.client.hget(store.report_key("big"), "v")))
+    assert size > 300_000
+    assert len(set(written)) < 10  # most results waited for the report's next turn
+    time.sleep(size / REPORT_BYTES_PER_S + 0.05)
+    with prober.flushing:
+        prober.write_reports(time.time())  # as the next tick does: the held report's turn has come
+    assert int(store.client.hget(store.report_key("big"), "v")) == int(store.client.get(store.version_key("big")))

@@ -1,5 +1,7 @@
 """A web worker's memory of keys and reports: kept right by push, bounded in bytes, a bridge over blips."""
 import base64
+import socket
+import threading
 import time
 import tracemalloc
 
@@ -180,6 +182,16 @@ def test_memory_keeps_only_what_fits_evicting_the_least_recently_used() -> None:
     assert mirror.find(["d29"]) is not None and mirror.find(["d0"]) is None
 
 
+def test_subscribing_again_forgets_everything_held() -> None:
+    mirror = Mirror(max_bytes=10_000)
+    mirror.changed(None)
+    mirror.remember(mirror.epoch, "d", report("acme", 1))
+    mirror.went_down()
+    assert not mirror.live and mirror.find(["d"]) is not None  # kept for a blip, not trusted alone
+    mirror.changed(None)  # subscribed again: anything may have changed meanwhile
+    assert mirror.live and mirror.find(["d"]) is None and mirror.bytes == 0
+
+
 def test_a_read_overtaken_by_a_change_is_not_remembered() -> None:
     mirror = Mirror(max_bytes=10_000)
     mirror.changed(None)
@@ -211,3 +223,62 @@ def test_memory_never_exceeds_its_bound_nor_serves_below_a_floor(operations) -> 
         assert mirror.bytes == sum(len(r.body) + len(r.stale) for r in mirror._reports.values())
         for tenant_id, found in mirror._reports.items():
             assert found.version >= mirror._floors.get(tenant_id, 0)
+
+
+class BlackHoleProxy:
+    """A TCP proxy on 127.0.0.1 to a unix socket that can turn into a black hole: bytes vanish, nothing closes."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.dropping = False
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.socket(socket.AF_UNIX)
+            server.connect(self.target)
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                if not self.dropping:
+                    sink.sendall(data)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_silently_dead_push_link_is_noticed_and_memory_forgotten(private_redis, upstream) -> None:
+    _, url = private_redis
+    proxy = BlackHoleProxy(url.removeprefix("unix://"))
+    reg = make_registry([tenant("acme", ["k1"], [integration("1", "MJ", upstream.url("/p"))])])
+    prober = Prober(reg, Store(connect(url), "p:"))
+    try:
+        run_round(prober)
+        app, web = memory_app(f"redis://127.0.0.1:{proxy.port}/0", "p:", redis_timeout_s=0.3)
+        client = app.test_client()
+        wait_for(lambda: status_of(client).status_code == 200 and web.mirror.live)
+        assert status_of(client).status_code == 200
+        proxy.dropping = True  # a partition: no error, no close, just silence
+        started = time.monotonic()
+        wait_for(lambda: not web.mirror.live, timeout_s=6, interval_s=0.05)
+        assert time.monotonic() - started < 5  # a ping unanswered for 3 s
+        assert status_of(client).status_code == 200  # meanwhile a blip, bridged from memory
+        prober.use(make_registry([tenant("acme", ["k2"], [integration("1", "MJ", upstream.url("/p"))])]))
+        prober.ensure_seeded(time.time())  # k1 revoked while this worker could not hear of it
+        proxy.dropping = False
+        wait_for(lambda: status_of(client).status_code == 401, timeout_s=10, interval_s=0.1)
+        assert status_of(client, "k2").status_code == 200
+    finally:
+        prober.stop(timeout_s=0)
+        proxy.close()
