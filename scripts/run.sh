@@ -12,7 +12,12 @@ own_redis=""
 cleanup() {
   trap - EXIT INT TERM
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do
+    # A stop takes a moment (running probes land first); past 10 s, Ctrl-C must still end it.
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -KILL "$pid" 2>/dev/null; then echo "run.sh: process $pid did not stop within 10 s; killed it" >&2; fi
+    wait "$pid" 2>/dev/null || true
+  done
   # Last, once nothing uses it; it writes its AOF before it exits.
   if [ -n "$own_redis" ]; then python -m status_service.embedded stop >/dev/null || true; fi
 }

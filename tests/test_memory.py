@@ -242,7 +242,12 @@ class BlackHoleProxy:
             except OSError:
                 return
             server = socket.socket(socket.AF_UNIX)
-            server.connect(self.target)
+            try:
+                server.connect(self.target)
+            except OSError:  # the Redis behind it is gone
+                client.close()
+                server.close()
+                continue
             for a, b in ((client, server), (server, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
