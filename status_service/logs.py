@@ -13,13 +13,17 @@ REDACTED = "<redacted>"
 # first keeps an access-log line at a couple of microseconds.
 _RULES = (
     # URL user-info, up to the last @ before the path: passwords are not always percent-encoded.
-    (("://",), re.compile(r"(?<=://)[^\s/]*@"), REDACTED + "@"),
+    (("://",), re.compile(r"(?<=://)[^\s@]*@"), REDACTED + "@"),
     # Query strings, in URLs and request lines: keys and tokens are often sent as parameters.
     (("?",), re.compile(r"\?\S+"), "?" + REDACTED),
     # Credentials after an auth scheme, as in an Authorization header or a repr of one.
     (("bearer", "basic", "digest"), re.compile(r"(?i)\b(bearer|basic|digest)\s+[^\s'\",;]+"), r"\1 " + REDACTED),
-    # An Authorization header's whole value, to the closing quote or the end of the line.
-    (("authorization",), re.compile(r"(?i)\b((?:proxy-)?authorization['\"]?\s*[:=]\s*['\"]?)[^'\"\r\n]+"), r"\1" + REDACTED),
+    # An Authorization header's whole value, to the closing quote or the end of the line (a header
+    # line that lost its colon, as a malformed request logs it, too).
+    (("authorization",), re.compile(r"(?i)\b((?:proxy-)?authorization['\"]?(?:\s*[:=]\s*|\s+)['\"]?)[^'\"\r\n]+"), r"\1" + REDACTED),
+    # What a client sent that gunicorn could not parse (a header line without its colon, say), which it
+    # logs as a repr after the error's name: any of it may be a credential.
+    (("invalid request from",), re.compile(r"(?i)(invalid request from ip=\S*?:\s[^:\n]*:)[^\n]*"), r"\1 " + REDACTED),
     # Values of credential-named fields: `'api_key': 'x'`, `password=x`, `token: x`.
     (
         ("key", "token", "passw", "secret"),

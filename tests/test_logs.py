@@ -18,7 +18,7 @@ from tests.conftest import environment, free_port, integration, key_digest, spaw
 
 SECRETS = {name: f"{name}-{uuid.uuid4().hex}" for name in (
     "query", "url_password", "probe_header", "probe_bearer", "api_key", "request_query", "unknown_key", "bad_request_line",
-    "redis_password", "unreachable_password",
+    "redis_password", "unreachable_password", "header_line", "token_scheme",
 )}
 GUNICORN = [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "--log-level", "debug", "wsgi:app"]
 
@@ -144,6 +144,11 @@ def test_no_secret_reaches_any_log(tmp_path, redis_url, prefix, breaking_upstrea
         with socket.create_connection(("127.0.0.1", ports["web"]), timeout=5) as conn:
             conn.sendall(b"GET /status?api_key=%s\x01 HTTP/1.1\r\nHost: x\r\n\r\n" % SECRETS["bad_request_line"].encode())
             assert conn.recv(64).startswith(b"HTTP/1.1 400")
+        for line in (b"X-Api-Key %s" % SECRETS["header_line"].encode(),  # a header line that lost its colon
+                     b"Authorization Token %s" % SECRETS["token_scheme"].encode()):
+            with socket.create_connection(("127.0.0.1", ports["web"]), timeout=5) as conn:
+                conn.sendall(b"GET /status HTTP/1.1\r\nHost: x\r\n" + line + b"\r\n\r\n")
+                assert conn.recv(64).startswith(b"HTTP/1.1 400")
         # Redis refuses the password, or is not there: both sides say so.
         wait_for(lambda: get(ports["web_wrong_password"], "/status", SECRETS["api_key"]) == 503, timeout_s=20, interval_s=0.2)
         wait_for(lambda: logged("web_wrong_password", "unavailable"), timeout_s=10)
@@ -167,6 +172,7 @@ def test_no_secret_reaches_any_log(tmp_path, redis_url, prefix, breaking_upstrea
     assert f"Failed to parse headers (url=http://127.0.0.1:{breaking_upstream.port}/health?<redacted>" in text["prober"]
     assert "MissingHeaderBodySeparatorDefect" in text["prober"]  # the warning's traceback, kept
     assert '"GET /status HTTP/1.1" 200' in text["web"] and '"GET /status HTTP/1.1" 401' in text["web"]
-    assert "Invalid HTTP request line: 'GET /status?<redacted>" in text["web"]
+    assert "Invalid HTTP request line: <redacted>" in text["web"]
+    assert "Invalid HTTP Header: <redacted>" in text["web"]
     assert "AuthenticationError" in text["prober_wrong_password"] and "AuthenticationError" in text["web_wrong_password"]
     assert "ConnectionError" in text["prober_unreachable"]
