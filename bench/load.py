@@ -1,7 +1,7 @@
 """HTTP load for the serving benchmark: wrk when it is on PATH, else a small asyncio generator.
 
 Both drive GET <path> on 127.0.0.1 over keep-alive connections (reconnecting when the server
-closes one, as gunicorn's sync workers do after every response) for a fixed duration, rotating the
+closes one, as gunicorn does past its keep-alive limits) for a fixed duration, rotating the
 Authorization header over the given keys, and report requests/s, p50/p99 latency and non-2xx count.
 Set BENCH_LOADGEN=python to force the fallback.
 """
