@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import heapq
+import ipaddress
 import http.cookiejar
 import itertools
 import os
@@ -9,7 +10,7 @@ import socket
 import threading
 import time
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
@@ -112,17 +113,22 @@ class Deadline:
 
     def resolve(self, host: str, port: int) -> list[tuple[Any, ...]]:
         """Resolve a host name within the deadline; a lookup stuck in the C library keeps only its resolver thread."""
-        future = self.fetcher.resolver.submit(self.fetcher.resolve, host, port, allowed_gai_family(), socket.SOCK_STREAM)
-        try:
-            return future.result(timeout=max(0.0, self.remaining()))
-        except TimeoutError:
-            future.cancel()
-            raise
+        if _is_address(host):  # nothing to look up, so nothing to wait behind
+            return self.fetcher.resolve(host, port, allowed_gai_family(), socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST)
+        return self.fetcher.lookup(host, port).result(timeout=max(0.0, self.remaining()))
 
     def close(self) -> None:
         """Release every socket the probe watched."""
         for watch in self.watches:
             self.fetcher.reaper.cancel(watch)
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 _current = threading.local()  # .deadline: the Deadline of the probe this thread runs, or None
@@ -258,8 +264,11 @@ class Fetcher:
         self.reaper = Reaper()
         self.resolve = resolve
         # One resolver thread per probe worker, so a lookup only waits for another when lookups
-        # outlive their probes (stuck in the C library, which nothing can interrupt).
+        # outlive their probes (stuck in the C library, which nothing can interrupt). Probes of one
+        # name share its lookup in flight, so a name whose lookups hang holds one thread, not all.
         self.resolver = ThreadPoolExecutor(pool_size, thread_name_prefix="resolve")
+        self.lookups: dict[tuple[str, int], Future[list[tuple[Any, ...]]]] = {}
+        self.lookups_lock = threading.RLock()  # a lookup done already runs its callback at once, under it
 
     def probe(self, spec: ProbeSpec) -> Outcome:
         """Probe once within spec.timeout_s and judge the result; never raise, never reveal headers or credentials."""
@@ -302,6 +311,21 @@ class Fetcher:
         finally:
             _current.deadline = None
             deadline.close()
+
+    def lookup(self, host: str, port: int) -> Future[list[tuple[Any, ...]]]:
+        """Return the lookup in flight for this name, starting one if there is none."""
+        with self.lookups_lock:
+            future = self.lookups.get((host, port))
+            if future is None:
+                future = self.resolver.submit(self.resolve, host, port, allowed_gai_family(), socket.SOCK_STREAM)
+                self.lookups[host, port] = future
+                future.add_done_callback(lambda _f: self._forget(host, port, future))
+            return future
+
+    def _forget(self, host: str, port: int, future: Future[list[tuple[Any, ...]]]) -> None:
+        with self.lookups_lock:
+            if self.lookups.get((host, port)) is future:
+                del self.lookups[host, port]
 
     def _proxies_for(self, url: str) -> dict[str, str] | None:
         """Return the proxies to use for a URL, honouring no_proxy."""

@@ -207,6 +207,30 @@ def test_a_hanging_resolver_frees_the_probe_at_its_deadline(upstream) -> None:
     assert took < 0.5 + MARGIN_S
 
 
+def test_a_name_whose_lookups_hang_holds_one_resolver_thread_not_the_others(upstream) -> None:
+    calls: list[str] = []
+
+    def resolve(host: str, *args: Any) -> Any:  # one name's DNS server never answers
+        calls.append(host)
+        if host == "stuck.provider.test":
+            time.sleep(3)
+        return socket.getaddrinfo(host, *args)
+
+    fetcher = Fetcher(pool_size=4, resolve=resolve)
+    port = upstream.base.rsplit(":", 1)[1]
+    upstream.url("/ok")
+    stuck = [threading.Thread(target=fetcher.probe, args=(ProbeSpec(url=f"http://stuck.provider.test:{port}/h", timeout_s=0.3),))
+             for _ in range(12)]
+    for thread in stuck:
+        thread.start()
+    for thread in stuck:
+        thread.join(1)
+    assert calls.count("stuck.provider.test") == 1  # twelve probes shared one lookup
+    for url in (f"http://localhost:{port}/ok", f"{upstream.base}/ok"):  # a name, and an address with no lookup
+        outcome, took = timed_probe(fetcher, ProbeSpec(url=url, timeout_s=1))
+        assert outcome.ok and took < 0.5, (url, outcome)
+
+
 def test_concurrent_dripping_probes_all_return_by_their_deadline(raw_server) -> None:
     pool_size = 4
     server = raw_server(drips_headers)
