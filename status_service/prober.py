@@ -50,6 +50,7 @@ class View:
     """What this prober knows of a tenant: its states and report as of a results version."""
 
     report: report.TenantReport
+    incarnation: str = ""  # of the tenant's history in Redis; versions compare only within one
     version: int = -1
     next_write: float = 0.0  # time.monotonic() from which its report may be written again
 
@@ -112,6 +113,7 @@ class Prober:
         # passes a clock of its own, which is then used for everything.
         self.given_clock = clock
         self.offset = 0.0
+        self.synced = False  # whether the offset has been taken from Redis since start or an outage
         self.clock: Callable[[], float] = clock or (lambda: time.time() + self.offset)
         self.pool = ThreadPoolExecutor(registry.prober.concurrency, thread_name_prefix="probe")
         self.inflight: dict[str, InFlight] = {}
@@ -146,8 +148,12 @@ class Prober:
         """Run one round: heartbeat, seed if Redis lost its data, record results, claim and start probes."""
         if time.monotonic() < self.resume_at:
             return
-        now = self.clock()
         try:
+            if self.given_clock is None and not self.synced:
+                # Before the heartbeat and the seed, which are stamped with it; claims keep it right.
+                self.offset = self.store.time() - time.time()
+                self.synced = True
+            now = self.clock()
             # Under the flush lock, so no result of a removed integration is written after its removal.
             with self.flushing:
                 if self.reload_requested or self._stamp() != self.source_stamp:
@@ -166,7 +172,7 @@ class Prober:
                 log.warning("redis.unavailable prober=%s error=%s", self.id, exc)
             self.backoff_s = min(MAX_BACKOFF_S, max(1.0, self.backoff_s * 2))
             self.resume_at = time.monotonic() + self.backoff_s
-            self.seeded = None  # Redis may come back empty: check the seed marker again
+            self.synced = False  # take Redis's time again when it is back
             log.debug("redis.retry prober=%s in_s=%.0f", self.id, self.backoff_s)
             return
         if self.backoff_s:
@@ -179,12 +185,12 @@ class Prober:
         if self.seeded == mine and self.store.is_seeded():
             return
         owners = {d: t.id for t in self.registry.tenants for d in t.key_digests}
-        members = {i.member: now for i in self.registry.integrations}
+        members = {i.member: 0.0 for i in self.registry.integrations}  # a new one is due at once, by any clock
         tenant_ids = [t.id for t in self.registry.tenants]
         removed = self.store.seed(mine, owners, tenant_ids, members)
         # Every report afresh, so removals show at once; Redis may also have lost what views hold.
         self.views = {}
-        self.sync({t: (-1, {}) for t in tenant_ids}, now)
+        self.sync({t: ("", -1, {}) for t in tenant_ids}, now)
         self.write_reports(now, force=True)
         self.seeded = mine
         log.info(
@@ -207,11 +213,11 @@ class Prober:
             # The pools and the tick are sized at start; half-applying new sizes would be worse.
             log.warning("registry.reload prober options changed; they take effect on restart")
             registry = replace(registry, prober=self.registry.prober)
-        previous = self.fingerprint
-        self.use(registry)  # fingerprints once: for 10,000 integrations that is a fraction of a second
-        if self.fingerprint != previous:
-            self.seeded = None
-            log.info("registry.reloaded tenants=%d integrations=%d", len(registry.tenants), len(registry.integrations))
+        if fingerprint(registry) == self.fingerprint:
+            return  # the same registry: keep the views and the reports they hold back
+        self.use(registry)
+        self.seeded = None
+        log.info("registry.reloaded tenants=%d integrations=%d", len(registry.tenants), len(registry.integrations))
 
     def _stamp(self) -> tuple[int, int] | None:
         try:
@@ -329,17 +335,17 @@ class Prober:
         pending = {(e.integration.tenant_id, e.integration.id): (e, outcome, at) for e, outcome, at in batch}
         first: set[str] = set()
         for _ in range(RECORD_ATTEMPTS):
-            writes: dict[str, tuple[int, dict[str, tuple[int, State]]]] = {}
+            writes: dict[str, tuple[str, int, dict[str, tuple[int, State]]]] = {}
             befores: dict[tuple[str, str], State | None] = {}
             for (tenant_id, iid), (entry, outcome, at) in pending.items():
                 view = self.views.get(tenant_id)
                 before = befores[tenant_id, iid] = view.report.states.get(iid) if view else None
                 state = checks.advance(before, outcome, entry.integration.probe, at, entry.claim.fence)
-                known = view.version if view else -1
-                writes.setdefault(tenant_id, (known, {}))[1][iid] = (before.fence if before else 0, state)
+                known = (view.incarnation, view.version) if view else ("", -1)
+                writes.setdefault(tenant_id, (*known, {}))[2][iid] = (before.fence if before else 0, state)
             recorded = self.sync(writes, self.clock())
             for tenant_id, result in recorded.items():
-                for iid in writes[tenant_id][1]:
+                for iid in writes[tenant_id][2]:
                     if iid in result.conflicts:
                         continue  # the view now holds the newer state: recompute on top of it
                     entry, outcome, _ = pending.pop((tenant_id, iid))
@@ -355,7 +361,7 @@ class Prober:
         self.write_reports(self.clock())
         return first
 
-    def sync(self, writes: Mapping[str, tuple[int, Mapping[str, tuple[int, State]]]], now: float) -> dict[str, Recorded]:
+    def sync(self, writes: Mapping[str, tuple[str, int, Mapping[str, tuple[int, State]]]], now: float) -> dict[str, Recorded]:
         """Write states, bring each tenant's view up to the version written, and mark its report due."""
         recorded = self.store.record(writes)
         for tenant_id, result in recorded.items():
@@ -366,7 +372,7 @@ class Prober:
             if view is None or result.full:
                 view = self.views[tenant_id] = View(report.TenantReport(tenant.integrations))
             view.report.apply(result.states, now)
-            view.version = result.version
+            view.incarnation, view.version = result.incarnation, result.version
             if any(iid not in result.states for iid in result.conflicts):
                 view.version = -1  # a state this view holds is gone from Redis: read them all next time
             self.dirty.setdefault(tenant_id, view.next_write)

@@ -10,9 +10,11 @@ the layout works on Redis Cluster; atomic steps are Lua scripts, never MULTI acr
   P{reg}:keys         hash  API key SHA-256 digest -> tenant id
   P{reg}:tenants      set   registered tenant ids
   P{reg}:config       str   fingerprint of the config last seeded (absent: Redis lost its data)
+  P{reg}:generation   str   counter bumped with every key registry change
   P{t:ID}:results     hash  integration id -> state JSON
   P{t:ID}:version     str   counter bumped with every results write
   P{t:ID}:changed     zset  integration id -> the version at which its state last changed
+  P{t:ID}:incarnation str   a random id of the tenant's history, made anew when Redis lost it
   P{t:ID}:report      hash  body (prebuilt JSON), v (results version it was built from),
                             until (ms when its first result turns stale), stale (JSON: id -> stale time)
 Every key's size is bounded by the registry: one entry per tenant, key or integration.
@@ -93,8 +95,14 @@ return done
 _RECORD = """
 local known = tonumber(ARGV[1])
 local before = tonumber(redis.call('GET', KEYS[2]) or '0')
+local incarnation = redis.call('GET', KEYS[4])
+if not incarnation then
+  incarnation = ARGV[3]  -- a tenant's history begins (again, if Redis lost it): versions restart
+  redis.call('SET', KEYS[4], incarnation)
+end
+if incarnation ~= ARGV[2] then known = -1 end
 local conflicts, dropped, written = {}, {}, {}
-for i = 2, #ARGV, 4 do
+for i = 4, #ARGV, 4 do
   local stored = redis.call('HGET', KEYS[1], ARGV[i])
   local fence = 0
   if stored then fence = tonumber(cjson.decode(stored)['fence'] or 0) end
@@ -108,12 +116,12 @@ for i = 2, #ARGV, 4 do
   end
 end
 local version = before
-if #written > 0 or #ARGV == 1 then
+if #written > 0 or #ARGV == 3 then
   version = redis.call('INCR', KEYS[2])
   for _, id in ipairs(written) do redis.call('ZADD', KEYS[3], version, id) end
 end
 if known < 0 or known > before then
-  return {version, conflicts, dropped, 1, redis.call('HGETALL', KEYS[1])}
+  return {version, conflicts, dropped, 1, redis.call('HGETALL', KEYS[1]), incarnation}
 end
 local changed = {}
 local ids = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. known, '+inf')
@@ -125,7 +133,7 @@ for _, id in ipairs(ids) do
     changed[#changed + 1] = state
   end
 end
-return {version, conflicts, dropped, 0, changed}
+return {version, conflicts, dropped, 0, changed, incarnation}
 """
 
 # Keep the report built from the newest results version; an older rebuild never overwrites it.
@@ -142,6 +150,7 @@ return 0
 # Replace the key registry in one step, so a request never sees it half written.
 _SET_REGISTRY = """
 redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('INCR', KEYS[3])  -- a missed message shows as a new generation
 local owners = tonumber(ARGV[1])
 for i = 2, 2 * owners, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 for i = 2 * owners + 3, #ARGV do redis.call('SADD', KEYS[2], ARGV[i]) end
@@ -151,11 +160,18 @@ return owners
 
 
 class StoreUnavailable(Exception):
-    """Redis did not answer, or holds no registry yet; the caller should retry later."""
+    """Redis did not answer, or holds no registry yet; the caller should retry later.
+
+    `reachable` says Redis answered (with a refusal, or with nothing to say yet).
+    """
+
+    reachable = False
 
 
 class NotSeeded(StoreUnavailable):
     """Redis answers but holds no registry (or report) yet: no prober has written it."""
+
+    reachable = True
 
 
 @dataclass(frozen=True)
@@ -195,6 +211,7 @@ class Recorded:
     dropped: list[str]
     full: bool
     states: dict[str, State]
+    incarnation: str  # the tenant's history: versions compare only within one
 
 
 def connect(url: str, timeout_s: float = 1.0, cluster: bool = False) -> redis.Redis:
@@ -288,6 +305,10 @@ class Store:
         """Return the key of the registered tenant ids."""
         return f"{self.prefix}{{reg}}:tenants"
 
+    def generation_key(self) -> str:
+        """Return the key of the key registry's generation, bumped with every change."""
+        return f"{self.prefix}{{reg}}:generation"
+
     def config_key(self) -> str:
         """Return the key of the seed marker."""
         return f"{self.prefix}{{reg}}:config"
@@ -304,6 +325,10 @@ class Store:
         """Return the key of the version at which each of a tenant's states last changed."""
         return f"{self.prefix}{{t:{tenant_id}}}:changed"
 
+    def incarnation_key(self, tenant_id: str) -> str:
+        """Return the key of the id of a tenant's history, new whenever Redis has lost it."""
+        return f"{self.prefix}{{t:{tenant_id}}}:incarnation"
+
     def report_key(self, tenant_id: str) -> str:
         """Return the key of a tenant's prebuilt report."""
         return f"{self.prefix}{{t:{tenant_id}}}:report"
@@ -315,8 +340,10 @@ class Store:
             return action()
         except (redis.RedisError, RedisClusterException) as exc:
             # A server's refusal (NOPERM, WRONGTYPE, ...) says what is wrong; a lost connection does not need to.
-            detail = f": {exc}" if isinstance(exc, redis.ResponseError) else ""
-            raise StoreUnavailable(f"{exc.__class__.__name__}{detail}") from exc
+            refused = isinstance(exc, redis.ResponseError)
+            error = StoreUnavailable(f"{exc.__class__.__name__}{f': {exc}' if refused else ''}")
+            error.reachable = refused
+            raise error from exc
 
     # -- web side ------------------------------------------------------------------------------
     def lookup(self, digests: Sequence[str], hint: str | None = None) -> tuple[str, StoredReport] | None:
@@ -348,6 +375,11 @@ class Store:
         if found is None:
             raise NotSeeded("report not built yet")
         return digest, found
+
+    def time(self) -> float:
+        """Return Redis's clock (epoch seconds): the one clock every prober shares."""
+        seconds, micros = self._call(lambda: self.client.time())
+        return seconds + micros / 1e6
 
     def readiness(self, now: float) -> tuple[bool, int]:
         """Return whether a registry is seeded and how many probers have a fresh heartbeat."""
@@ -389,6 +421,9 @@ class Store:
                     if now - pinged >= PUBSUB_PING_S:
                         pubsub.ping()
                         pinged = now
+                        # Messages are not guaranteed across a cluster's bus: a missed key change
+                        # still shows here, as a new generation, within a ping.
+                        handle(f"g {int(self.client.get(self.generation_key()) or 0)}")
             finally:
                 pubsub.close()
 
@@ -457,18 +492,19 @@ class Store:
             for (tenant_id, ids), replies in zip(asked.items(), self._call(run))
         }
 
-    def record(self, writes: Mapping[str, tuple[int, Mapping[str, tuple[int, State]]]]) -> dict[str, Recorded]:
-        """Write states per tenant: (version the caller knows or -1, id -> (fence followed, new state))."""
+    def record(self, writes: Mapping[str, tuple[str, int, Mapping[str, tuple[int, State]]]]) -> dict[str, Recorded]:
+        """Write states per tenant: (incarnation and version the caller knows, or "" and -1; id -> (fence followed, new state))."""
         tenant_ids = list(writes)
 
         def run() -> list[list[Any]]:
             # Plain EVAL, not a registered script: a cluster pipeline cannot load scripts beforehand.
             pipe = self.client.pipeline(transaction=False)
             for tenant_id in tenant_ids:
-                known, states = writes[tenant_id]
+                incarnation, known, states = writes[tenant_id]
                 args = [x for iid, (follows, s) in states.items() for x in (iid, s.fence, follows, json.dumps(s.to_json()))]
-                keys = [self.results_key(tenant_id), self.version_key(tenant_id), self.changed_key(tenant_id)]
-                pipe.execute_command("EVAL", _RECORD, len(keys), *keys, known, *args)
+                keys = [self.results_key(tenant_id), self.version_key(tenant_id), self.changed_key(tenant_id),
+                        self.incarnation_key(tenant_id)]
+                pipe.execute_command("EVAL", _RECORD, len(keys), *keys, known, incarnation, uuid.uuid4().hex, *args)
             return pipe.execute()
 
         replies = self._call(run) if tenant_ids else []
@@ -479,8 +515,9 @@ class Store:
                 dropped=[_text(d) for d in dropped],
                 full=bool(full),
                 states=_decode_states(dict(zip(flat[::2], flat[1::2]))),
+                incarnation=_text(incarnation),
             )
-            for tenant_id, (version, conflicts, dropped, full, flat) in zip(tenant_ids, replies)
+            for tenant_id, (version, conflicts, dropped, full, flat, incarnation) in zip(tenant_ids, replies)
         }
 
     def put_reports(self, reports: Iterable[tuple[str, int, bytes, Mapping[str, float], float]]) -> None:
@@ -517,7 +554,7 @@ class Store:
             removed = sorted(known - members.keys())
             self._script(
                 _SET_REGISTRY,
-                [self.keys_key(), self.tenants_key()],
+                [self.keys_key(), self.tenants_key(), self.generation_key()],
                 [len(owners), *[x for pair in owners.items() for x in pair], self.channel, *tenant_ids],
             )
             pipe = self.client.pipeline(transaction=False)
@@ -528,6 +565,7 @@ class Store:
             for tenant_id in gone_tenants:
                 pipe.delete(self.results_key(tenant_id))
                 pipe.delete(self.changed_key(tenant_id))
+                pipe.delete(self.incarnation_key(tenant_id))
                 pipe.delete(self.version_key(tenant_id))
                 pipe.delete(self.report_key(tenant_id))
             for member in removed:

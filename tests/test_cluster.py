@@ -35,7 +35,8 @@ def slot(key: str) -> int:
 
 
 def tenant_keys(store: Store, tenant_id: str) -> list[str]:
-    return [store.results_key(tenant_id), store.version_key(tenant_id), store.changed_key(tenant_id), store.report_key(tenant_id)]
+    return [store.results_key(tenant_id), store.version_key(tenant_id), store.changed_key(tenant_id),
+            store.incarnation_key(tenant_id), store.report_key(tenant_id)]
 
 
 def expected_health(tenant_id: str) -> dict[str, str]:
@@ -249,3 +250,4 @@ def test_web_memory_follows_changes_on_a_cluster(redis_cluster_url, cluster_stor
     wait_for(lambda: web.get("/status", headers=auth).get_json()["status"] == "unhealthy", timeout_s=1, interval_s=0.01)
     time.sleep(2.5)  # past a few pings: the link holds
     assert mirror.live
+    app.extensions["status_web"].close()

@@ -1,5 +1,6 @@
 """A web worker's memory of keys and reports: kept right by push, bounded in bytes, a bridge over blips."""
 import base64
+import signal
 import socket
 import threading
 import time
@@ -14,14 +15,25 @@ from status_service.prober import Prober
 from status_service.settings import Settings
 from status_service.store import Store, StoredReport, connect
 from status_service.web.mirror import Mirror
-from tests.conftest import integration, make_registry, run_round, tenant, wait_for
+from tests.conftest import integration, key_digest, make_registry, run_round, tenant, wait_for
 
 MB = 1024 * 1024
 
 
+_opened = []  # apps whose follower threads stop when their test ends
+
+
 def memory_app(redis_url: str, prefix: str, **extra):
     app = create_app(Settings(redis_url=redis_url, key_prefix=prefix, web_memory_bytes=8 * MB, **extra))
+    _opened.append(app.extensions["status_web"])
     return app, app.extensions["status_web"]
+
+
+@pytest.fixture(autouse=True)
+def close_memory_apps():
+    yield
+    while _opened:
+        _opened.pop().close()
 
 
 def status_of(client, key: str = "k1"):
@@ -287,3 +299,46 @@ def test_a_silently_dead_push_link_is_noticed_and_memory_forgotten(private_redis
     finally:
         prober.stop(timeout_s=0)
         proxy.close()
+
+
+def test_a_hung_redis_costs_one_slow_request_a_second_and_every_node_stays_ready(private_redis, upstream) -> None:
+    server, url = private_redis
+    reg = make_registry([tenant("acme", ["k1"], [integration("1", "MJ", upstream.url("/p"))])])
+    prober = Prober(reg, Store(connect(url), "p:"))
+    run_round(prober)
+    prober.stop(timeout_s=0)
+    app, web = memory_app(url, "p:", redis_timeout_s=0.3)
+    client = app.test_client()
+    wait_for(lambda: status_of(client).status_code == 200 and web.mirror.live)
+    assert status_of(client).status_code == 200  # remembered
+    bare = create_app(Settings(redis_url=url, key_prefix="p:", redis_timeout_s=0.3, web_memory_bytes=0)).test_client()
+    assert bare.get("/readyz").status_code == 200  # memory off, and only ever asked about readiness
+    server.send_signal(signal.SIGSTOP)  # hung, not refused: every call waits out its timeout
+    try:
+        took = []
+        stop_at = time.monotonic() + 6
+        while time.monotonic() < stop_at:
+            started = time.monotonic()
+            assert status_of(client).status_code == 200
+            assert client.get("/readyz").status_code == 200
+            assert bare.get("/readyz").status_code == 200  # a blip takes no node out of the load balancer
+            took.append(time.monotonic() - started)
+            time.sleep(0.05)
+        slow = [t for t in took if t > 0.25]
+        assert len(took) > 20 and len(slow) <= 8, (len(took), slow)  # about one try of Redis a second
+    finally:
+        server.send_signal(signal.SIGCONT)
+
+
+def test_a_key_change_whose_message_was_lost_still_takes_effect_within_a_second(redis_url, prefix, store, acme) -> None:
+    app, web = memory_app(redis_url, prefix)
+    client = app.test_client()
+    wait_for(lambda: status_of(client).status_code == 200 and web.mirror.live)
+    assert status_of(client).status_code == 200
+    time.sleep(1.2)  # a ping or two: the worker knows the registry's generation
+    # The registry changes as the seed script would change it, but its message never arrives.
+    store.client.hdel(store.keys_key(), key_digest("k1"))
+    store.client.incr(store.generation_key())
+    started = time.monotonic()
+    wait_for(lambda: status_of(client).status_code == 401, timeout_s=3, interval_s=0.02)
+    assert time.monotonic() - started < 1.5

@@ -71,6 +71,36 @@ def test_two_probers_share_the_work_and_one_takes_over_after_sigkill(tmp_path, u
         stop(second)
 
 
+def test_a_prober_whose_clock_runs_an_hour_ahead_neither_doubles_nor_strands_work(tmp_path, upstream, redis_url, prefix, logs) -> None:
+    tenants = {"t0": [str(i) for i in range(6)]}
+    paths = [f"/t0/{i}" for i in range(6)]
+    config = tmp_path / "status.yaml"
+    write_config(config, upstream, tenants)
+    skew = tmp_path / "skew"  # the clock of the machine this prober runs on is an hour fast
+    skew.mkdir()
+    (skew / "sitecustomize.py").write_text("import time\n_real = time.time\ntime.time = lambda: _real() + 3600\n")
+    env = environment(redis_url, prefix, config)
+    honest = start_prober(env, logs)
+    ahead = None
+    try:
+        wait_for(lambda: all(upstream.count(p) >= 1 for p in paths), timeout_s=15)
+        # Joining now, it must not take the honest prober's claims and schedule for its own.
+        ahead = start_prober({**env, "PYTHONPATH": str(skew)}, logs)
+        time.sleep(3 * INTERVAL)
+        assert closest_gap(upstream, paths) >= INTERVAL / 2  # never twice within an interval
+        ahead.send_signal(signal.SIGKILL)
+        ahead.wait(5)
+        killed_at = time.monotonic()
+        time.sleep(2 * INTERVAL + 2)
+        # Whatever it held comes back within its lease, not an hour later.
+        late = [p for p in paths if not any(t > killed_at + 1 for t in upstream.times[p])]
+        assert late == []
+    finally:
+        stop(honest)
+        if ahead is not None:
+            stop(ahead)
+
+
 def test_stale_shows_when_every_prober_is_stopped(tmp_path, upstream, redis_url, prefix, settings, logs) -> None:
     config = tmp_path / "status.yaml"
     write_config(config, upstream, {"acme": ["1", "2"]}, interval_seconds=1, stale_after_seconds=2)

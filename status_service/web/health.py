@@ -28,19 +28,28 @@ def readyz() -> Response:
     """
     web: Web = current_app.extensions["status_web"]
     checks = {"redis": "ok", "registry": "ok", "prober": "ok"}
-    try:
-        seeded, probers = web.store.readiness(time.time())
-        web.link.up()
-        ready = seeded
-        if not seeded:
-            checks["registry"] = "not seeded yet"
-        if probers == 0:
-            checks["prober"] = "no fresh prober heartbeat"
-    except StoreUnavailable as exc:
-        outage_s = web.link.down(exc)
-        ready = outage_s <= BLIP_BUDGET_S and web.mirror.bytes > 0
-        checks["redis"] = f"unreachable for {outage_s:.0f}s" + ("; serving from memory" if ready else "")
-        checks["registry"] = checks["prober"] = "unknown"
+    outage_s = web.link.resting()  # Redis failed a moment ago: a load balancer's check must not wait on it
+    if outage_s is None:
+        try:
+            seeded, probers = web.store.readiness(time.time())
+            web.link.up()
+            web.registry_seen = web.registry_seen or seeded
+            if not seeded:
+                checks["registry"] = "not seeded yet"
+            if probers == 0:
+                checks["prober"] = "no fresh prober heartbeat"
+        except StoreUnavailable as exc:
+            outage_s = web.link.down(exc)
+    if outage_s is not None:
+        # Within the budget, /status answers from memory (or is as unavailable for a tenant never
+        # served as it would be on any node): taking this node out would help nobody. A node that
+        # never reached a registry has nothing to offer.
+        checks["redis"] = f"unreachable for {outage_s:.0f}s"
+        checks["registry"] = "ok" if web.registry_seen else "never reached"
+        checks["prober"] = "unknown"
+        ready = outage_s <= BLIP_BUDGET_S and web.registry_seen
+    else:
+        ready = checks["registry"] == "ok"
     if not ready:
         failed = [name for name in ("redis", "registry") if checks[name] != "ok"]
         response = error_response(503, "not_ready", f"failed checks: {', '.join(failed)}", checks=checks)

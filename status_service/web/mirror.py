@@ -18,6 +18,7 @@ log = logging.getLogger("status_service.web")
 
 MAX_KEYS = 100_000  # digests remembered; only digests that matched a registered key are kept
 RECONNECT_S = (0.5, 5.0)  # first and longest wait before subscribing again
+RETRY_S = 1.0  # while Redis is unreachable, how often a worker tries it again
 
 
 class Mirror:
@@ -31,6 +32,7 @@ class Mirror:
         self._owners: dict[str, str] = {}  # key digest -> tenant id
         self._reports: OrderedDict[str, StoredReport] = OrderedDict()  # least recently used first
         self._floors: dict[str, int] = {}  # tenant id -> lowest report version still current
+        self._generation: int | None = None  # of the key registry, as last polled
         self._bytes = 0
 
     def tenant_of(self, digests: list[str]) -> str | None:
@@ -67,8 +69,19 @@ class Mirror:
                 self._drop(next(iter(self._reports)))
 
     def changed(self, message: str | None) -> None:
-        """Apply one message of the changes channel; None says the subscription has just begun."""
+        """Apply one message of the changes channel; None says the subscription has just begun.
+
+        "g <n>" is the key registry's generation, polled with each ping: a change of it that no
+        "k" announced means a message was lost, and is handled as one.
+        """
         with self._lock:
+            if message is not None and message.startswith("g "):
+                generation = int(message[2:])
+                changed = self._generation is not None and generation != self._generation
+                self._generation = generation
+                if not changed:
+                    return
+                message = "k"
             if message is None or message == "k":
                 # Subscribed afresh (changes may have been missed) or keys changed: forget who owns what.
                 self._owners.clear()
@@ -76,6 +89,7 @@ class Mirror:
                 if message is None:
                     self._reports.clear()
                     self._bytes = 0
+                    self._generation = None
                     self.live = True
                 self.epoch += 1
                 return
@@ -118,6 +132,7 @@ class Link:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._down_since: float | None = None
+        self._failed_at = 0.0
 
     def up(self) -> None:
         """Record a successful round trip."""
@@ -131,21 +146,42 @@ class Link:
     def down(self, error: StoreUnavailable) -> float:
         """Record a failed round trip; return how long Redis has been unreachable (seconds)."""
         with self._lock:
-            now = time.monotonic()
+            now = self._failed_at = time.monotonic()
             if self._down_since is None:
                 self._down_since = now
                 log.warning("redis.unavailable error=%s", error)
             return now - self._down_since
 
+    def resting(self) -> float | None:
+        """Return the outage's length while Redis failed less than RETRY_S ago (don't ask it yet), else None.
 
-def follow(store: Store, mirror: Mirror, stopped: threading.Event) -> None:
-    """Keep `mirror` subscribed to the changes channel until `stopped`, reconnecting with backoff."""
+        A hung Redis costs a request its whole timeout: one try a second per worker is enough to
+        notice it is back, and the other requests answer at once meanwhile.
+        """
+        down_since = self._down_since
+        if down_since is None or time.monotonic() - self._failed_at >= RETRY_S:
+            return None
+        return time.monotonic() - down_since
+
+
+def follow(store: Store, mirror: Mirror, link: Link, stopped: threading.Event) -> None:
+    """Keep `mirror` subscribed to the changes channel until `stopped`, reconnecting with backoff.
+
+    The subscription is also this worker's first news of an outage: a broken link starts it.
+    """
+
+    def handle(message: str | None) -> None:
+        if message is None:
+            link.up()
+        mirror.changed(message)
+
     wait_s = RECONNECT_S[0]
     while not stopped.is_set():
         try:
-            store.follow_changes(mirror.changed, stopped)
-        except StoreUnavailable:
-            pass
+            store.follow_changes(handle, stopped)
+        except StoreUnavailable as exc:
+            if not exc.reachable:
+                link.down(exc)
         except Exception:  # a bug here must not end the thread: memory would never be trusted again
             log.exception("changes.follow_failed")
         if mirror.live:

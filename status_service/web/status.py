@@ -25,6 +25,7 @@ class Web:
     store: Store
     mirror: Mirror
     link: Link = field(default_factory=Link)
+    registry_seen: bool = False  # whether this worker has ever found a seeded registry in Redis
     _follower: threading.Thread | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
     _starting: threading.Lock = field(default_factory=threading.Lock)
@@ -36,9 +37,13 @@ class Web:
         with self._starting:
             if self._follower is None:
                 self._follower = threading.Thread(
-                    target=follow, args=(self.store, self.mirror, self._stopped), name="changes", daemon=True
+                    target=follow, args=(self.store, self.mirror, self.link, self._stopped), name="changes", daemon=True
                 )
                 self._follower.start()
+
+    def close(self) -> None:
+        """Stop following the changes channel (the worker is going away)."""
+        self._stopped.set()
 
     def find(self, digests: list[str]) -> StoredReport:
         """Return the caller's report: from memory while it is current, else from Redis."""
@@ -47,10 +52,17 @@ class Web:
             found = self.mirror.find(digests)
             if found is not None:
                 return found
+        outage_s = self.link.resting()
+        if outage_s is not None:  # Redis failed a moment ago: answer from memory, or not at all
+            found = self.mirror.find(digests) if outage_s <= BLIP_BUDGET_S else None
+            if found is None:
+                raise StoreUnavailable("redis unreachable")
+            return found
         epoch = self.mirror.epoch
         try:
             matched = self.store.lookup(digests, self.mirror.tenant_of(digests))
             self.link.up()
+            self.registry_seen = True
         except NotSeeded:
             self.link.up()  # Redis answered; it has nothing to say yet
             raise
