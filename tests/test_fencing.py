@@ -198,3 +198,30 @@ def test_a_large_report_is_rewritten_at_most_at_its_byte_rate(store, upstream, m
     with prober.flushing:
         prober.write_reports(time.time())  # as the next tick does: the held report's turn has come
     assert int(store.client.hget(store.report_key("big"), "v")) == int(store.client.get(store.version_key("big")))
+
+
+def test_a_prober_whose_view_predates_a_lost_history_reads_it_whole_again(store, upstream, make_prober) -> None:
+    reg = make_registry([tenant("acme", ["k"], [integration(str(n), "MJ", upstream.url("/p"), failure_threshold=1)
+                                                for n in range(3)])])
+    a, b = make_prober(reg), make_prober(reg)
+    run_round(a)
+    base = next_fence(store)
+    for n in range(4):  # a's view reaches some version
+        entry = InFlight(Claim(reg.integrations[0].member, 0, 0, fence=base + n), reg.integrations[0])
+        with a.flushing:
+            a._record([(entry, Outcome(ok=True), time.time())])
+    known = a.views["acme"].version
+    # Redis loses the tenant's history; another prober writes a new one past a's version.
+    store.client.delete(*(k("acme") for k in (store.results_key, store.version_key, store.changed_key, store.incarnation_key)))
+    for n in range(known + 2):
+        integ = reg.integrations[1]
+        entry = InFlight(Claim(integ.member, 0, 0, fence=base + 10 + n), integ)
+        with b.flushing:
+            b._record([(entry, FAIL, time.time())])
+    assert int(store.client.get(store.version_key("acme"))) > known
+    entry = InFlight(Claim(reg.integrations[1].member, 0, 0, fence=base + 100), reg.integrations[1])
+    with a.flushing:
+        a._record([(entry, Outcome(ok=True), time.time())])
+        a.write_reports(time.time(), force=True)
+    rows = {r["id"]: r["status"] for r in report_of(store, "acme")["data"]["integrations"]}
+    assert rows == {"0": "unknown", "1": "healthy", "2": "unknown"}  # the new history, not a's old one
