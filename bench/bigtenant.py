@@ -62,7 +62,7 @@ def update_times(redis: Redis, directory: Path) -> dict:
     now = time.time()
     prober.ensure_seeded(now)
     states = {i.id: healthy(100, now, 1) for i in integrations}
-    prober.sync({tenant.id: (-1, {iid: (0, s) for iid, s in states.items()})}, now)
+    prober.sync({tenant.id: ("", -1, {iid: (0, s) for iid, s in states.items()})}, now)
     prober.write_reports(now, force=True)
     size = len(prober.views[tenant.id].report.body(now))
     log(f"rebuild: 1 tenant x {len(integrations)} integrations, report {size:,} bytes; {UPDATES} updates each way")
@@ -77,7 +77,7 @@ def update_times(redis: Redis, directory: Path) -> dict:
         # The prober's way: write the one state, render its row, write the report.
         started = time.perf_counter()
         view = prober.views[tenant.id]
-        prober.sync({tenant.id: (view.version, {iid: (before.fence, after)})}, now)
+        prober.sync({tenant.id: (view.incarnation, view.version, {iid: (before.fence, after)})}, now)
         prober.write_reports(now, force=True)
         incremental.append(time.perf_counter() - started)
 
