@@ -47,6 +47,7 @@ class Reaper:
         self.cond = threading.Condition()
         self.heap: list[tuple[float, int, Watch]] = []
         self.order = itertools.count()  # breaks ties between equal deadlines
+        self.wake_at = float("inf")  # when the thread next looks at the heap by itself
         self.closed = False
         threading.Thread(target=self._run, name="probe-deadlines", daemon=True).start()
 
@@ -55,21 +56,33 @@ class Reaper:
         watch = Watch(sock)
         with self.cond:
             heapq.heappush(self.heap, (deadline, next(self.order), watch))
-            if self.heap[0][2] is watch:
+            # Woken only for a deadline earlier than it would look anyway: probes share a timeout,
+            # so a new deadline is nearly always later, and a probe costs the thread no wake-up.
+            if deadline < self.wake_at:
                 self.cond.notify()
         return watch
 
     def cancel(self, watch: Watch) -> None:
         """Stop watching; under the lock, so a socket is never shut down after it was handed on."""
+        if not watch.active:  # only ever goes from true to false, so reading it unlocked is safe
+            return
         with self.cond:
-            watch.active = False
-            watch.dup.close()
+            if watch.active:
+                watch.active = False
+                watch.dup.close()
+            self._drop_finished()
 
     def close(self) -> None:
         """Stop the thread."""
         with self.cond:
             self.closed = True
             self.cond.notify()
+
+    def _drop_finished(self) -> None:
+        # Finished probes leave the top of the heap at once, so the thread sleeps until the oldest
+        # running probe's deadline rather than waking at each finished one's.
+        while self.heap and not self.heap[0][2].active:
+            heapq.heappop(self.heap)
 
     def _run(self) -> None:
         with self.cond:
@@ -86,7 +99,9 @@ class Reaper:
                         except OSError:
                             pass  # the connection is already gone
                         watch.dup.close()
-                self.cond.wait(self.heap[0][0] - now if self.heap else None)
+                self._drop_finished()
+                self.wake_at = self.heap[0][0] if self.heap else float("inf")
+                self.cond.wait(self.wake_at - now if self.heap else None)
 
 
 class Deadline:
