@@ -40,9 +40,9 @@ WATCHDOG_GRACE_S = 1.0  # past its deadline plus this, a probe stuck in DNS or h
 MAX_BACKOFF_S = 30.0
 REFILL_FRACTION = 8  # a finished probe claims more work once this share of the workers is free
 EMBEDDED_CHECK_S = 5.0  # how often a prober makes sure the embedded Redis runs
-STOP_MARGIN_S = 0.25
-RECORD_ATTEMPTS = 5
-REPORT_BYTES_PER_S = 8 * 1024 * 1024  # a tenant's report is rewritten at most this many bytes a second  # rounds of recomputing a result that another prober's write overtook  # on SIGTERM, how long past their deadline running probes may take to land
+STOP_MARGIN_S = 0.25  # on SIGTERM, how long past their deadline running probes may take to land
+RECORD_ATTEMPTS = 5  # rounds of recomputing a result that another prober's write overtook
+REPORT_BYTES_PER_S = 8 * 1024 * 1024  # a tenant's report is rewritten at most this many bytes a second
 
 
 @dataclass

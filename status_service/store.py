@@ -5,7 +5,7 @@ schedule's and the registry's. Every multi-key command and script stays within o
 the layout works on Redis Cluster; atomic steps are Lua scripts, never MULTI across tags.
   P{sched}:due        zset  integration member -> due time (ms); a claim pushes it to its lease end
   P{sched}:fence      str   the last fencing token handed out with a claim
-  P{sched}:claim:RID  str   a claim's reply, kept for a minute so a retried claim returns it (PX)
+  P{sched}:claim:RID  str   a claim's reply, kept 10 s so a retried claim returns it (PX)
   P{fleet}:probers    zset  prober id -> heartbeat expiry (ms)
   P{reg}:keys         hash  API key SHA-256 digest -> tenant id
   P{reg}:tenants      set   registered tenant ids
@@ -44,7 +44,8 @@ T = TypeVar("T")
 # Times come from Redis TIME unless the caller passes one (tests drive a clock by hand), so every
 # prober agrees on them. Each claim gets a fencing token, larger than every earlier one: a result
 # carries it, and a result with a lower token never overwrites one with a higher token. The reply is
-# kept under the request's id for a minute, so a retried call returns it instead of claiming again.
+# kept under the request's id for 10 s (the client retries once, within its 1 s timeout and 0.2 s of
+# backoff), so a retried call returns it instead of claiming again.
 _CLAIM = """
 local done = redis.call('GET', KEYS[3])
 if done then return cjson.decode(done) end
@@ -69,7 +70,7 @@ for i = 1, n do
   out[#out + 1] = due[2 * i]
   out[#out + 1] = string.format('%d', top - n + i)
 end
-redis.call('SET', KEYS[3], cjson.encode(out), 'PX', 60000)
+redis.call('SET', KEYS[3], cjson.encode(out), 'PX', 10000)
 return out
 """
 
@@ -453,7 +454,7 @@ class Store:
         """Atomically take up to `limit` due integrations, leased for lease_s; return the time used too.
 
         `now` None means Redis's own clock decides what is due (a test passes its own time). A call
-        repeated with the same `request_id` within a minute returns the first call's claims. With
+        repeated with the same `request_id` within 10 s returns the first call's claims. With
         no room to claim, nothing is asked and the time is None.
         """
         if limit <= 0:

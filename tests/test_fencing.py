@@ -58,6 +58,7 @@ def test_a_retried_claim_returns_the_same_claims_and_claims_nothing_more(store, 
     at, first = store.claim(None, 30, 2, request_id="r1")
     again_at, again = store.claim(None, 30, 2, request_id="r1")
     assert (again_at, again) == (at, first) and len(first) == 2
+    assert 0 < store.client.pttl(f"{store.prefix}{{sched}}:claim:r1") <= 10_000  # kept only while a retry can come
     assert len({c.fence for c in first}) == 2
     _, rest = store.claim(None, 30, 10)
     assert sorted(c.member for c in first + rest) == sorted(i.member for i in reg.integrations)
