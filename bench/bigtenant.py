@@ -26,8 +26,8 @@ from status_service.registry import load as load_registry
 from status_service.store import Store, connect
 
 from .common import (
-    Monitor, Redis, Row, Upstream, env_float, env_int, log, machine_line, print_table, rate_over_window,
-    redis_server, run_main, service_env, start_probers, stop_probers, wait_until, workdir, write_config,
+    Redis, Row, Upstream, env_float, env_int, log, machine_line, print_table, redis_server, run_main, service_env,
+    steady_prober_rate, workdir, write_config,
 )
 
 INTEGRATIONS = env_int("BENCH_BIG_INTEGRATIONS", 10000)
@@ -120,18 +120,7 @@ def layout_config(directory: Path, upstream: Upstream, tenants: int, per_tenant:
 def measure_prober(redis: Redis, upstream: Upstream, directory: Path, config: Path, tenants: int, per_tenant: int, tag: str) -> dict:
     """Run one real prober process and count its steady probes/s at the upstream; read back its results."""
     prefix = f"bench:big:{tag}:"
-    upstream.reset()
-    probers = start_probers(service_env(redis, prefix, config), 1, directory, tag)
-    monitor = Monitor(probers[0][0].pid)
-    try:
-        wait_until(upstream.total, 30, "the prober's first probe")
-        time.sleep(WARMUP_S)
-        monitor.mark("start")
-        rate, hits, busy = rate_over_window(upstream.total, 0, WINDOW_S)
-        monitor.mark("end")
-    finally:
-        stop_probers(probers)
-        monitor.close()
+    measured = steady_prober_rate(service_env(redis, prefix, config), upstream, directory, tag, WARMUP_S, WINDOW_S)
     client = connect(redis.url, 10.0)
     store = Store(client, prefix)
     wanted = {f"tenant{t:05d}": [str(i + 1) for i in range(per_tenant)] for t in range(tenants)}
@@ -139,10 +128,7 @@ def measure_prober(redis: Redis, upstream: Upstream, directory: Path, config: Pa
     recorded = sum(len(by_id) for by_id in states.values())
     good = sum(s.status is Health.HEALTHY for by_id in states.values() for s in by_id.values())
     biggest = max(client.hstrlen(store.report_key(t), "body") for t in wanted)
-    return {
-        "rate": rate, "hits": hits, "busy": busy, "cpu": monitor.cpu_percent("start", "end"),
-        "recorded": recorded, "healthy": good, "report_bytes": biggest,
-    }
+    return {**measured, "recorded": recorded, "healthy": good, "report_bytes": biggest}
 
 
 def mean(runs: list[dict]) -> dict:

@@ -404,6 +404,23 @@ def stop_probers(probers: list[tuple[subprocess.Popen, Path]]) -> None:
         stop(process)
 
 
+def steady_prober_rate(env: dict[str, str], upstream: Upstream, directory: Path, tag: str, warmup_s: float, window_s: float) -> dict:
+    """Run one real prober process; return its steady probes/s at the upstream, hits, machine busy share and CPU."""
+    upstream.reset()
+    probers = start_probers(env, 1, directory, tag)
+    monitor = Monitor(probers[0][0].pid)
+    try:
+        wait_until(upstream.total, 30, "the prober's first probe")
+        time.sleep(warmup_s)
+        monitor.mark("start")
+        rate, hits, busy = rate_over_window(upstream.total, 0, window_s)
+        monitor.mark("end")
+    finally:
+        stop_probers(probers)
+        monitor.close()
+    return {"rate": rate, "hits": hits, "busy": busy, "cpu": monitor.cpu_percent("start", "end")}
+
+
 def run_main(main: Callable[..., int], *args: Any) -> None:
     """Run a benchmark's main so that SIGTERM (from run.sh's timeout) still stops every child it started."""
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))

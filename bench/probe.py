@@ -23,7 +23,7 @@ from status_service.store import Store, connect
 
 from .common import (
     Monitor, Redis, Row, Upstream, env_float, env_int, integration_path, log, machine_line, print_table,
-    rate_over_window, redis_server, run_main, service_env, start_probers, stop_probers, wait_until, workdir, write_config,
+    rate_over_window, redis_server, run_main, service_env, steady_prober_rate, workdir, write_config,
 )
 
 INTEGRATIONS = env_int("BENCH_PROBE_INTEGRATIONS", 2000)
@@ -90,23 +90,12 @@ def measure_prober(redis: Redis, upstream: Upstream, directory: Path, tenants: i
         probe={"interval_seconds": 1}, prober={"concurrency": CONCURRENCY, "tick_seconds": tick_s},
     )
     prefix = f"bench:probe:{tick_s}:{round_}:"
-    upstream.reset()
-    probers = start_probers(service_env(redis, prefix, config), 1, directory, f"tick{tick_s}-{round_}")
-    monitor = Monitor(probers[0][0].pid)
-    try:
-        wait_until(upstream.total, 30, "the prober's first probe")
-        time.sleep(WARMUP_S)
-        monitor.mark("start")
-        rate, _, busy = rate_over_window(upstream.total, 0, WINDOW_S)
-        monitor.mark("end")
-    finally:
-        stop_probers(probers)
-        monitor.close()
+    measured = steady_prober_rate(service_env(redis, prefix, config), upstream, directory, f"tick{tick_s}-{round_}", WARMUP_S, WINDOW_S)
     wanted = {f"tenant{t:05d}": [str(i + 1) for i in range(PER_TENANT)] for t in range(tenants)}
     states = Store(connect(redis.url, 10.0), prefix).states(wanted)
     healthy = sum(s.status is Health.HEALTHY for by_id in states.values() for s in by_id.values())
     recorded = sum(len(by_id) for by_id in states.values())
-    return {"rate": rate, "busy": busy, "cpu": monitor.cpu_percent("start", "end"), "healthy": healthy, "recorded": recorded}
+    return {"rate": measured["rate"], "busy": measured["busy"], "cpu": measured["cpu"], "healthy": healthy, "recorded": recorded}
 
 
 def mean(runs: list[dict]) -> dict:
