@@ -105,8 +105,11 @@ class Reaper:
                             pass  # the connection is already gone
                         watch.dup.close()
                 self._drop_finished()
+                # Decided under the lock: a cancel may empty the heap the moment it is released, and
+                # the thread must still wake at the time watch() compares new deadlines with.
                 self.wake_at = self.heap[0][0] if self.heap else float("inf")
-            self.wakeup.wait(self.wake_at - now if self.heap else None)
+                timeout = self.wake_at - now if self.heap else None
+            self.wakeup.wait(timeout)
 
 
 class Deadline:

@@ -248,6 +248,32 @@ def test_concurrent_dripping_probes_all_return_by_their_deadline(raw_server) -> 
     assert server.count("/h") == pool_size
 
 
+def test_deadlines_hold_while_many_fast_probes_come_and_go(raw_server, upstream) -> None:
+    # Fast probes watch and release sockets thousands of times a second; the deadline thread must
+    # still wake for each hung probe among them (it is woken only for an earlier deadline).
+    server = raw_server(drips_headers)
+    fetcher = Fetcher(pool_size=8)
+    stop = threading.Event()
+    fast: list[Outcome] = []
+
+    def churn() -> None:
+        while not stop.is_set():
+            fast.append(fetcher.probe(ProbeSpec(url=upstream.url("/ok"), timeout_s=5)))
+
+    churners = [threading.Thread(target=churn) for _ in range(6)]
+    for thread in churners:
+        thread.start()
+    try:
+        took = [timed_probe(fetcher, ProbeSpec(url=server.base + "/h", timeout_s=0.3)) for _ in range(8)]
+    finally:
+        stop.set()
+        for thread in churners:
+            thread.join(5)
+    assert [outcome.reason for outcome, _ in took] == ["timeout"] * 8
+    assert max(seconds for _, seconds in took) < 0.3 + MARGIN_S
+    assert len(fast) > 100 and all(outcome.ok for outcome in fast)
+
+
 # -- a custom CA ------------------------------------------------------------------------------------
 
 @dataclass
