@@ -68,12 +68,15 @@ def assert_answers_promptly(port: int, seconds: float) -> None:
         time.sleep(0.5)
 
 
-def test_half_sent_requests_do_not_delay_other_clients(service) -> None:
-    workers = 2
+@pytest.mark.parametrize("workers, stalled", [
+    (2, 16),  # 4 x the workers, twice over
+    (1, 31),  # all but one of a worker's threads, as the README promises
+])
+def test_half_sent_requests_do_not_delay_other_clients(service, workers: int, stalled: int) -> None:
     port = service(workers)
     held = []
     try:
-        for _ in range(4 * workers * 2):
+        for _ in range(stalled):
             conn = socket.create_connection(("127.0.0.1", port), timeout=5)
             conn.sendall(HALF_REQUEST)
             held.append(conn)
