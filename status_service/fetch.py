@@ -25,6 +25,7 @@ from . import checks
 from .model import Outcome, ProbeSpec
 
 READ_SIZE = 65536
+RESOLVER_THREADS_PER_WORKER = 2
 USER_AGENT = "status-service-prober/1"
 
 Resolve = Callable[..., list[tuple[Any, ...]]]  # socket.getaddrinfo's signature
@@ -138,12 +139,17 @@ class Deadline:
         """Resolve a host name within the deadline; a lookup stuck in the C library keeps only its resolver thread."""
         if _is_address(host):  # nothing to look up, so nothing to wait behind
             return self.fetcher.resolve(host, port, allowed_gai_family(), socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST)
-        return self.fetcher.lookup(host, port).result(timeout=max(0.0, self.remaining()))
+        return self.fetcher.lookup(host, port, self).result(timeout=max(0.0, self.remaining()))
 
     def close(self) -> None:
         """Release every socket the probe watched."""
         for watch in self.watches:
             self.fetcher.reaper.cancel(watch)
+
+
+def _domain(host: str) -> str:
+    """Return a host name's last two labels: the names one DNS operator most likely answers for."""
+    return ".".join(host.rstrip(".").lower().rsplit(".", 2)[-2:])
 
 
 def _is_address(host: str) -> bool:
@@ -284,10 +290,14 @@ class Fetcher:
         self.adapter = DeadlineAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
         self.reaper = Reaper()
         self.resolve = resolve
-        # One resolver thread per probe worker, so a lookup only waits for another when lookups
-        # outlive their probes (stuck in the C library, which nothing can interrupt). Probes of one
-        # name share its lookup in flight, so a name whose lookups hang holds one thread, not all.
-        self.resolver = ThreadPoolExecutor(pool_size, thread_name_prefix="resolve")
+        # A lookup stuck in the C library cannot be interrupted and outlives its probe, so stuck
+        # lookups are kept from taking every resolver thread: probes of one name share its lookup in
+        # flight, and the names of one domain (its last two labels) hold at most a sixteenth of the
+        # threads. A domain whose DNS hangs delays only its own probes; it takes 16 such domains at
+        # once to hold every thread.
+        self.resolver = ThreadPoolExecutor(RESOLVER_THREADS_PER_WORKER * pool_size, thread_name_prefix="resolve")
+        self.per_domain = max(1, RESOLVER_THREADS_PER_WORKER * pool_size // 16)
+        self.domain_slots: dict[str, threading.BoundedSemaphore] = {}
         self.lookups: dict[tuple[str, int], Future[list[tuple[Any, ...]]]] = {}
         self.lookups_lock = threading.RLock()  # a lookup done already runs its callback at once, under it
 
@@ -338,20 +348,30 @@ class Fetcher:
         prepared.prepare(method=spec.method, url=spec.url, headers=headers)
         return prepared
 
-    def lookup(self, host: str, port: int) -> Future[list[tuple[Any, ...]]]:
-        """Return the lookup in flight for this name, starting one if there is none."""
+    def lookup(self, host: str, port: int, deadline: Deadline) -> Future[list[tuple[Any, ...]]]:
+        """Return the lookup in flight for this name, starting one when its domain has a thread free by the deadline."""
         with self.lookups_lock:
             future = self.lookups.get((host, port))
-            if future is None:
-                future = self.resolver.submit(self.resolve, host, port, allowed_gai_family(), socket.SOCK_STREAM)
-                self.lookups[host, port] = future
-                future.add_done_callback(lambda _f: self._forget(host, port, future))
+            if future is not None:
+                return future
+            slots = self.domain_slots.setdefault(_domain(host), threading.BoundedSemaphore(self.per_domain))
+        if not slots.acquire(timeout=max(0.0, deadline.remaining())):
+            raise TimeoutError(f"no resolver thread free for {host}'s domain")
+        with self.lookups_lock:
+            future = self.lookups.get((host, port))
+            if future is not None:  # another probe of the name started it meanwhile
+                slots.release()
+                return future
+            future = self.resolver.submit(self.resolve, host, port, allowed_gai_family(), socket.SOCK_STREAM)
+            self.lookups[host, port] = future
+            future.add_done_callback(lambda _f: self._forget(host, port, future, slots))
             return future
 
-    def _forget(self, host: str, port: int, future: Future[list[tuple[Any, ...]]]) -> None:
+    def _forget(self, host: str, port: int, future: Future[list[tuple[Any, ...]]], slots: threading.BoundedSemaphore) -> None:
         with self.lookups_lock:
             if self.lookups.get((host, port)) is future:
                 del self.lookups[host, port]
+        slots.release()
 
     def _proxies_for(self, url: str) -> dict[str, str]:
         """Return the proxies to use for a URL, honouring no_proxy."""

@@ -231,6 +231,32 @@ def test_a_name_whose_lookups_hang_holds_one_resolver_thread_not_the_others(upst
         assert outcome.ok and took < 0.5, (url, outcome)
 
 
+def test_a_domain_whose_dns_hangs_holds_its_share_of_resolver_threads_not_the_others(upstream) -> None:
+    calls: list[str] = []
+
+    def resolve(host: str, *args: Any) -> Any:  # one domain's DNS servers never answer, for any name
+        calls.append(host)
+        if host.endswith(".tenant-b.test"):
+            time.sleep(3)
+        return socket.getaddrinfo("127.0.0.1" if host.endswith(".provider.test") else host, *args)
+
+    fetcher = Fetcher(pool_size=4, resolve=resolve)  # 8 resolver threads, 1 per domain
+    port = upstream.base.rsplit(":", 1)[1]
+    upstream.url("/ok")
+    stuck = [threading.Thread(target=fetcher.probe, args=(ProbeSpec(url=f"http://n{i}.tenant-b.test:{port}/h", timeout_s=0.3),))
+             for i in range(16)]  # more names than there are threads
+    for thread in stuck:
+        thread.start()
+    for thread in stuck:
+        thread.join(1)
+    assert sum(host.endswith(".tenant-b.test") for host in calls) == 1  # the rest waited for the domain's one thread
+    for i in range(8):  # other domains, and other names, resolve at once
+        outcome, took = timed_probe(fetcher, ProbeSpec(url=f"http://s{i}.provider.test:{port}/ok", timeout_s=1))
+        assert outcome.ok and took < 0.5, (i, outcome)
+    outcome, _ = timed_probe(fetcher, ProbeSpec(url=f"http://late.tenant-b.test:{port}/ok", timeout_s=0.3))
+    assert outcome.reason == "timeout"  # its domain is still stuck
+
+
 def test_concurrent_dripping_probes_all_return_by_their_deadline(raw_server) -> None:
     pool_size = 4
     server = raw_server(drips_headers)
