@@ -220,13 +220,16 @@ def test_a_read_overtaken_by_a_change_is_not_remembered() -> None:
 
 
 @hsettings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["remember", "change", "keys"]), st.integers(0, 5), st.integers(0, 9), st.integers(0, 400))))
+@given(st.lists(st.tuples(st.sampled_from(["remember", "change", "keys", "age"]), st.integers(0, 5), st.integers(0, 9), st.integers(0, 990))))
 def test_memory_never_exceeds_its_bound_nor_serves_below_a_floor(operations) -> None:
     mirror = Mirror(max_bytes=1000)
     mirror.changed(None)
     for op, t, version, size in operations:
         if op == "remember":
             mirror.remember(mirror.epoch, f"d{t}", report(f"t{t}", version, size))
+        elif op == "age":  # an aged copy, of another length, of whatever version is held
+            held = mirror._reports.get(f"t{t}")
+            mirror.replace(report(f"t{t}", held.version if held else version, size))
         elif op == "change":
             mirror.changed(f"r t{t} {version}")
         else:

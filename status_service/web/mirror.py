@@ -112,8 +112,11 @@ class Mirror:
         with self._lock:
             current = self._reports.get(aged.tenant_id)
             if current is not None and current.version == aged.version:
-                self._bytes += len(aged.body) - len(current.body)
+                self._drop(aged.tenant_id)
                 self._reports[aged.tenant_id] = aged
+                self._bytes += len(aged.body) + len(aged.stale)
+                while self._bytes > self.max_bytes:  # an aged body may be longer than the one it replaces
+                    self._drop(next(iter(self._reports)))
 
     def _drop(self, tenant_id: str) -> None:
         gone = self._reports.pop(tenant_id, None)
