@@ -20,7 +20,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     url = redis_url(settings)
     # Made on first use: a cluster client connects as it is made, and a worker must boot (and
     # answer 503) while the cluster is down rather than crash-loop.
-    store = Store(lambda: connect(url, settings.redis_timeout_s, settings.redis_cluster), settings.key_prefix)
+    store = Store(lambda: connect(url, settings.redis_timeout_s, settings.redis_cluster), settings.key_prefix, settings.redis_timeout_s)
     status.install(app.extensions, store, settings.web_memory_bytes)
     app.register_blueprint(status.bp)
     app.register_blueprint(health.bp)

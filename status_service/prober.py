@@ -462,7 +462,7 @@ def main() -> int:
     logging.getLogger("apscheduler").setLevel(logging.ERROR)  # a skipped 1 s tick is not news
     url = redis_url(settings)
     # Made on first use, so a Redis Cluster that is down at start is an outage to wait out, not an exit.
-    store = Store(lambda: connect(url, settings.redis_timeout_s, settings.redis_cluster), settings.key_prefix)
+    store = Store(lambda: connect(url, settings.redis_timeout_s, settings.redis_cluster), settings.key_prefix, settings.redis_timeout_s)
     prober = Prober(registry, store, source=Path(settings.config_path))
     stop_requested = threading.Event()
 

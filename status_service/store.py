@@ -5,7 +5,7 @@ schedule's and the registry's. Every multi-key command and script stays within o
 the layout works on Redis Cluster; atomic steps are Lua scripts, never MULTI across tags.
   P{sched}:due        zset  integration member -> due time (ms); a claim pushes it to its lease end
   P{sched}:fence      str   the last fencing token handed out with a claim
-  P{sched}:claim:RID  str   a claim's reply, kept 10 s so a retried claim returns it (PX)
+  P{sched}:claim:RID  str   a claim's reply, kept while a retry may come (>= 10 s, PX)
   P{fleet}:probers    zset  prober id -> heartbeat expiry (ms)
   P{reg}:keys         hash  API key SHA-256 digest -> tenant id
   P{reg}:tenants      set   registered tenant ids
@@ -40,12 +40,14 @@ from .model import State, split_member
 
 T = TypeVar("T")
 
+CLAIM_REPLY_MS = 10_000  # the least time a claim's reply is kept for a retry of the same call
+
 # Claim what is due: push each due member to its lease end, so a dead claimant's work comes back.
 # Times come from Redis TIME unless the caller passes one (tests drive a clock by hand), so every
 # prober agrees on them. Each claim gets a fencing token, larger than every earlier one: a result
 # carries it, and a result with a lower token never overwrites one with a higher token. The reply is
-# kept under the request's id for 10 s (the client retries once, within its 1 s timeout and 0.2 s of
-# backoff), so a retried call returns it instead of claiming again.
+# kept under the request's id while a retry may come (10 s, or longer with a longer client timeout),
+# so a retried call returns it instead of claiming again.
 _CLAIM = """
 local done = redis.call('GET', KEYS[3])
 if done then return cjson.decode(done) end
@@ -70,7 +72,7 @@ for i = 1, n do
   out[#out + 1] = due[2 * i]
   out[#out + 1] = string.format('%d', top - n + i)
 end
-redis.call('SET', KEYS[3], cjson.encode(out), 'PX', 10000)
+redis.call('SET', KEYS[3], cjson.encode(out), 'PX', tonumber(ARGV[4]))
 return out
 """
 
@@ -261,8 +263,11 @@ class Store:
     made, and a process must start, and answer 503, while the cluster is down.
     """
 
-    def __init__(self, client: redis.Redis | Callable[[], redis.Redis], prefix: str = "status:") -> None:
+    def __init__(self, client: redis.Redis | Callable[[], redis.Redis], prefix: str = "status:", timeout_s: float = 1.0) -> None:
         self._client = client if isinstance(client, (redis.Redis, RedisCluster)) else None
+        # A retried call runs at most two timeouts and a backoff after its first try: a claim's reply
+        # is kept at least that long (timeout_s is the client's, as given to connect()).
+        self.reply_ms = max(CLAIM_REPLY_MS, _ms(2 * timeout_s + 1))
         self._make = None if self._client is not None else client
         self._made = threading.Lock()
         self.prefix = prefix
@@ -454,13 +459,13 @@ class Store:
         """Atomically take up to `limit` due integrations, leased for lease_s; return the time used too.
 
         `now` None means Redis's own clock decides what is due (a test passes its own time). A call
-        repeated with the same `request_id` within 10 s returns the first call's claims. With
+        repeated with the same `request_id` while its reply is kept (see reply_ms) returns the first call's claims. With
         no room to claim, nothing is asked and the time is None.
         """
         if limit <= 0:
             return None, []
         keys = [self.due_key(), self.fence_key(), f"{self.prefix}{{sched}}:claim:{request_id or uuid.uuid4().hex}"]
-        args = ["" if now is None else _ms(now), _ms(lease_s), limit]
+        args = ["" if now is None else _ms(now), _ms(lease_s), limit, self.reply_ms]
         flat = self._call(lambda: self._script(_CLAIM, keys, args))
         at, lease_ms = int(flat[0]), int(flat[1])
         claims = [
