@@ -428,3 +428,40 @@ def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
     finally:
         for _, process, _ in nodes:
             stop(process)
+
+
+class Proxy:
+    """A TCP proxy on 127.0.0.1 that can turn into a black hole: bytes vanish, nothing closes."""
+
+    def __init__(self, connect_target: Callable[[], socket.socket], port: int = 0) -> None:
+        self.connect_target = connect_target
+        self.dropping = False
+        self.listener = socket.create_server(("127.0.0.1", port))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                server = self.connect_target()
+            except OSError:  # what is behind it is gone
+                client.close()
+                continue
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                if not self.dropping:
+                    sink.sendall(data)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        """Stop accepting connections."""
+        self.listener.close()

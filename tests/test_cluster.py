@@ -5,6 +5,7 @@ the prober and the web tier talk to it through redis-py's RedisCluster, as with 
 """
 from __future__ import annotations
 
+import socket
 import sys
 import time
 from typing import Iterator
@@ -20,7 +21,7 @@ from status_service.prober import Prober
 from status_service.settings import Settings
 from status_service.store import Store, connect
 from tests.conftest import (
-    environment, free_port, integration, key_digest, make_registry, report_of, run_round, spawn, start_prober, stop, tenant,
+    Proxy, environment, free_port, integration, key_digest, make_registry, report_of, run_round, spawn, start_prober, stop, tenant,
     wait_for,
 )
 
@@ -203,13 +204,14 @@ def test_seed_probe_report_serve_and_reload_on_a_real_cluster(
         client.close()
 
 
-def test_with_the_cluster_down_at_boot_workers_boot_answer_503_and_recover_nothing_crashes(tmp_path) -> None:
-    port = free_port()
-    dead = f"redis://127.0.0.1:{free_port()}"
+def test_with_the_cluster_down_at_boot_workers_boot_answer_503_and_recover_nothing_crashes(tmp_path, redis_cluster_url, prefix) -> None:
+    port, cluster_port = free_port(), free_port()
     config = tmp_path / "status.yaml"
     config.write_text("tenants: []\n")
-    env = environment(dead, "test:down:", config, PORT=str(port), WEB_CONCURRENCY="2", REDIS_CLUSTER="true",
-                      REDIS_TIMEOUT_SECONDS="0.2")
+    env = environment(f"redis://127.0.0.1:{cluster_port}", prefix, config, PORT=str(port), WEB_CONCURRENCY="2",
+                      REDIS_CLUSTER="true", REDIS_TIMEOUT_SECONDS="0.2")
+    node = redis_cluster_url.removeprefix("redis://").split(":")
+    proxy = None
     with open(tmp_path / "web.log", "wb") as log:
         web = spawn([sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "wsgi:app"], env, log)
         prober = start_prober(env, log)
@@ -219,9 +221,15 @@ def test_with_the_cluster_down_at_boot_workers_boot_answer_503_and_recover_nothi
             assert _get(port, "/readyz") == 503
             time.sleep(2)
             assert web.poll() is None and prober.poll() is None  # both still up, waiting for the cluster
+            # The cluster comes up at the address they were given: the prober seeds it, the workers reach it.
+            proxy = Proxy(lambda: socket.create_connection((node[0], int(node[1])), timeout=5), port=cluster_port)
+            wait_for(lambda: _get(port, "/readyz") == 200, timeout_s=30, interval_s=0.2)
+            assert _get(port, "/status", {"Authorization": "Bearer any-key"}) == 401  # a registry to say no from
         finally:
             stop(web)
             stop(prober)
+            if proxy is not None:
+                proxy.close()
     text = (tmp_path / "web.log").read_text()
     assert "Worker failed to boot" not in text and "Traceback" not in text
 

@@ -15,7 +15,7 @@ from status_service.prober import Prober
 from status_service.settings import Settings
 from status_service.store import Store, StoredReport, connect
 from status_service.web.mirror import Mirror
-from tests.conftest import integration, key_digest, make_registry, run_round, tenant, wait_for
+from tests.conftest import Proxy, integration, key_digest, make_registry, run_round, tenant, wait_for
 
 MB = 1024 * 1024
 
@@ -240,47 +240,16 @@ def test_memory_never_exceeds_its_bound_nor_serves_below_a_floor(operations) -> 
             assert found.version >= mirror._floors.get(tenant_id, 0)
 
 
-class BlackHoleProxy:
-    """A TCP proxy on 127.0.0.1 to a unix socket that can turn into a black hole: bytes vanish, nothing closes."""
-
-    def __init__(self, target: str) -> None:
-        self.target = target
-        self.dropping = False
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = socket.socket(socket.AF_UNIX)
-            try:
-                server.connect(self.target)
-            except OSError:  # the Redis behind it is gone
-                client.close()
-                server.close()
-                continue
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                if not self.dropping:
-                    sink.sendall(data)
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        self.listener.close()
-
-
 def test_a_silently_dead_push_link_is_noticed_and_memory_forgotten(private_redis, upstream) -> None:
     _, url = private_redis
-    proxy = BlackHoleProxy(url.removeprefix("unix://"))
+    path = url.removeprefix("unix://")
+
+    def to_redis() -> socket.socket:
+        conn = socket.socket(socket.AF_UNIX)
+        conn.connect(path)
+        return conn
+
+    proxy = Proxy(to_redis)
     reg = make_registry([tenant("acme", ["k1"], [integration("1", "MJ", upstream.url("/p"))])])
     prober = Prober(reg, Store(connect(url), "p:"))
     try:
