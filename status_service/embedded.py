@@ -89,7 +89,7 @@ def ensure(directory: Path) -> str:
     return f"unix://{socket_path(directory)}"
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     """Return whether a process exists and is not a zombie (a daemon's reaper may be slow or absent)."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
@@ -117,7 +117,7 @@ def shutdown(directory: Path, timeout_s: float = STOP_TIMEOUT_S) -> bool:
         pid = int(client.info("server")["process_id"])
     os.kill(pid, signal.SIGTERM)  # redis-server's graceful shutdown, as the SHUTDOWN command
     deadline = time.monotonic() + timeout_s
-    while _alive(pid):
+    while alive(pid):
         if time.monotonic() > deadline:
             raise RuntimeError(f"embedded redis (pid {pid}) did not stop within {timeout_s:g}s")
         time.sleep(0.05)

@@ -89,15 +89,6 @@ def test_tests_delete_only_their_own_keys_from_test_redis_url(private_redis) -> 
 
 # -- scripts/run.sh and its embedded Redis ---------------------------------------------------------
 
-def alive(pid: int) -> bool:
-    """Return whether a process exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rpartition(")")[2].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def livez(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/livez", timeout=1) as response:
@@ -165,9 +156,9 @@ def run_script(tmp_path) -> Iterator[RunScript]:
 def test_ctrl_c_on_run_sh_stops_the_embedded_redis_it_started(run_script) -> None:
     run_script.start()
     pid = run_script.redis_pid()
-    assert alive(pid) and embedded.answers(run_script.sock)
+    assert embedded.alive(pid) and embedded.answers(run_script.sock)
     run_script.ctrl_c()
-    assert not alive(pid), run_script.log()
+    assert not embedded.alive(pid), run_script.log()
     assert not embedded.answers(run_script.sock)
     assert not livez(run_script.port)
     assert (run_script.redis_dir / "appendonly.aof").exists()  # its data stays on disk
@@ -182,7 +173,7 @@ def test_ctrl_c_on_run_sh_stops_the_embedded_redis_the_prober_restarted(run_scri
              and run_script.redis_pid() != first and embedded.answers(run_script.sock), timeout_s=20)
     second = run_script.redis_pid()
     run_script.ctrl_c()
-    assert not alive(second), run_script.log()
+    assert not embedded.alive(second), run_script.log()
     assert not embedded.answers(run_script.sock)
 
 
@@ -191,5 +182,5 @@ def test_run_sh_leaves_running_an_embedded_redis_it_did_not_start(run_script) ->
     pid = run_script.redis_pid()
     run_script.start()
     run_script.ctrl_c()
-    assert alive(pid) and embedded.answers(run_script.sock), run_script.log()
+    assert embedded.alive(pid) and embedded.answers(run_script.sock), run_script.log()
     assert not livez(run_script.port)
