@@ -167,6 +167,25 @@ def test_a_hostile_upstream_is_cut_off_at_the_deadline(raw_server, serve) -> Non
     assert took < TIMEOUT_S + MARGIN_S
 
 
+def test_a_tls_handshake_that_never_completes_is_cut_off_at_the_deadline() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def swallow() -> None:  # takes the ClientHello, never sends a ServerHello
+        conn, _ = listener.accept()
+        with conn:
+            while conn.recv(65536):
+                pass
+
+    threading.Thread(target=swallow, daemon=True).start()
+    url = f"https://127.0.0.1:{listener.getsockname()[1]}/h"
+    try:
+        outcome, took = timed_probe(Fetcher(), ProbeSpec(url=url, timeout_s=TIMEOUT_S))
+    finally:
+        listener.close()
+    assert outcome.reason == "timeout", outcome
+    assert took < TIMEOUT_S + MARGIN_S
+
+
 def test_a_fast_bottomless_body_is_too_large(raw_server) -> None:
     server = raw_server(bottomless(0, b"x" * 65536))
     outcome, took = timed_probe(Fetcher(), ProbeSpec(url=server.base + "/h", timeout_s=5, max_body_bytes=1_000_000))
