@@ -328,11 +328,12 @@ def _cluster_port() -> int:
     raise RuntimeError("no free port pair for a cluster node")
 
 
-def _node_answers(port: int) -> bool:
+def ping_reply_is(port: int, expected: bytes) -> bool:
+    """Return whether a Redis on 127.0.0.1:port answers PING with a reply starting `expected`."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
             s.sendall(b"PING\r\n")
-            return s.recv(16).startswith(b"+PONG")
+            return s.recv(64).startswith(expected)
     except OSError:
         return False
 
@@ -359,9 +360,9 @@ def _start_cluster_node(directory: Path) -> tuple[int, subprocess.Popen, Path]:
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and process.poll() is None and not _node_answers(port):
+        while time.monotonic() < deadline and process.poll() is None and not ping_reply_is(port, b"+PONG"):
             time.sleep(0.02)
-        if process.poll() is None and _node_answers(port):
+        if process.poll() is None and ping_reply_is(port, b"+PONG"):
             return port, process, log_path
         stop(process)
         tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""

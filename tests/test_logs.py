@@ -15,7 +15,7 @@ import requests
 import yaml
 
 from status_service.logs import REDACTED, redact
-from tests.conftest import environment, free_port, integration, key_digest, spawn, stop, wait_for
+from tests.conftest import environment, free_port, integration, key_digest, ping_reply_is, spawn, stop, wait_for
 
 SECRETS = {name: f"{name}-{uuid.uuid4().hex}" for name in (
     "query", "url_password", "probe_header", "probe_bearer", "api_key", "request_query", "unknown_key", "bad_request_line",
@@ -75,16 +75,8 @@ def password_redis(tmp_path) -> Iterator[int]:
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
     )
 
-    def refuses_us() -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
-                conn.sendall(b"PING\r\n")
-                return conn.recv(64).startswith(b"-NOAUTH")
-        except OSError:
-            return False
-
     try:
-        wait_for(refuses_us, timeout_s=10)
+        wait_for(lambda: ping_reply_is(port, b"-NOAUTH"), timeout_s=10)
         yield port
     finally:
         stop(process)
