@@ -81,6 +81,7 @@ class Registry:
     tenants: tuple[Tenant, ...]
     prober: ProberOptions = field(default_factory=ProberOptions)
     default_interval_s: float = DEFAULT_INTERVAL_S
+    generation: int = 0  # the file's; a prober never seeds Redis from an older one
     integrations: tuple[Integration, ...] = field(init=False, repr=False, compare=False)  # every tenant's, in order
 
     def integration(self, member: str) -> Integration | None:

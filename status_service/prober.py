@@ -26,10 +26,10 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from . import checks, report
 from .fetch import Fetcher
-from .model import Integration, Outcome, Registry, State
+from .model import Integration, Outcome, Registry, State, Tenant
 from .registry import ConfigError, load
 from .settings import SettingsError, configure_logging, from_env, redis_url
-from .store import Claim, Recorded, Store, StoreUnavailable, connect
+from .store import Claim, OlderGeneration, Recorded, Store, StoreUnavailable, connect
 
 log = logging.getLogger("status_service.prober")
 
@@ -71,6 +71,11 @@ class InFlight:
 def fingerprint(registry: Registry) -> str:
     """Return a short digest that changes whenever the registry does, probe headers included."""
     return hashlib.sha256(repr(astuple(registry)).encode()).hexdigest()[:16]
+
+
+def tenant_fingerprint(tenant: Tenant) -> str:
+    """Return a short digest of a tenant's integrations and their probes, headers included."""
+    return hashlib.sha256(repr(tuple(astuple(i) for i in tenant.integrations)).encode()).hexdigest()[:16]
 
 
 def next_due(integration: Integration, claim: Claim, first: bool, now: float) -> float:
@@ -131,6 +136,8 @@ class Prober:
         """Adopt a registry; what is derived from it is computed here once, not on every tick."""
         self.registry = registry
         self.fingerprint = fingerprint(registry)
+        self.tenant_prints = {t.id: tenant_fingerprint(t) for t in registry.tenants}
+        self.behind: set[str] = set()  # tenants whose seeded registry differs from this one (logged once)
         # Each touched tenant's states and report as of a results version, kept one write at a time.
         self.views: dict[str, View] = {}
         self.dirty: dict[str, float] = {}  # tenant -> time.monotonic() its report may be written again
@@ -187,7 +194,14 @@ class Prober:
         owners = {d: t.id for t in self.registry.tenants for d in t.key_digests}
         members = {i.member: 0.0 for i in self.registry.integrations}  # a new one is due at once, by any clock
         tenant_ids = [t.id for t in self.registry.tenants]
-        removed = self.store.seed(mine, owners, tenant_ids, members)
+        try:
+            removed = self.store.seed(mine, self.registry.generation, owners, self.tenant_prints, members)
+        except OlderGeneration as exc:
+            # A newer file has been seeded: this one's keys and integrations must not come back. The
+            # prober goes on probing; what differs from the seeded registry, it does not write.
+            log.warning("registry.older_generation prober=%s file=%d seeded=%d", self.id, self.registry.generation, exc.newest)
+            self.seeded = mine
+            return
         # Every report afresh, so removals show at once; Redis may also have lost what views hold.
         self.views = {}
         self.sync({t: ("", -1, {}) for t in tenant_ids}, now)
@@ -345,6 +359,12 @@ class Prober:
                 writes.setdefault(tenant_id, (*known, {}))[2][iid] = (before.fence if before else 0, state)
             recorded = self.sync(writes, self.clock())
             for tenant_id, result in recorded.items():
+                if result is None:  # the tenant was changed or removed by a newer registry: write nothing
+                    gone = [pending.pop((tenant_id, iid)) for iid in writes[tenant_id][2]]
+                    if tenant_id not in self.behind:
+                        self.behind.add(tenant_id)
+                        log.warning("registry.behind prober=%s tenant=%s dropped=%d", self.id, tenant_id, len(gone))
+                    continue
                 for iid in writes[tenant_id][2]:
                     if iid in result.conflicts:
                         continue  # the view now holds the newer state: recompute on top of it
@@ -361,12 +381,15 @@ class Prober:
         self.write_reports(self.clock())
         return first
 
-    def sync(self, writes: Mapping[str, tuple[str, int, Mapping[str, tuple[int, State]]]], now: float) -> dict[str, Recorded]:
-        """Write states, bring each tenant's view up to the version written, and mark its report due."""
-        recorded = self.store.record(writes)
+    def sync(self, writes: Mapping[str, tuple[str, int, Mapping[str, tuple[int, State]]]], now: float) -> dict[str, Recorded | None]:
+        """Write states, bring each tenant's view up to the version written, and mark its report due.
+
+        A tenant maps to None when the seeded registry of it is not this prober's: nothing was written.
+        """
+        recorded = self.store.record(writes, self.tenant_prints)
         for tenant_id, result in recorded.items():
             tenant = self.registry.tenant(tenant_id)
-            if tenant is None:
+            if tenant is None or result is None:
                 continue
             view = self.views.get(tenant_id)
             if view is None or result.full:
@@ -393,7 +416,7 @@ class Prober:
             view.next_write = ready + len(body) / REPORT_BYTES_PER_S
             stale = view.report.stale_at
             reports.append((tenant_id, view.version, body, stale, report.next_stale(stale, now)))
-        self.store.put_reports(reports)
+        self.store.put_reports(reports, self.tenant_prints)
 
     def _log_probe(self, i: Integration, outcome: Outcome, before: State | None, after: State) -> None:
         log.debug(

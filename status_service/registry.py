@@ -170,6 +170,7 @@ def _build(data: dict[str, Any]) -> Registry:
             tick_s=prober.get("tick_seconds", DEFAULT_TICK_S),
         ),
         default_interval_s=defaults.get("interval_seconds", DEFAULT_INTERVAL_S),
+        generation=data["generation"],
     )
 
 

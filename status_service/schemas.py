@@ -115,6 +115,8 @@ class ProberSchema(Schema):
 class ConfigSchema(Schema):
     """The whole config file."""
 
+    # Bumped with every edit: a prober never applies a file older than the one Redis last took.
+    generation = Count(load_default=0, validate=validate.Range(min=0, max=2**53))
     probe = fields.Nested(ProbeDefaultsSchema, load_default=dict)
     prober = fields.Nested(ProberSchema, load_default=dict)
     tenants = fields.List(fields.Nested(TenantSchema), required=True)

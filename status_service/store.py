@@ -10,11 +10,14 @@ the layout works on Redis Cluster; atomic steps are Lua scripts, never MULTI acr
   P{reg}:keys         hash  API key SHA-256 digest -> tenant id
   P{reg}:tenants      set   registered tenant ids
   P{reg}:config       str   fingerprint of the config last seeded (absent: Redis lost its data)
+  P{reg}:file         str   the generation of the config file last seeded; an older one is refused
   P{reg}:generation   str   counter bumped with every key registry change
   P{t:ID}:results     hash  integration id -> state JSON
   P{t:ID}:version     str   counter bumped with every results write
   P{t:ID}:changed     zset  integration id -> the version at which its state last changed
   P{t:ID}:incarnation str   a random id of the tenant's history, made anew when Redis lost it
+  P{t:ID}:registry    str   fingerprint of the tenant's integrations as last seeded: a prober whose
+                            registry differs (it has not reloaded yet) writes neither results nor report
   P{t:ID}:report      hash  body (prebuilt JSON), v (results version it was built from),
                             until (ms when its first result turns stale), stale (JSON: id -> stale time)
 Every key's size is bounded by the registry: one entry per tenant, key or integration.
@@ -94,8 +97,11 @@ return done
 # Each write names the fence of the state it was computed from; if another prober wrote meanwhile,
 # the write is a conflict and the caller recomputes. A state whose fence is not above the stored one
 # is dropped, so a retried call writes nothing twice and a prober whose claim was taken over cannot
-# overwrite a newer result. No writes at all asks for a rebuild, which needs a new version too.
+# overwrite a newer result. No writes at all asks for a rebuild, which needs a new version too. A
+# caller whose registry of the tenant is not the one last seeded writes nothing ({-1}): it would
+# bring back an integration that was removed while it was probing it.
 _RECORD = """
+if redis.call('GET', KEYS[5]) ~= ARGV[4] then return {-1} end  -- the caller's registry is not the seeded one
 local known = tonumber(ARGV[1])
 local before = tonumber(redis.call('GET', KEYS[2]) or '0')
 local incarnation = redis.call('GET', KEYS[4])
@@ -105,7 +111,7 @@ if not incarnation then
 end
 if incarnation ~= ARGV[2] then known = -1 end
 local conflicts, dropped, written = {}, {}, {}
-for i = 4, #ARGV, 4 do
+for i = 5, #ARGV, 4 do
   local stored = redis.call('HGET', KEYS[1], ARGV[i])
   local fence = 0
   if stored then fence = tonumber(cjson.decode(stored)['fence'] or 0) end
@@ -119,7 +125,7 @@ for i = 4, #ARGV, 4 do
   end
 end
 local version = before
-if #written > 0 or #ARGV == 3 then
+if #written > 0 or #ARGV == 4 then
   version = redis.call('INCR', KEYS[2])
   for _, id in ipairs(written) do redis.call('ZADD', KEYS[3], version, id) end
 end
@@ -139,8 +145,10 @@ end
 return {version, conflicts, dropped, 0, changed, incarnation}
 """
 
-# Keep the report built from the newest results version; an older rebuild never overwrites it.
+# Keep the report built from the newest results version and the seeded registry; an older rebuild,
+# or one by a prober that has not reloaded yet, never overwrites it.
 _PUT_REPORT = """
+if redis.call('GET', KEYS[2]) ~= ARGV[7] then return 0 end  -- built from another registry of the tenant
 local current = tonumber(redis.call('HGET', KEYS[1], 'v') or '-1')
 if tonumber(ARGV[1]) > current then
   redis.call('HSET', KEYS[1], 'v', ARGV[1], 'body', ARGV[2], 'until', ARGV[3], 'stale', ARGV[4])
@@ -150,15 +158,27 @@ end
 return 0
 """
 
-# Replace the key registry in one step, so a request never sees it half written.
+# Replace the key registry in one step, so a request never sees it half written, unless a newer
+# config file has been seeded: a prober started from an older file never brings back a revoked key.
+# Returns the generation that stands in the way, or -1 once the keys are written.
 _SET_REGISTRY = """
+local newest = tonumber(redis.call('GET', KEYS[4]) or '-1')
+if newest > tonumber(ARGV[1]) then return newest end
+redis.call('SET', KEYS[4], ARGV[1])
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('INCR', KEYS[3])  -- a missed message shows as a new generation
-local owners = tonumber(ARGV[1])
-for i = 2, 2 * owners, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-for i = 2 * owners + 3, #ARGV do redis.call('SADD', KEYS[2], ARGV[i]) end
-redis.call('PUBLISH', ARGV[2 * owners + 2], 'k')  -- web workers forget which key is whose
-return owners
+local owners = tonumber(ARGV[2])
+for i = 3, 2 * owners + 1, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 2 * owners + 4, #ARGV do redis.call('SADD', KEYS[2], ARGV[i]) end
+redis.call('PUBLISH', ARGV[2 * owners + 3], 'k')  -- web workers forget which key is whose
+return -1
+"""
+
+# The seed's last step marks it complete, unless a newer file's seed began meanwhile.
+_FINISH_SEED = """
+if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
 """
 
 
@@ -169,6 +189,14 @@ class StoreUnavailable(Exception):
     """
 
     reachable = False
+
+
+class OlderGeneration(Exception):
+    """Redis holds the registry of a newer config file: this one must not be seeded over it."""
+
+    def __init__(self, newest: int) -> None:
+        super().__init__(f"Redis holds config generation {newest}")
+        self.newest = newest
 
 
 class NotSeeded(StoreUnavailable):
@@ -314,6 +342,14 @@ class Store:
     def generation_key(self) -> str:
         """Return the key of the key registry's generation, bumped with every change."""
         return f"{self.prefix}{{reg}}:generation"
+
+    def file_key(self) -> str:
+        """Return the key of the generation of the config file last seeded."""
+        return f"{self.prefix}{{reg}}:file"
+
+    def registry_key(self, tenant_id: str) -> str:
+        """Return the key of the fingerprint of a tenant's integrations as last seeded."""
+        return f"{self.prefix}{{t:{tenant_id}}}:registry"
 
     def config_key(self) -> str:
         """Return the key of the seed marker."""
@@ -498,8 +534,14 @@ class Store:
             for (tenant_id, ids), replies in zip(asked.items(), self._call(run))
         }
 
-    def record(self, writes: Mapping[str, tuple[str, int, Mapping[str, tuple[int, State]]]]) -> dict[str, Recorded]:
-        """Write states per tenant: (incarnation and version the caller knows, or "" and -1; id -> (fence followed, new state))."""
+    def record(
+        self, writes: Mapping[str, tuple[str, int, Mapping[str, tuple[int, State]]]], prints: Mapping[str, str],
+    ) -> dict[str, Recorded | None]:
+        """Write states per tenant: (incarnation and version the caller knows, or "" and -1; id -> (fence followed, new state)).
+
+        `prints` holds the caller's fingerprint of each tenant's integrations; a tenant whose stored
+        one differs (or is gone) is written nothing and maps to None.
+        """
         tenant_ids = list(writes)
 
         def run() -> list[list[Any]]:
@@ -509,32 +551,27 @@ class Store:
                 incarnation, known, states = writes[tenant_id]
                 args = [x for iid, (follows, s) in states.items() for x in (iid, s.fence, follows, json.dumps(s.to_json()))]
                 keys = [self.results_key(tenant_id), self.version_key(tenant_id), self.changed_key(tenant_id),
-                        self.incarnation_key(tenant_id)]
-                pipe.execute_command("EVAL", _RECORD, len(keys), *keys, known, incarnation, uuid.uuid4().hex, *args)
+                        self.incarnation_key(tenant_id), self.registry_key(tenant_id)]
+                pipe.execute_command(
+                    "EVAL", _RECORD, len(keys), *keys, known, incarnation, uuid.uuid4().hex, prints.get(tenant_id, ""), *args,
+                )
             return pipe.execute()
 
         replies = self._call(run) if tenant_ids else []
-        return {
-            tenant_id: Recorded(
-                version=int(version),
-                conflicts=[_text(c) for c in conflicts],
-                dropped=[_text(d) for d in dropped],
-                full=bool(full),
-                states=_decode_states(dict(zip(flat[::2], flat[1::2]))),
-                incarnation=_text(incarnation),
-            )
-            for tenant_id, (version, conflicts, dropped, full, flat, incarnation) in zip(tenant_ids, replies)
-        }
+        return {tenant_id: _recorded(reply) for tenant_id, reply in zip(tenant_ids, replies)}
 
-    def put_reports(self, reports: Iterable[tuple[str, int, bytes, Mapping[str, float], float]]) -> None:
-        """Store prebuilt reports (tenant, results version, body, stale time per id, next stale time)."""
+    def put_reports(self, reports: Iterable[tuple[str, int, bytes, Mapping[str, float], float]], prints: Mapping[str, str]) -> None:
+        """Store prebuilt reports (tenant, results version, body, stale time per id, next stale time).
+
+        A report is kept only if `prints` holds the tenant's seeded fingerprint (see record()).
+        """
 
         def run() -> None:
             pipe = self.client.pipeline(transaction=False)  # plain EVAL, as in record()
             for tenant_id, version, body, stale, until in reports:
                 pipe.execute_command(
-                    "EVAL", _PUT_REPORT, 1, self.report_key(tenant_id),
-                    version, body, _until_arg(until), json.dumps(stale), self.channel, tenant_id,
+                    "EVAL", _PUT_REPORT, 2, self.report_key(tenant_id), self.registry_key(tenant_id),
+                    version, body, _until_arg(until), json.dumps(stale), self.channel, tenant_id, prints.get(tenant_id, ""),
                 )
             pipe.execute()
 
@@ -543,46 +580,67 @@ class Store:
     def seed(
         self,
         fingerprint: str,
+        generation: int,
         owners: Mapping[str, str],
-        tenant_ids: Sequence[str],
+        prints: Mapping[str, str],
         members: Mapping[str, float],
     ) -> list[str]:
-        """Make Redis match a registry and return the members removed.
+        """Make Redis match a config file's registry and return the members removed.
 
-        `owners` maps key digests to tenants; `members` maps every integration's schedule name to
-        its first due time. New members are added with that time, existing ones keep theirs, and
-        members and tenants no longer registered are removed with their keys.
+        `owners` maps key digests to tenants; `prints` maps every tenant to the fingerprint of its
+        integrations; `members` maps every integration's schedule name to its first due time. New
+        members are added with that time, existing ones keep theirs, and members and tenants no
+        longer registered are removed with their data. Raises OlderGeneration, changing nothing,
+        when Redis holds a newer file's registry.
         """
 
         def run() -> list[str]:
             known = {m.decode() for m in self.client.zrange(self.due_key(), 0, -1)}
-            gone_tenants = {t.decode() for t in self.client.smembers(self.tenants_key())} - set(tenant_ids)
+            gone_tenants = {t.decode() for t in self.client.smembers(self.tenants_key())} - set(prints)
             removed = sorted(known - members.keys())
-            self._script(
+            newest = self._script(
                 _SET_REGISTRY,
-                [self.keys_key(), self.tenants_key(), self.generation_key()],
-                [len(owners), *[x for pair in owners.items() for x in pair], self.channel, *tenant_ids],
+                [self.keys_key(), self.tenants_key(), self.generation_key(), self.file_key()],
+                [generation, len(owners), *[x for pair in owners.items() for x in pair], self.channel, *prints],
             )
+            if int(newest) >= 0:
+                raise OlderGeneration(int(newest))
             pipe = self.client.pipeline(transaction=False)
+            # First: from here on, a prober that has not reloaded writes nothing for a changed tenant.
+            for tenant_id, tenant_print in prints.items():
+                pipe.set(self.registry_key(tenant_id), tenant_print)
             if members:
                 pipe.zadd(self.due_key(), {m: _ms(t) for m, t in members.items()}, nx=True)
             if removed:
                 pipe.zrem(self.due_key(), *removed)
             for tenant_id in gone_tenants:
-                pipe.delete(self.results_key(tenant_id))
-                pipe.delete(self.changed_key(tenant_id))
-                pipe.delete(self.incarnation_key(tenant_id))
-                pipe.delete(self.version_key(tenant_id))
-                pipe.delete(self.report_key(tenant_id))
+                for key in (self.registry_key(tenant_id), self.results_key(tenant_id), self.changed_key(tenant_id),
+                            self.incarnation_key(tenant_id), self.version_key(tenant_id), self.report_key(tenant_id)):
+                    pipe.delete(key)  # one by one: a cluster pipeline sends a many-key DEL to one node only
             for member in removed:
                 tenant_id, integration_id = split_member(member)
                 pipe.hdel(self.results_key(tenant_id), integration_id)
                 pipe.zrem(self.changed_key(tenant_id), integration_id)
             pipe.execute()
-            self.client.set(self.config_key(), fingerprint)  # last: its presence means the seed is complete
+            # Last: its presence means the seed is complete.
+            self._script(_FINISH_SEED, [self.config_key(), self.file_key()], [fingerprint, generation])
             return removed
 
         return self._call(run)
+
+
+def _recorded(reply: list[Any]) -> Recorded | None:
+    if len(reply) == 1:  # the caller's registry of the tenant is not the seeded one
+        return None
+    version, conflicts, dropped, full, flat, incarnation = reply
+    return Recorded(
+        version=int(version),
+        conflicts=[_text(c) for c in conflicts],
+        dropped=[_text(d) for d in dropped],
+        full=bool(full),
+        states=_decode_states(dict(zip(flat[::2], flat[1::2]))),
+        incarnation=_text(incarnation),
+    )
 
 
 def _text(raw: bytes | str) -> str:

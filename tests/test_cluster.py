@@ -37,7 +37,7 @@ def slot(key: str) -> int:
 
 def tenant_keys(store: Store, tenant_id: str) -> list[str]:
     return [store.results_key(tenant_id), store.version_key(tenant_id), store.changed_key(tenant_id),
-            store.incarnation_key(tenant_id), store.report_key(tenant_id)]
+            store.incarnation_key(tenant_id), store.report_key(tenant_id), store.registry_key(tenant_id)]
 
 
 def expected_health(tenant_id: str) -> dict[str, str]:
@@ -224,7 +224,11 @@ def test_with_the_cluster_down_at_boot_workers_boot_answer_503_and_recover_nothi
             # The cluster comes up at the address they were given: the prober seeds it, the workers reach it.
             proxy = Proxy(lambda: socket.create_connection((node[0], int(node[1])), timeout=5), port=cluster_port)
             wait_for(lambda: _get(port, "/readyz") == 200, timeout_s=30, interval_s=0.2)
-            assert _get(port, "/status", {"Authorization": "Bearer any-key"}) == 401  # a registry to say no from
+            # Each worker tries Redis again within a second of its last failure; then every one has a
+            # registry to say no from.
+            wait_for(lambda: _get(port, "/status", {"Authorization": "Bearer any-key"}) == 401, timeout_s=5, interval_s=0.1)
+            time.sleep(1.1)
+            assert [_get(port, "/status", {"Authorization": "Bearer any-key"}) for _ in range(10)] == [401] * 10
         finally:
             stop(web)
             stop(prober)

@@ -32,21 +32,23 @@ def test_a_taken_over_claim_cannot_overwrite_a_newer_result(store, upstream, mak
     spec = reg.integrations[0].probe
     old, new = next_fence(store), next_fence(store) + 1
     newer = checks.advance(stored(store), Outcome(ok=True, latency_ms=1), spec, time.time(), new)
-    assert store.record({"acme": ("", -1, {"1": (stored(store).fence, newer)})})["acme"].dropped == []
+    prints = prober.tenant_prints
+    assert store.record({"acme": ("", -1, {"1": (stored(store).fence, newer)})}, prints)["acme"].dropped == []
     # The prober whose lease ran out reports last, with the older claim's token.
     late = checks.advance(stored(store), FAIL, spec, time.time(), old)
-    result = store.record({"acme": ("", -1, {"1": (stored(store).fence, late)})})["acme"]
+    result = store.record({"acme": ("", -1, {"1": (stored(store).fence, late)})}, prints)["acme"]
     assert result.dropped == ["1"]
     assert stored(store) == newer
 
 
 def test_a_retried_record_writes_nothing_twice(store, upstream, make_prober) -> None:
     reg = one_integration(upstream, failure_threshold=5)
-    run_round(make_prober(reg))
+    prober = make_prober(reg)
+    run_round(prober)
     before = stored(store)
     failed = checks.advance(before, FAIL, reg.integrations[0].probe, time.time(), next_fence(store))
-    first = store.record({"acme": ("", -1, {"1": (before.fence, failed)})})["acme"]
-    again = store.record({"acme": ("", -1, {"1": (before.fence, failed)})})["acme"]  # its reply was lost; sent again
+    first = store.record({"acme": ("", -1, {"1": (before.fence, failed)})}, prober.tenant_prints)["acme"]
+    again = store.record({"acme": ("", -1, {"1": (before.fence, failed)})}, prober.tenant_prints)["acme"]  # its reply was lost; sent again
     assert again.dropped == ["1"] and again.version == first.version
     assert stored(store).consecutive_failures == 1
 
