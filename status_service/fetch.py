@@ -21,7 +21,7 @@ from requests.utils import default_headers
 from urllib3 import connection, connectionpool, poolmanager
 from urllib3.util.connection import allowed_gai_family
 
-from . import checks
+from . import checks, policy
 from .model import Outcome, ProbeSpec
 
 READ_SIZE = 65536
@@ -114,12 +114,17 @@ class Reaper:
 
 
 class Deadline:
-    """The one deadline of a running probe, which its thread's connections obey."""
+    """The one deadline of a running probe, which its thread's connections obey.
 
-    def __init__(self, fetcher: Fetcher, at: float) -> None:
+    A guarded probe's direct connections also obey the address policy: only public addresses.
+    """
+
+    def __init__(self, fetcher: Fetcher, at: float, guarded: bool = False) -> None:
         self.fetcher = fetcher
         self.at = at
         self.watches: list[Watch] = []
+        self.guarded = guarded
+        self.refused = False  # whether the address policy refused where the probe would connect
 
     def remaining(self) -> float:
         """Return the seconds left (negative once passed)."""
@@ -196,6 +201,13 @@ class DeadlineConnectionMixin:
             raise u3.NameResolutionError(self.host, self, exc) from exc
         except TimeoutError as exc:
             raise u3.ConnectTimeoutError(self, f"resolving {self.host} timed out") from exc
+        if deadline.guarded:
+            # Checked on the addresses connected to, not on the name: a name that resolves
+            # elsewhere by now (DNS rebinding) is still refused.
+            addresses = [a for a in addresses if policy.address_refusal(a[4][0]) is None]
+            if not addresses:
+                deadline.refused = True
+                raise u3.NewConnectionError(self, "every address of the host is refused by the address policy")
         error: OSError = OSError("the host name resolved to no address")
         for family, kind, proto, _, address in addresses:
             sock = socket.socket(family, kind, proto)
@@ -221,6 +233,10 @@ class DeadlineConnectionMixin:
         deadline = current_deadline()
         if deadline is not None and self.sock is not None:
             self._watch(deadline, self.sock)
+            # A pooled connection may have been opened by a trusted probe, to anywhere.
+            if deadline.guarded and policy.address_refusal(self.sock.getpeername()[0]) is not None:
+                deadline.refused = True
+                raise u3.NewConnectionError(self, "the pooled connection's address is refused by the address policy")
         super().request(*args, **kwargs)
 
 
@@ -304,19 +320,22 @@ class Fetcher:
     def probe(self, spec: ProbeSpec) -> Outcome:
         """Probe once within spec.timeout_s and judge the result; never raise, never reveal headers or credentials."""
         started = time.monotonic()
-        deadline = Deadline(self, started + spec.timeout_s)
+        proxies = self._proxies_for(spec.url)
+        deadline = Deadline(self, started + spec.timeout_s, guarded=spec.guarded)
         _current.deadline = deadline
 
         def elapsed_ms() -> int:
             return int((time.monotonic() - started) * 1000)
 
         try:
+            if spec.guarded and (refusal := self._guard(spec, deadline, proxies)) is not None:
+                return Outcome.failed(refusal, elapsed_ms())
             response = self.adapter.send(
                 self._prepare(spec),
                 stream=True,
                 timeout=spec.timeout_s,  # per recv; the reaper enforces the deadline over the whole probe
                 verify=self.verify,
-                proxies=self._proxies_for(spec.url),
+                proxies=proxies,
             )
             with response:
                 body = bytearray()
@@ -334,11 +353,28 @@ class Fetcher:
                 return Outcome.failed("timeout", elapsed_ms())
             return checks.judge(spec, response.status_code, bytes(body), elapsed_ms())
         except Exception as exc:  # every failure becomes a short reason, whatever raised it
+            if deadline.refused:
+                return Outcome.failed(policy.REASON, elapsed_ms())
             # Past the deadline, whatever broke did so because the reaper cut the socket off.
             return Outcome.failed("timeout" if deadline.passed() else reason_for(exc), elapsed_ms())
         finally:
             _current.deadline = None
             deadline.close()
+
+    def _guard(self, spec: ProbeSpec, deadline: Deadline, proxies: Mapping[str, str]) -> str | None:
+        """Return the reason to refuse a guarded probe before it sends anything, or None."""
+        if policy.request_refusal(spec.method, spec.url, (name for name, _ in spec.headers)) is not None:
+            return policy.REASON
+        if not proxies:
+            return None  # checked on each address connected to (see _new_conn)
+        # Through a proxy, this prober connects only to the proxy: the target's addresses are checked
+        # here instead, as this prober resolves them (the proxy resolves on its own).
+        deadline.guarded = False
+        try:
+            addresses = deadline.resolve(urlsplit(spec.url).hostname or "", 0)
+        except socket.gaierror:
+            return "connection_error"
+        return policy.REASON if policy.addresses_refusal(a[4][0] for a in addresses) else None
 
     def _prepare(self, spec: ProbeSpec) -> requests.PreparedRequest:
         """Return the probe's request: the default headers, overridden by its own."""

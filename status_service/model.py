@@ -40,6 +40,7 @@ class ProbeSpec:
     success_threshold: int = DEFAULT_SUCCESS_THRESHOLD
     stale_after_s: float = STALE_AFTER_INTERVALS * DEFAULT_INTERVAL_S
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    guarded: bool = False  # untrusted (not from the config file): public addresses only (see policy.py)
 
 
 @dataclass(frozen=True)
