@@ -7,7 +7,7 @@ from flask import Flask
 
 from .settings import Settings, configure_logging, from_env, redis_url
 from .store import Store, connect
-from .web import errors, health, status
+from .web import admin, errors, health, status
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -22,7 +22,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     # answer 503) while the cluster is down rather than crash-loop.
     store = Store(lambda: connect(url, settings.redis_timeout_s, settings.redis_cluster), settings.key_prefix, settings.redis_timeout_s)
     status.install(app.extensions, store, settings.web_memory_bytes)
+    admin.install(app.extensions, settings.admin_key_sha256)
+    app.config["MAX_CONTENT_LENGTH"] = admin.MAX_BODY_BYTES  # no endpoint reads a larger body
     app.register_blueprint(status.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(admin.bp)
     errors.register(app)
     return app

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+import hashlib
+from dataclasses import astuple, dataclass, field
 from typing import Any
 
 
@@ -83,6 +84,7 @@ class Registry:
     prober: ProberOptions = field(default_factory=ProberOptions)
     default_interval_s: float = DEFAULT_INTERVAL_S
     generation: int = 0  # the file's; a prober never seeds Redis from an older one
+    admin_keys: tuple[tuple[str, str], ...] = ()  # (id, SHA-256 digest) of each key of the admin API
     integrations: tuple[Integration, ...] = field(init=False, repr=False, compare=False)  # every tenant's, in order
 
     def integration(self, member: str) -> Integration | None:
@@ -99,6 +101,11 @@ class Registry:
         object.__setattr__(self, "integrations", integrations)
         object.__setattr__(self, "_by_tenant", {t.id: t for t in self.tenants})
         object.__setattr__(self, "_by_member", {i.member: i for i in integrations})
+
+
+def tenant_fingerprint(integrations: tuple[Integration, ...]) -> str:
+    """Return a short digest of a tenant's integrations and their probes, headers included."""
+    return hashlib.sha256(repr(tuple(astuple(i) for i in integrations)).encode()).hexdigest()[:16]
 
 
 # Tenant and integration ids never contain this unit separator (the schema refuses it).

@@ -26,7 +26,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from . import checks, report
 from .fetch import Fetcher
-from .model import Integration, Outcome, Registry, State, Tenant
+from .model import Integration, Outcome, Registry, State, tenant_fingerprint
 from .registry import ConfigError, load
 from .settings import SettingsError, configure_logging, from_env, redis_url
 from .store import Claim, OlderGeneration, Recorded, Store, StoreUnavailable, connect
@@ -71,11 +71,6 @@ class InFlight:
 def fingerprint(registry: Registry) -> str:
     """Return a short digest that changes whenever the registry does, probe headers included."""
     return hashlib.sha256(repr(astuple(registry)).encode()).hexdigest()[:16]
-
-
-def tenant_fingerprint(tenant: Tenant) -> str:
-    """Return a short digest of a tenant's integrations and their probes, headers included."""
-    return hashlib.sha256(repr(tuple(astuple(i) for i in tenant.integrations)).encode()).hexdigest()[:16]
 
 
 def next_due(integration: Integration, claim: Claim, first: bool, now: float) -> float:
@@ -136,7 +131,7 @@ class Prober:
         """Adopt a registry; what is derived from it is computed here once, not on every tick."""
         self.registry = registry
         self.fingerprint = fingerprint(registry)
-        self.tenant_prints = {t.id: tenant_fingerprint(t) for t in registry.tenants}
+        self.tenant_prints = {t.id: tenant_fingerprint(t.integrations) for t in registry.tenants}
         self.behind: set[str] = set()  # tenants whose seeded registry differs from this one (logged once)
         # Each touched tenant's states and report as of a results version, kept one write at a time.
         self.views: dict[str, View] = {}
@@ -195,7 +190,8 @@ class Prober:
         members = {i.member: 0.0 for i in self.registry.integrations}  # a new one is due at once, by any clock
         tenant_ids = [t.id for t in self.registry.tenants]
         try:
-            removed = self.store.seed(mine, self.registry.generation, owners, self.tenant_prints, members)
+            admins = {digest: admin_id for admin_id, digest in self.registry.admin_keys}
+            removed = self.store.seed(mine, self.registry.generation, owners, self.tenant_prints, members, admins)
         except OlderGeneration as exc:
             # A newer file has been seeded: this one's keys and integrations must not come back. The
             # prober goes on probing; what differs from the seeded registry, it does not write.

@@ -171,6 +171,7 @@ def _build(data: dict[str, Any]) -> Registry:
         ),
         default_interval_s=defaults.get("interval_seconds", DEFAULT_INTERVAL_S),
         generation=data["generation"],
+        admin_keys=tuple((k["id"], k["sha256"].lower()) for k in data["admin_keys"]),
     )
 
 

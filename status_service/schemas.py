@@ -105,6 +105,13 @@ class TenantSchema(Schema):
             raise ValidationError({"integrations": {index: {"id": [msg]} for index, msg in errors.items()}})
 
 
+class AdminKeySchema(Schema):
+    """A key of the admin API, named for the audit log, stored only as its SHA-256 digest."""
+
+    id = Id(required=True)
+    sha256 = fields.String(required=True, validate=validate.Regexp(SHA256_PATTERN, error="not a SHA-256 hex digest"))
+
+
 class ProberSchema(Schema):
     """How each prober process runs."""
 
@@ -120,10 +127,14 @@ class ConfigSchema(Schema):
     probe = fields.Nested(ProbeDefaultsSchema, load_default=dict)
     prober = fields.Nested(ProberSchema, load_default=dict)
     tenants = fields.List(fields.Nested(TenantSchema), required=True)
+    admin_keys = fields.List(fields.Nested(AdminKeySchema), load_default=list)
 
     @validates_schema
     def unique_tenants_and_keys(self, data: dict[str, Any], **kwargs: Any) -> None:
-        """Refuse duplicate tenant ids and a key shared by two tenants."""
+        """Refuse duplicate tenant ids, a key shared by two tenants, and duplicate admin key ids."""
+        admins = _duplicates([k["id"] for k in data.get("admin_keys", [])], "duplicate admin key id")
+        if admins:
+            raise ValidationError({"admin_keys": {index: {"id": [msg]} for index, msg in admins.items()}})
         tenants = data.get("tenants", [])
         errors: dict[int, dict[str, Any]] = {
             index: {"id": [msg]} for index, msg in _duplicates([t["id"] for t in tenants], "duplicate tenant id").items()
@@ -149,3 +160,9 @@ def _duplicates(values: list[str], message: str) -> dict[int, str]:
             errors[index] = f"{message} {value!r}"
         seen.add(value)
     return errors
+
+
+class NewTenantSchema(Schema):
+    """The body of POST /admin/tenants."""
+
+    id = Id(required=True)

@@ -32,6 +32,7 @@ class Settings:
     redis_timeout_s: float = DEFAULT_REDIS_TIMEOUT_S
     web_memory_bytes: int = DEFAULT_WEB_MEMORY_MB * 1024 * 1024  # per web worker; 0: read Redis every time
     log_level: str = "INFO"
+    admin_key_sha256: str | None = None  # a key of the admin API besides the config file's (id "env")
 
 
 def from_env(environ: Mapping[str, str]) -> Settings:
@@ -48,7 +49,11 @@ def from_env(environ: Mapping[str, str]) -> Settings:
     cluster = environ.get("REDIS_CLUSTER", "").lower()
     if cluster not in ("", "0", "1", "false", "true", "no", "yes"):
         raise SettingsError("REDIS_CLUSTER: must be true or false")
+    admin_digest = environ.get("STATUS_ADMIN_KEY_SHA256", "").strip().lower() or None
+    if admin_digest and not re.fullmatch(r"[0-9a-f]{64}", admin_digest):
+        raise SettingsError("STATUS_ADMIN_KEY_SHA256: must be the SHA-256 hex digest of the admin key")
     return Settings(
+        admin_key_sha256=admin_digest,
         redis_url=url,
         redis_cluster=cluster in ("1", "true", "yes"),
         config_path=environ.get("STATUS_CONFIG", DEFAULT_CONFIG),

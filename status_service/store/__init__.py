@@ -11,6 +11,8 @@ the layout works on Redis Cluster; atomic steps are Lua scripts, never MULTI acr
   P{reg}:tenants      set   registered tenant ids
   P{reg}:config       str   fingerprint of the config last seeded (absent: Redis lost its data)
   P{reg}:file         str   the generation of the config file last seeded; an older one is refused
+  P{reg}:file:keys    str   JSON list of the key digests the config file declared (the rest are the API's)
+  P{reg}:admins       hash  admin API key digest (from the config file) -> admin key id
   P{reg}:generation   str   counter bumped with every key registry change
   P{t:ID}:results     hash  integration id -> state JSON
   P{t:ID}:version     str   counter bumped with every results write
@@ -39,7 +41,7 @@ from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
-from .model import State, split_member
+from ..model import State, split_member
 
 T = TypeVar("T")
 
@@ -158,19 +160,41 @@ end
 return 0
 """
 
-# Replace the key registry in one step, so a request never sees it half written, unless a newer
-# config file has been seeded: a prober started from an older file never brings back a revoked key.
-# Returns the generation that stands in the way, or -1 once the keys are written.
+# Replace the config file's part of the key registry in one step, so a request never sees it half
+# written, unless a newer config file has been seeded: a prober started from an older file never
+# brings back a revoked key. Keys made through the admin API are left alone. Returns the generation
+# that stands in the way, or -1 once the keys are written.
 _SET_REGISTRY = """
 local newest = tonumber(redis.call('GET', KEYS[4]) or '-1')
 if newest > tonumber(ARGV[1]) then return newest end
 redis.call('SET', KEYS[4], ARGV[1])
-redis.call('DEL', KEYS[1], KEYS[2])
+local previous = redis.call('GET', KEYS[5])
+if previous then
+  for _, digest in ipairs(cjson.decode(previous)) do redis.call('HDEL', KEYS[1], digest) end
+else
+  redis.call('DEL', KEYS[1])  -- written before the file's keys were told apart: all of them were the file's
+end
+redis.call('DEL', KEYS[2], KEYS[6])
 redis.call('INCR', KEYS[3])  -- a missed message shows as a new generation
-local owners = tonumber(ARGV[2])
-for i = 3, 2 * owners + 1, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-for i = 2 * owners + 4, #ARGV do redis.call('SADD', KEYS[2], ARGV[i]) end
-redis.call('PUBLISH', ARGV[2 * owners + 3], 'k')  -- web workers forget which key is whose
+local at = 2
+local digests = {}
+for _ = 1, tonumber(ARGV[at]) do
+  redis.call('HSET', KEYS[1], ARGV[at + 1], ARGV[at + 2])
+  digests[#digests + 1] = ARGV[at + 1]
+  at = at + 2
+end
+redis.call('SET', KEYS[5], cjson.encode(digests))
+at = at + 1
+for _ = 1, tonumber(ARGV[at]) do
+  redis.call('HSET', KEYS[6], ARGV[at + 1], ARGV[at + 2])
+  at = at + 2
+end
+at = at + 1
+for _ = 1, tonumber(ARGV[at]) do
+  redis.call('SADD', KEYS[2], ARGV[at + 1])
+  at = at + 1
+end
+redis.call('PUBLISH', ARGV[#ARGV], 'k')  -- web workers forget which key is whose
 return -1
 """
 
@@ -346,6 +370,14 @@ class Store:
     def file_key(self) -> str:
         """Return the key of the generation of the config file last seeded."""
         return f"{self.prefix}{{reg}}:file"
+
+    def file_keys_key(self) -> str:
+        """Return the key of the JSON list of the key digests the config file declared."""
+        return f"{self.prefix}{{reg}}:file:keys"
+
+    def admins_key(self) -> str:
+        """Return the key of the admin API's key digests (from the config file) and their ids."""
+        return f"{self.prefix}{{reg}}:admins"
 
     def registry_key(self, tenant_id: str) -> str:
         """Return the key of the fingerprint of a tenant's integrations as last seeded."""
@@ -577,6 +609,21 @@ class Store:
 
         self._call(run)
 
+    def tenant_keys(self, tenant_id: str) -> list[str]:
+        """Return every key of a tenant's own data (results, report and their bookkeeping)."""
+        return [self.registry_key(tenant_id), self.results_key(tenant_id), self.changed_key(tenant_id),
+                self.incarnation_key(tenant_id), self.version_key(tenant_id), self.report_key(tenant_id)]
+
+    def forget_tenant(self, tenant_id: str) -> None:
+        """Delete a tenant's own data."""
+        def run() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            for key in self.tenant_keys(tenant_id):
+                pipe.delete(key)
+            pipe.execute()
+
+        self._call(run)
+
     def seed(
         self,
         fingerprint: str,
@@ -584,15 +631,19 @@ class Store:
         owners: Mapping[str, str],
         prints: Mapping[str, str],
         members: Mapping[str, float],
+        admins: Mapping[str, str] | None = None,
     ) -> list[str]:
         """Make Redis match a config file's registry and return the members removed.
 
-        `owners` maps key digests to tenants; `prints` maps every tenant to the fingerprint of its
+        `owners` maps key digests to tenants, `admins` admin key digests to their ids (keys made
+        through the admin API stay); `prints` maps every tenant to the fingerprint of its
         integrations; `members` maps every integration's schedule name to its first due time. New
         members are added with that time, existing ones keep theirs, and members and tenants no
         longer registered are removed with their data. Raises OlderGeneration, changing nothing,
         when Redis holds a newer file's registry.
         """
+
+        admins = admins or {}
 
         def run() -> list[str]:
             known = {m.decode() for m in self.client.zrange(self.due_key(), 0, -1)}
@@ -600,8 +651,11 @@ class Store:
             removed = sorted(known - members.keys())
             newest = self._script(
                 _SET_REGISTRY,
-                [self.keys_key(), self.tenants_key(), self.generation_key(), self.file_key()],
-                [generation, len(owners), *[x for pair in owners.items() for x in pair], self.channel, *prints],
+                [self.keys_key(), self.tenants_key(), self.generation_key(), self.file_key(), self.file_keys_key(),
+                 self.admins_key()],
+                [generation, len(owners), *[x for pair in owners.items() for x in pair],
+                 len(admins), *[x for pair in admins.items() for x in pair],
+                 len(prints), *prints, self.channel],
             )
             if int(newest) >= 0:
                 raise OlderGeneration(int(newest))
@@ -614,8 +668,7 @@ class Store:
             if removed:
                 pipe.zrem(self.due_key(), *removed)
             for tenant_id in gone_tenants:
-                for key in (self.registry_key(tenant_id), self.results_key(tenant_id), self.changed_key(tenant_id),
-                            self.incarnation_key(tenant_id), self.version_key(tenant_id), self.report_key(tenant_id)):
+                for key in self.tenant_keys(tenant_id):
                     pipe.delete(key)  # one by one: a cluster pipeline sends a many-key DEL to one node only
             for member in removed:
                 tenant_id, integration_id = split_member(member)

@@ -1,0 +1,211 @@
+"""The admin API under /admin: tenants and their keys, and the audit log, for admin keys only."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from typing import Any
+
+from flask import Blueprint, Response, current_app, g, jsonify, request
+from marshmallow import Schema, ValidationError
+
+from .. import report
+from ..model import tenant_fingerprint
+from ..schemas import ID_PATTERN, NewTenantSchema
+from ..store.admin import Admin
+from .auth import AuthError, candidate_keys, digest
+from .errors import error_response
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+MAX_BODY_BYTES = 1024 * 1024
+KEY_PREFIX = "sst_"  # lets a leaked key be recognised (and searched for) as this service's
+DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
+
+
+class AdminError(Exception):
+    """A request the admin API refuses: HTTP status, error code, message, and the bad fields."""
+
+    def __init__(self, status: int, code: str, message: str, fields: dict[str, list[str]] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.fields = status, code, message, fields
+
+
+def install(app_extensions: dict[str, Any], admin_key_sha256: str | None) -> None:
+    """Give the app the admin key of the environment, if one is set."""
+    app_extensions["status_admin_env_key"] = admin_key_sha256
+
+
+def _admin() -> Admin:
+    return Admin(current_app.extensions["status_web"].store)
+
+
+@bp.errorhandler(AdminError)
+def refused(exc: AdminError) -> Response:
+    """Answer in the error envelope, naming each bad field."""
+    extra = {"fields": exc.fields} if exc.fields else {}
+    return error_response(exc.status, exc.code, exc.message, **extra)
+
+
+@bp.before_request
+def authenticate() -> None:
+    """Let admin keys in; a tenant's key gets 403, anything else 401."""
+    digests = [digest(key) for key in candidate_keys(request.headers.get("Authorization"))]
+    env_key = current_app.extensions.get("status_admin_env_key")
+    if env_key and any(hmac.compare_digest(d, env_key) for d in digests):
+        g.admin = "env"
+        return
+    admin = _admin().admin_of(digests)  # looked up by digest: no secret is compared
+    if admin is not None:
+        g.admin = admin
+        return
+    if _admin().owns_tenant_key(digests):
+        raise AdminError(403, "forbidden", "a tenant's API key cannot use the admin API")
+    raise AuthError("unknown admin key")
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _ids(**path: str) -> None:
+    """Refuse path ids that break the config file's id rule, naming each."""
+    bad = {f"path.{name}": ["must be 1-64 characters of letters, digits and _ . : - (starting with a letter or digit)"]
+           for name, value in path.items() if not ID_PATTERN.match(value)}
+    if bad:
+        raise AdminError(400, "invalid_request", "invalid path", bad)
+
+
+def _body(schema: Schema, optional: bool = False) -> dict[str, Any]:
+    """Return the request's JSON body loaded by `schema`; 415, 413 or 400 naming every bad field."""
+    if optional and not request.content_length and not request.data:
+        return {}
+    if request.mimetype != "application/json":
+        raise AdminError(415, "unsupported_media_type", "send the body as JSON (Content-Type: application/json)")
+    if (request.content_length or 0) > MAX_BODY_BYTES:
+        raise AdminError(413, "request_entity_too_large", f"the body is over {MAX_BODY_BYTES} bytes")
+    raw = request.get_data(cache=False)
+    if len(raw) > MAX_BODY_BYTES:  # sent chunked, with no length up front
+        raise AdminError(413, "request_entity_too_large", f"the body is over {MAX_BODY_BYTES} bytes")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise AdminError(400, "invalid_request", "the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise AdminError(400, "invalid_request", "the body must be a JSON object")
+    try:
+        return schema.load(data)
+    except ValidationError as exc:
+        raise AdminError(400, "invalid_request", "invalid body", _flatten(exc.messages)) from None
+
+
+def _flatten(messages: Any, where: str = "") -> dict[str, list[str]]:
+    if isinstance(messages, dict):
+        out: dict[str, list[str]] = {}
+        for key, value in messages.items():
+            out.update(_flatten(value, f"{where}.{key}" if where else str(key)))
+        return out
+    return {where or "body": [str(m) for m in messages] if isinstance(messages, list) else [str(messages)]}
+
+
+def _page() -> tuple[str, int]:
+    """Return the cursor and limit of a paged listing; 400 naming a bad one."""
+    cursor = request.args.get("cursor", "")
+    raw = request.args.get("limit", str(DEFAULT_LIMIT))
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise AdminError(400, "invalid_request", "invalid query", {"query.limit": [f"must be a whole number from 1 to {MAX_LIMIT}"]})
+    if len(cursor) > 256:
+        raise AdminError(400, "invalid_request", "invalid query", {"query.cursor": ["too long"]})
+    return cursor, int(raw)
+
+
+def _tenant_json(info: Any) -> dict[str, Any]:
+    return {"id": info.id, "source": info.source, **({"created_at": info.created_at} if info.created_at else {})}
+
+
+@bp.post("/tenants")
+def create_tenant() -> tuple[Response, int]:
+    """Make a tenant with no integrations: 201, or 409 if the id is taken."""
+    tenant_id = _body(NewTenantSchema())["id"]
+    at = _now()
+    body = report.encode(report.build_report((), {}, time.time()))
+    if not _admin().create_tenant(tenant_id, g.admin, at, (body, tenant_fingerprint(()))):
+        raise AdminError(409, "conflict", f"tenant {tenant_id} already exists")
+    return jsonify(id=tenant_id, source="api", created_at=at), 201
+
+
+@bp.get("/tenants")
+def list_tenants() -> Response:
+    """List tenants by id, a page at a time."""
+    cursor, limit = _page()
+    page, after = _admin().tenants(cursor, limit)
+    return jsonify(tenants=[_tenant_json(t) for t in page], next_cursor=after)
+
+
+@bp.get("/tenants/<tenant_id>")
+def read_tenant(tenant_id: str) -> Response:
+    """Read one tenant."""
+    _ids(tenant_id=tenant_id)
+    info = _admin().tenant(tenant_id)
+    if info is None:
+        raise AdminError(404, "not_found", f"no tenant {tenant_id}")
+    return jsonify(_tenant_json(info))
+
+
+@bp.delete("/tenants/<tenant_id>")
+def delete_tenant(tenant_id: str) -> tuple[str, int]:
+    """Delete a tenant made through the API, with its keys and all its data."""
+    _ids(tenant_id=tenant_id)
+    done = _admin().delete_tenant(tenant_id, g.admin, _now())
+    if done == 0:
+        raise AdminError(404, "not_found", f"no tenant {tenant_id}")
+    if done < 0:
+        raise AdminError(409, "conflict", f"tenant {tenant_id} is declared in the config file; remove it there")
+    return "", 204
+
+
+class _NoFields(Schema):
+    """A body with nothing in it (an empty object, or no body at all)."""
+
+
+@bp.post("/tenants/<tenant_id>/keys")
+def create_key(tenant_id: str) -> tuple[Response, int]:
+    """Issue a key: the plain key is in this answer only; only its digest is kept."""
+    _ids(tenant_id=tenant_id)
+    _body(_NoFields(), optional=True)
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    key_id = "key_" + secrets.token_hex(6)
+    at = _now()
+    if not _admin().create_key(tenant_id, key_id, hashlib.sha256(key.encode()).hexdigest(), g.admin, at):
+        raise AdminError(404, "not_found", f"no tenant {tenant_id}")
+    return jsonify(id=key_id, key=key, created_at=at), 201
+
+
+@bp.get("/tenants/<tenant_id>/keys")
+def list_keys(tenant_id: str) -> Response:
+    """List the ids and creation times of a tenant's keys made through the API; never a key."""
+    _ids(tenant_id=tenant_id)
+    if _admin().tenant(tenant_id) is None:
+        raise AdminError(404, "not_found", f"no tenant {tenant_id}")
+    return jsonify(keys=_admin().keys(tenant_id))
+
+
+@bp.delete("/tenants/<tenant_id>/keys/<key_id>")
+def delete_key(tenant_id: str, key_id: str) -> tuple[str, int]:
+    """Revoke a key: every web worker refuses it within a second."""
+    _ids(tenant_id=tenant_id, key_id=key_id)
+    if not _admin().delete_key(tenant_id, key_id, g.admin, _now()):
+        raise AdminError(404, "not_found", f"tenant {tenant_id} has no key {key_id}")
+    return "", 204
+
+
+@bp.get("/audit")
+def audit() -> Response:
+    """List every change, oldest first: which admin key, the action, the object and the time."""
+    cursor, limit = _page()
+    if cursor and not all(part.isdigit() for part in cursor.split("-", 1)):
+        raise AdminError(400, "invalid_request", "invalid query", {"query.cursor": ["not an audit entry id"]})
+    entries, after = _admin().audit(cursor, limit)
+    return jsonify(entries=entries, next_cursor=after)

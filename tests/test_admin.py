@@ -1,0 +1,237 @@
+"""The admin API: tenants and keys made through it, against a real Redis and a registry seeded by a prober."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any, Iterator
+
+import pytest
+
+from status_service import create_app
+from status_service.settings import Settings
+from tests.conftest import integration, key_digest, make_registry, run_round, tenant, wait_for
+
+ADMIN = {"Authorization": "Bearer admin-secret"}
+
+
+@pytest.fixture
+def seeded(store, upstream, make_prober):
+    """A registry from the config file: tenant filecorp (key file-key) and the admin key ops."""
+    reg = make_registry(
+        [tenant("filecorp", ["file-key"], [integration("1", "MJ", upstream.url("/p"))])],
+        admin_keys=[{"id": "ops", "sha256": key_digest("admin-secret")}],
+    )
+    run_round(make_prober(reg))
+    return reg
+
+
+@pytest.fixture
+def web(redis_url, prefix, seeded) -> Iterator[Any]:
+    app = create_app(Settings(redis_url=redis_url, key_prefix=prefix, web_memory_bytes=0))
+    yield app.test_client()
+
+
+def every_value(store) -> bytes:
+    """Return every name, field and value under the test's prefix, read by type, joined."""
+    client, parts = store.client, []
+    for name in client.scan_iter(f"{store.prefix}*"):
+        kind = client.type(name).decode()
+        parts.append(name)
+        if kind == "string":
+            parts.append(client.get(name))
+        elif kind == "hash":
+            parts += [x for pair in client.hgetall(name).items() for x in pair]
+        elif kind == "set":
+            parts += list(client.smembers(name))
+        elif kind == "zset":
+            parts += client.zrange(name, 0, -1)
+        elif kind == "stream":
+            parts += [x for _, fields in client.xrange(name) for pair in fields.items() for x in pair]
+    return b"\n".join(parts)
+
+
+def status_code(web, key: str) -> int:
+    return web.get("/status", headers={"Authorization": f"Bearer {key}"}).status_code
+
+
+def make_tenant(web, tenant_id: str) -> None:
+    assert web.post("/admin/tenants", json={"id": tenant_id}, headers=ADMIN).status_code == 201
+
+
+def make_key(web, tenant_id: str) -> dict[str, str]:
+    response = web.post(f"/admin/tenants/{tenant_id}/keys", headers=ADMIN)
+    assert response.status_code == 201, response.get_data(as_text=True)
+    return response.get_json()
+
+
+def test_only_admin_keys_get_in(web) -> None:
+    missing = web.get("/admin/tenants")
+    assert missing.status_code == 401 and missing.get_json()["error"]["code"] == "unauthorized"
+    assert web.get("/admin/tenants", headers={"Authorization": "Bearer nobody"}).status_code == 401
+    tenant_key = web.get("/admin/tenants", headers={"Authorization": "Bearer file-key"})
+    assert tenant_key.status_code == 403 and tenant_key.get_json()["error"]["code"] == "forbidden"
+    assert web.get("/admin/tenants", headers=ADMIN).status_code == 200
+    assert web.get("/admin/tenants", headers={"Authorization": "Basic " + "YWRtaW4tc2VjcmV0Og=="}).status_code == 200  # admin-secret:
+    assert status_code(web, "admin-secret") == 401  # an admin key is not a tenant's
+
+
+def test_the_environment_admin_key_gets_in_and_is_named_in_the_audit(redis_url, prefix, seeded) -> None:
+    app = create_app(Settings(redis_url=redis_url, key_prefix=prefix, web_memory_bytes=0, admin_key_sha256=key_digest("env-secret")))
+    web = app.test_client()
+    assert web.post("/admin/tenants", json={"id": "acme"}, headers={"Authorization": "Bearer env-secret"}).status_code == 201
+    entries = web.get("/admin/audit", headers=ADMIN).get_json()["entries"]
+    assert [(e["admin"], e["action"], e["object"]) for e in entries] == [("env", "tenant.create", "tenants/acme")]
+
+
+def test_onboard_a_tenant_issue_a_key_and_poll_status(web, store) -> None:
+    created = web.post("/admin/tenants", json={"id": "acme"}, headers=ADMIN)
+    assert created.status_code == 201 and created.get_json()["source"] == "api"
+    key = make_key(web, "acme")
+    assert key["key"].startswith("sst_") and len(key["key"]) == 4 + 43 and key["id"].startswith("key_")
+    response = web.get("/status", headers={"Authorization": f"Bearer {key['key']}"})
+    assert response.status_code == 200
+    assert response.get_json()["status"] == "ok" and response.get_json()["data"]["total_integrations_count"] == 0
+    listed = web.get("/admin/tenants/acme/keys", headers=ADMIN).get_json()["keys"]
+    assert listed == [{"id": key["id"], "created_at": key["created_at"]}]
+    # Only the digest is kept: the plain key is nowhere in Redis.
+    everything = every_value(store)
+    assert key_digest(key["key"]).encode() in everything
+    assert key["key"].encode() not in everything
+
+
+def test_a_revoked_key_and_a_deleted_tenant_stop_working(web, store) -> None:
+    make_tenant(web, "acme")
+    first, second = make_key(web, "acme"), make_key(web, "acme")
+    assert web.delete(f"/admin/tenants/acme/keys/{first['id']}", headers=ADMIN).status_code == 204
+    assert status_code(web, first["key"]) == 401 and status_code(web, second["key"]) == 200
+    assert web.delete(f"/admin/tenants/acme/keys/{first['id']}", headers=ADMIN).status_code == 404
+    assert web.delete("/admin/tenants/acme", headers=ADMIN).status_code == 204
+    assert status_code(web, second["key"]) == 401
+    assert web.get("/admin/tenants/acme", headers=ADMIN).status_code == 404
+    assert not any(store.client.exists(k) for k in store.tenant_keys("acme"))
+    assert web.delete("/admin/tenants/acme", headers=ADMIN).status_code == 404
+
+
+def test_a_key_revoked_through_the_api_stops_working_within_a_second_on_a_worker_with_memory(redis_url, prefix, seeded) -> None:
+    app = create_app(Settings(redis_url=redis_url, key_prefix=prefix, web_memory_bytes=8 * 1024 * 1024))
+    web = app.test_client()
+    try:
+        make_tenant(web, "acme")
+        key = make_key(web, "acme")
+        wait_for(lambda: status_code(web, key["key"]) == 200 and app.extensions["status_web"].mirror.live)
+        assert status_code(web, key["key"]) == 200  # now served from memory
+        web.delete(f"/admin/tenants/acme/keys/{key['id']}", headers=ADMIN)
+        revoked = time.monotonic()
+        wait_for(lambda: status_code(web, key["key"]) == 401, timeout_s=2, interval_s=0.02)
+        assert time.monotonic() - revoked < 1
+    finally:
+        app.extensions["status_web"].close()
+
+
+def test_the_config_file_tenants_are_its_own(web) -> None:
+    assert web.post("/admin/tenants", json={"id": "filecorp"}, headers=ADMIN).status_code == 409
+    refused = web.delete("/admin/tenants/filecorp", headers=ADMIN)
+    assert refused.status_code == 409 and "config file" in refused.get_json()["error"]["message"]
+    assert web.get("/admin/tenants/filecorp", headers=ADMIN).get_json() == {"id": "filecorp", "source": "file"}
+    key = make_key(web, "filecorp")  # a file tenant may be given keys through the API
+    assert status_code(web, key["key"]) == 200 and status_code(web, "file-key") == 200
+
+
+def test_a_file_sync_never_touches_what_the_api_made(web, upstream, make_prober) -> None:
+    make_tenant(web, "acme")
+    api_key = make_key(web, "acme")
+    filecorp_api_key = make_key(web, "filecorp")
+    newer = make_registry(
+        [tenant("filecorp", ["file-key-2"], [integration("1", "MJ", upstream.url("/p"))])],
+        admin_keys=[{"id": "ops", "sha256": key_digest("admin-secret")}], generation=1,
+    )
+    run_round(make_prober(newer))
+    assert status_code(web, "file-key") == 401 and status_code(web, "file-key-2") == 200  # the file's keys moved
+    assert status_code(web, api_key["key"]) == 200 and status_code(web, filecorp_api_key["key"]) == 200
+    assert web.get("/admin/tenants/acme", headers=ADMIN).status_code == 200
+
+
+def test_tenants_are_listed_a_page_at_a_time(web) -> None:
+    for n in range(5):
+        make_tenant(web, f"t{n}")
+    seen, cursor = [], ""
+    while True:
+        page = web.get(f"/admin/tenants?limit=2&cursor={cursor}", headers=ADMIN).get_json()
+        assert len(page["tenants"]) <= 2
+        seen += [t["id"] for t in page["tenants"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == ["filecorp", "t0", "t1", "t2", "t3", "t4"]
+
+
+def test_the_audit_names_every_change_and_never_a_key(web) -> None:
+    make_tenant(web, "acme")
+    key = make_key(web, "acme")
+    web.delete(f"/admin/tenants/acme/keys/{key['id']}", headers=ADMIN)
+    web.delete("/admin/tenants/acme", headers=ADMIN)
+    first = web.get("/admin/audit?limit=2", headers=ADMIN).get_json()
+    rest = web.get(f"/admin/audit?cursor={first['next_cursor']}", headers=ADMIN).get_json()
+    entries = first["entries"] + rest["entries"]
+    assert [(e["admin"], e["action"], e["object"]) for e in entries] == [
+        ("ops", "tenant.create", "tenants/acme"),
+        ("ops", "key.create", f"tenants/acme/keys/{key['id']}"),
+        ("ops", "key.delete", f"tenants/acme/keys/{key['id']}"),
+        ("ops", "tenant.delete", "tenants/acme"),
+    ]
+    assert rest["next_cursor"] is None
+    assert all(e["at"].endswith("Z") for e in entries)
+    assert key["key"] not in json.dumps(entries)
+
+
+def test_two_admins_racing_on_one_tenant_lose_no_key(web) -> None:
+    make_tenant(web, "acme")
+    made: list[dict[str, str]] = []
+    threads = [threading.Thread(target=lambda: made.append(make_key(web, "acme"))) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    listed = {k["id"] for k in web.get("/admin/tenants/acme/keys", headers=ADMIN).get_json()["keys"]}
+    assert listed == {k["id"] for k in made} and len(listed) == 20
+    assert all(status_code(web, k["key"]) == 200 for k in made)
+
+
+@pytest.mark.parametrize("kwargs, status, fields", [
+    ({"data": "id=acme", "content_type": "application/x-www-form-urlencoded"}, 415, None),
+    ({"data": "{not json", "content_type": "application/json"}, 400, None),
+    ({"data": "[1, 2]", "content_type": "application/json"}, 400, None),
+    ({"json": {}}, 400, {"id": ["Missing data for required field."]}),
+    ({"json": {"id": 5.5}}, 400, {"id"}),
+    ({"json": {"id": "bad id!"}}, 400, {"id"}),
+    ({"json": {"id": "acme", "plan": "gold", "x": 1}}, 400, {"plan", "x"}),
+    ({"data": json.dumps({"id": "a" * (2 * 1024 * 1024)}), "content_type": "application/json"}, 413, None),
+])
+def test_bad_bodies_get_a_clear_answer_naming_every_bad_field(web, kwargs: dict[str, Any], status: int, fields: Any) -> None:
+    response = web.post("/admin/tenants", headers=ADMIN, **kwargs)
+    assert response.status_code == status, response.get_data(as_text=True)
+    body = response.get_json()
+    assert body["status"] == "error" and body["error"]["code"]
+    if isinstance(fields, dict):
+        assert body["fields"] == fields
+    elif fields:
+        assert set(body["fields"]) == fields
+
+
+@pytest.mark.parametrize("path, field", [
+    ("/admin/tenants/bad%20id", "path.tenant_id"),
+    ("/admin/tenants/-x/keys", "path.tenant_id"),
+    ("/admin/tenants?limit=0", "query.limit"),
+    ("/admin/tenants?limit=abc", "query.limit"),
+    ("/admin/audit?cursor=nope", "query.cursor"),
+])
+def test_bad_paths_and_queries_are_named(web, path: str, field: str) -> None:
+    response = web.get(path, headers=ADMIN)
+    assert response.status_code == 400 and field in response.get_json()["fields"]
+
+
+def test_keys_of_a_tenant_that_does_not_exist(web) -> None:
+    assert web.post("/admin/tenants/nobody/keys", headers=ADMIN).status_code == 404
+    assert web.get("/admin/tenants/nobody/keys", headers=ADMIN).status_code == 404
+    assert web.post("/admin/tenants/filecorp/keys", headers=ADMIN, data="x", content_type="text/plain").status_code == 415
