@@ -23,7 +23,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     store = Store(lambda: connect(url, settings.redis_timeout_s, settings.redis_cluster), settings.key_prefix, settings.redis_timeout_s)
     status.install(app.extensions, store, settings.web_memory_bytes)
     admin.install(app.extensions, settings.admin_key_sha256)
-    app.config["MAX_CONTENT_LENGTH"] = admin.MAX_BODY_BYTES  # no endpoint reads a larger body
+    # No endpoint reads a larger body; one byte more, so the admin API can tell a chunked body is too long.
+    app.config["MAX_CONTENT_LENGTH"] = admin.MAX_BODY_BYTES + 1
     app.register_blueprint(status.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(admin.bp)

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 REASON = "address_refused"  # the probe reason when every address of a guarded probe was refused
 METHODS = ("GET", "HEAD")
 NAT64 = ipaddress.ip_network("64:ff9b::/96")  # the well-known prefix that embeds an IPv4 address
+LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")  # a network's own translators (RFC 8215)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -19,7 +20,9 @@ def _embedded(ip: IPAddress) -> IPAddress:
             return ip.ipv4_mapped
         if ip.sixtofour is not None:
             return ip.sixtofour
-        if ip in NAT64:
+        high = int(ip) >> 32
+        # NAT64, IPv4-translated (::ffff:0:a.b.c.d) and the deprecated IPv4-compatible (::a.b.c.d) forms.
+        if ip in NAT64 or high == 0xFFFF0000 or (high == 0 and int(ip) > 1):
             return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     return ip
 
@@ -30,6 +33,8 @@ def address_refusal(address: str) -> str | None:
         ip = _embedded(ipaddress.ip_address(address.split("%", 1)[0]))  # an IPv6 zone names no other host
     except ValueError:
         return "not an IP address"
+    if isinstance(ip, ipaddress.IPv6Address) and (ip.is_site_local or ip in LOCAL_NAT64):
+        return f"{ip} is not a public address"
     for name, refused in (
         ("loopback", ip.is_loopback),
         ("link-local", ip.is_link_local),  # 169.254.169.254, cloud metadata, among them

@@ -29,7 +29,7 @@ from .fetch import Fetcher
 from .model import Integration, Outcome, Registry, State, tenant_fingerprint
 from .registry import ConfigError, load
 from .settings import SettingsError, configure_logging, from_env, redis_url
-from .store import Claim, OlderGeneration, Recorded, Store, StoreUnavailable, connect
+from .store import Claim, Fenced, OlderGeneration, Recorded, Store, StoreUnavailable, TenantConflict, connect
 
 log = logging.getLogger("status_service.prober")
 
@@ -184,18 +184,25 @@ class Prober:
     def ensure_seeded(self, now: float) -> None:
         """Write the registry to Redis when this prober has not, or when Redis lost it."""
         mine = self.fingerprint
-        if self.seeded == mine and self.store.is_seeded():
-            return
+        if self.seeded == mine:
+            # Seeded by this prober, or refused as older: again only if Redis lost it, or holds an
+            # older file's registry (another prober's, seeded while this one was not looking).
+            seeded = self.store.seeded_generation()
+            if seeded is not None and seeded >= self.registry.generation:
+                return
         owners = {d: t.id for t in self.registry.tenants for d in t.key_digests}
         members = {i.member: 0.0 for i in self.registry.integrations}  # a new one is due at once, by any clock
         tenant_ids = [t.id for t in self.registry.tenants]
         try:
             admins = {digest: admin_id for admin_id, digest in self.registry.admin_keys}
             removed = self.store.seed(mine, self.registry.generation, owners, self.tenant_prints, members, admins)
-        except OlderGeneration as exc:
-            # A newer file has been seeded: this one's keys and integrations must not come back. The
-            # prober goes on probing; what differs from the seeded registry, it does not write.
-            log.warning("registry.older_generation prober=%s file=%d seeded=%d", self.id, self.registry.generation, exc.newest)
+        except (OlderGeneration, TenantConflict) as exc:
+            # This file must not replace what Redis holds. The prober goes on probing; what differs
+            # from the seeded registry, it does not write.
+            if isinstance(exc, OlderGeneration):
+                log.warning("registry.older_generation prober=%s file=%d seeded=%d", self.id, self.registry.generation, exc.newest)
+            else:
+                log.error("registry.conflict prober=%s tenant=%s: made through the admin API; rename it in the file", self.id, exc.tenant_id)
             self.seeded = mine
             return
         # Every report afresh, so removals show at once; Redis may also have lost what views hold.
@@ -355,9 +362,12 @@ class Prober:
                 writes.setdefault(tenant_id, (*known, {}))[2][iid] = (before.fence if before else 0, state)
             recorded = self.sync(writes, self.clock())
             for tenant_id, result in recorded.items():
-                if result is None:  # the tenant was changed or removed by a newer registry: write nothing
+                if isinstance(result, Fenced):  # the tenant's seeded registry is another, or lost: write nothing
                     gone = [pending.pop((tenant_id, iid)) for iid in writes[tenant_id][2]]
-                    if tenant_id not in self.behind:
+                    if result.lost:
+                        self.seeded = None  # seed it again at the next tick (if this file is not older)
+                        log.warning("registry.tenant_lost prober=%s tenant=%s dropped=%d", self.id, tenant_id, len(gone))
+                    elif tenant_id not in self.behind:
                         self.behind.add(tenant_id)
                         log.warning("registry.behind prober=%s tenant=%s dropped=%d", self.id, tenant_id, len(gone))
                     continue
@@ -377,15 +387,15 @@ class Prober:
         self.write_reports(self.clock())
         return first
 
-    def sync(self, writes: Mapping[str, tuple[str, int, Mapping[str, tuple[int, State]]]], now: float) -> dict[str, Recorded | None]:
+    def sync(self, writes: Mapping[str, tuple[str, int, Mapping[str, tuple[int, State]]]], now: float) -> dict[str, Recorded | Fenced]:
         """Write states, bring each tenant's view up to the version written, and mark its report due.
 
-        A tenant maps to None when the seeded registry of it is not this prober's: nothing was written.
+        A tenant maps to Fenced when the seeded registry of it is not this prober's: nothing was written.
         """
         recorded = self.store.record(writes, self.tenant_prints)
         for tenant_id, result in recorded.items():
             tenant = self.registry.tenant(tenant_id)
-            if tenant is None or result is None:
+            if tenant is None or isinstance(result, Fenced):
                 continue
             view = self.views.get(tenant_id)
             if view is None or result.full:

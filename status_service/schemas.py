@@ -8,7 +8,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 # Ids appear in URLs, logs and Redis key names: keep them plain.
-ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z")  # \Z: no trailing newline
 SHA256_PATTERN = re.compile(r"^[0-9a-fA-F]{64}$")
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP token (RFC 9110)
 HEADER_VALUE = re.compile(r"^[\t\x20-\x7e\x80-\xff]*$")  # no CR, LF or other control characters
@@ -135,6 +135,11 @@ class ConfigSchema(Schema):
         admins = _duplicates([k["id"] for k in data.get("admin_keys", [])], "duplicate admin key id")
         if admins:
             raise ValidationError({"admin_keys": {index: {"id": [msg]} for index, msg in admins.items()}})
+        tenant_keys = {k["sha256"].lower() for t in data.get("tenants", []) for k in t.get("api_keys", [])}
+        shared = {i: {"sha256": ["also a tenant's key: admin keys must be separate"]}
+                  for i, k in enumerate(data.get("admin_keys", [])) if k["sha256"].lower() in tenant_keys}
+        if shared:
+            raise ValidationError({"admin_keys": shared})
         tenants = data.get("tenants", [])
         errors: dict[int, dict[str, Any]] = {
             index: {"id": [msg]} for index, msg in _duplicates([t["id"] for t in tenants], "duplicate tenant id").items()

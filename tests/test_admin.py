@@ -1,7 +1,9 @@
 """The admin API: tenants and keys made through it, against a real Redis and a registry seeded by a prober."""
 from __future__ import annotations
 
+import io
 import json
+import logging
 import threading
 import time
 from typing import Any, Iterator
@@ -9,6 +11,7 @@ from typing import Any, Iterator
 import pytest
 
 from status_service import create_app
+from status_service.registry import ConfigError
 from status_service.settings import Settings
 from tests.conftest import integration, key_digest, make_registry, run_round, tenant, wait_for
 
@@ -109,7 +112,9 @@ def test_a_revoked_key_and_a_deleted_tenant_stop_working(web, store) -> None:
     assert web.delete("/admin/tenants/acme", headers=ADMIN).status_code == 204
     assert status_code(web, second["key"]) == 401
     assert web.get("/admin/tenants/acme", headers=ADMIN).status_code == 404
-    assert not any(store.client.exists(k) for k in store.tenant_keys("acme"))
+    registry, *data = store.tenant_keys("acme")
+    assert not any(store.client.exists(k) for k in data)
+    assert store.client.get(registry).startswith(b"gone:") and store.client.pttl(registry) > 0  # a tombstone, expiring
     assert web.delete("/admin/tenants/acme", headers=ADMIN).status_code == 404
 
 
@@ -207,6 +212,8 @@ def test_two_admins_racing_on_one_tenant_lose_no_key(web) -> None:
     ({"json": {"id": "bad id!"}}, 400, {"id"}),
     ({"json": {"id": "acme", "plan": "gold", "x": 1}}, 400, {"plan", "x"}),
     ({"data": json.dumps({"id": "a" * (2 * 1024 * 1024)}), "content_type": "application/json"}, 413, None),
+    ({"json": {"id": "acme\n"}}, 400, {"id"}),
+    ({"data": "[" * 100000 + "]" * 100000, "content_type": "application/json"}, 400, None),
 ])
 def test_bad_bodies_get_a_clear_answer_naming_every_bad_field(web, kwargs: dict[str, Any], status: int, fields: Any) -> None:
     response = web.post("/admin/tenants", headers=ADMIN, **kwargs)
@@ -221,6 +228,10 @@ def test_bad_bodies_get_a_clear_answer_naming_every_bad_field(web, kwargs: dict[
 
 @pytest.mark.parametrize("path, field", [
     ("/admin/tenants/bad%20id", "path.tenant_id"),
+    ("/admin/tenants/acme%0A", "path.tenant_id"),  # a trailing newline is no part of an id
+    ("/admin/tenants?limit=%C2%B2", "query.limit"),  # a superscript two is a digit to str.isdigit
+    ("/admin/audit?cursor=18446744073709551615-18446744073709551615", "query.cursor"),
+    ("/admin/audit?cursor=%C2%B2-1", "query.cursor"),
     ("/admin/tenants/-x/keys", "path.tenant_id"),
     ("/admin/tenants?limit=0", "query.limit"),
     ("/admin/tenants?limit=abc", "query.limit"),
@@ -235,3 +246,56 @@ def test_keys_of_a_tenant_that_does_not_exist(web) -> None:
     assert web.post("/admin/tenants/nobody/keys", headers=ADMIN).status_code == 404
     assert web.get("/admin/tenants/nobody/keys", headers=ADMIN).status_code == 404
     assert web.post("/admin/tenants/filecorp/keys", headers=ADMIN, data="x", content_type="text/plain").status_code == 415
+
+
+def test_a_chunked_body_over_1_mib_is_refused_not_cut_short(web) -> None:
+    body = b'{"id": "chunky"}' + b" " * (1024 * 1024)  # valid JSON, if read only to the limit
+    response = web.post(
+        "/admin/tenants", headers={**ADMIN, "Transfer-Encoding": "chunked", "Content-Type": "application/json"},
+        input_stream=io.BytesIO(body), environ_overrides={"wsgi.input_terminated": True},
+    )
+    assert response.status_code == 413, response.get_data(as_text=True)
+    assert web.get("/admin/tenants/chunky", headers=ADMIN).status_code == 404
+
+
+def test_a_tenant_removed_from_the_file_takes_the_keys_the_api_gave_it(web, store, upstream, make_prober) -> None:
+    key = make_key(web, "filecorp")
+    run_round(make_prober(make_registry([tenant("other", ["o"], [])],
+                                        admin_keys=[{"id": "ops", "sha256": key_digest("admin-secret")}], generation=1)))
+    assert status_code(web, key["key"]) == 401
+    assert not store.client.exists(store.api_keys_key("filecorp"))
+
+
+def test_a_file_that_declares_a_tenant_made_through_the_api_is_not_seeded(web, upstream, make_prober, caplog) -> None:
+    make_tenant(web, "acme")
+    key = make_key(web, "acme")
+    taking = make_registry([tenant("acme", ["file-acme-key"], [integration("1", "MJ", upstream.url("/p"))])],
+                           admin_keys=[{"id": "ops", "sha256": key_digest("admin-secret")}], generation=5)
+    with caplog.at_level(logging.ERROR, logger="status_service"):
+        run_round(make_prober(taking))
+    assert "registry.conflict" in caplog.text and "tenant=acme" in caplog.text
+    assert status_code(web, "file-acme-key") == 401 and status_code(web, key["key"]) == 200
+    assert status_code(web, "file-key") == 200  # the registry Redis held stands
+
+
+def test_creating_and_deleting_one_tenant_at_once_leaves_no_data_of_a_deleted_tenant(web, store) -> None:
+    for n in range(30):
+        tenant_id = f"race{n}"
+        threads = [threading.Thread(target=lambda: web.post("/admin/tenants", json={"id": tenant_id}, headers=ADMIN)),
+                   threading.Thread(target=lambda: web.delete(f"/admin/tenants/{tenant_id}", headers=ADMIN))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        registry, *data = store.tenant_keys(tenant_id)
+        if web.get(f"/admin/tenants/{tenant_id}", headers=ADMIN).status_code == 200:
+            assert store.client.get(registry).startswith(b"api:") and store.client.exists(store.report_key(tenant_id))
+        else:
+            assert not any(store.client.exists(k) for k in data), tenant_id
+            assert (store.client.get(registry) or b"gone:").startswith(b"gone:")
+
+
+def test_an_admin_key_that_is_also_a_tenant_key_is_refused_in_the_file() -> None:
+    with pytest.raises(ConfigError) as caught:
+        make_registry([tenant("acme", ["shared"], [])], admin_keys=[{"id": "ops", "sha256": key_digest("shared")}])
+    assert "admin_keys[0].sha256: also a tenant's key" in str(caught.value)

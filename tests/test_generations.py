@@ -128,3 +128,50 @@ def test_a_bad_generation_is_named(value, message) -> None:
 
 def test_a_file_without_a_generation_is_generation_0() -> None:
     assert make_registry([tenant("acme", ["k"], [])]).generation == 0
+
+
+def test_a_newer_prober_replaces_an_older_file_seeded_into_an_empty_redis(store, upstream, make_prober, settings) -> None:
+    older = make_registry([tenant("acme", ["old-key"], [integration("a", "MJ", upstream.url("/a")), integration("gone", "MJ", upstream.url("/g"))])], generation=1)
+    newer = make_registry([tenant("acme", ["new-key"], [integration("a", "MJ", upstream.url("/a"))])], generation=2)
+    stale, fresh = make_prober(older), make_prober(newer)
+    run_round(fresh)
+    for key in store.client.scan_iter(f"{store.prefix}*"):  # Redis restarts empty ...
+        store.client.delete(key)
+    run_round(stale)  # ... and the stale prober happens to seed it first
+    run_round(fresh)
+    client = create_app(settings).test_client()
+    assert status_code(client, "old-key") == 401 and status_code(client, "new-key") == 200
+    assert [i["id"] for i in report_of(store, "acme")["data"]["integrations"]] == ["a"]
+    assert store.client.get(store.file_key()) == b"2"
+
+
+def test_an_older_seed_overtaken_halfway_by_a_newer_one_changes_nothing_after_it(store, upstream, make_prober) -> None:
+    older = make_registry([tenant("acme", ["k"], [integration("a", "MJ", upstream.url("/a")), integration("gone", "MJ", upstream.url("/g"))])], generation=1)
+    newer = make_registry([tenant("acme", ["k"], [integration("a", "MJ", upstream.url("/a"))])], generation=2)
+    fresh = make_prober(newer)
+    run_round(fresh)
+    seeded_print = store.client.get(store.registry_key("acme"))
+    # The older seed passed its first step before the newer one began: as if Redis said generation 1 then.
+    store.client.set(store.file_key(), 1)
+    make_prober(older).ensure_seeded(time.time())
+    assert store.client.get(store.registry_key("acme")) == seeded_print  # every later step refused
+    assert {m.decode() for m in store.client.zrange(store.due_key(), 0, -1)} == {"acme\x1fa"}
+    run_round(fresh)  # and the up-to-date prober is not fenced out
+    assert [i["id"] for i in report_of(store, "acme")["data"]["integrations"]] == ["a"]
+    assert report_of(store, "acme")["data"]["integrations"][0]["status"] == "healthy"
+
+
+def test_a_tenant_whose_keys_were_lost_alone_is_seeded_again(store, upstream, make_prober, caplog) -> None:
+    prober = make_prober(make_registry([tenant("acme", ["k"], [integration("a", "MJ", upstream.url("/a"))])],
+                                       {"interval_seconds": 1, "timeout_seconds": 0.5}))
+    run_round(prober)
+    for key in store.tenant_keys("acme"):  # a cluster shard lost its data, the rest did not
+        store.client.delete(key)
+    with caplog.at_level(logging.WARNING, logger="status_service"):
+        def healthy_again() -> bool:
+            run_round(prober)
+            report = report_of(store, "acme")  # none until the tenant is seeded again
+            return report is not None and report["data"]["integrations"][0]["status"] == "healthy"
+
+        wait_for(healthy_again, timeout_s=5, interval_s=0.3)
+    assert "registry.tenant_lost" in caplog.text

@@ -20,6 +20,7 @@ PUBLIC = "93.184.216.34"
     "127.0.0.1", "127.8.9.10", "::1", "169.254.169.254", "fe80::1%eth0", "10.0.0.1", "172.16.0.1", "192.168.1.1",
     "100.64.0.1", "0.0.0.0", "::", "224.0.0.1", "ff02::1", "fc00::1", "192.0.2.1", "240.0.0.1",
     "::ffff:127.0.0.1", "::ffff:169.254.169.254", "2002:7f00:1::1", "64:ff9b::a00:1",
+    "::7f00:1", "::a9fe:a9fe", "::ffff:0:7f00:1", "64:ff9b:1::7f00:1", "64:ff9b:1::808:808", "fec0::1",
 ])
 def test_non_public_addresses_are_refused(address: str) -> None:
     assert policy.address_refusal(address) is not None
@@ -33,9 +34,14 @@ def test_public_addresses_are_allowed(address: str) -> None:
 @given(st.integers(0, 2**32 - 1))
 def test_an_ipv4_address_is_judged_alike_in_every_ipv6_form(n: int) -> None:
     v4 = ipaddress.IPv4Address(n)
-    forms = [f"::ffff:{v4}", str(ipaddress.IPv6Address((0x2002 << 112) | (n << 80))), str(ipaddress.IPv6Address(int(policy.NAT64.network_address) | n))]
+    forms = [
+        f"::ffff:{v4}",  # mapped
+        str(ipaddress.IPv6Address((0xFFFF0000 << 32) | n)),  # translated
+        str(ipaddress.IPv6Address((0x2002 << 112) | (n << 80))),  # 6to4
+        str(ipaddress.IPv6Address(int(policy.NAT64.network_address) | n)),  # NAT64
+    ]
     expected = policy.address_refusal(str(v4)) is None
-    assert [policy.address_refusal(form) is None for form in forms] == [expected] * 3
+    assert [policy.address_refusal(form) is None for form in forms] == [expected] * len(forms)
 
 
 @pytest.mark.parametrize("method, url, headers, refused", [

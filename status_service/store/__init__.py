@@ -6,6 +6,7 @@ the layout works on Redis Cluster; atomic steps are Lua scripts, never MULTI acr
   P{sched}:due        zset  integration member -> due time (ms); a claim pushes it to its lease end
   P{sched}:fence      str   the last fencing token handed out with a claim
   P{sched}:claim:RID  str   a claim's reply, kept while a retry may come (>= 10 s, PX)
+  P{sched}:file       str   the generation of the config file whose seed last wrote the schedule
   P{fleet}:probers    zset  prober id -> heartbeat expiry (ms)
   P{reg}:keys         hash  API key SHA-256 digest -> tenant id
   P{reg}:tenants      set   registered tenant ids
@@ -18,8 +19,9 @@ the layout works on Redis Cluster; atomic steps are Lua scripts, never MULTI acr
   P{t:ID}:version     str   counter bumped with every results write
   P{t:ID}:changed     zset  integration id -> the version at which its state last changed
   P{t:ID}:incarnation str   a random id of the tenant's history, made anew when Redis lost it
-  P{t:ID}:registry    str   fingerprint of the tenant's integrations as last seeded: a prober whose
-                            registry differs (it has not reloaded yet) writes neither results nor report
+  P{t:ID}:registry    str   GEN:PRINT, the fingerprint of the tenant's integrations as last seeded and the
+                            file generation that seeded it (api:INC:PRINT for a tenant made through the
+                            admin API): a prober whose registry differs writes neither results nor report
   P{t:ID}:report      hash  body (prebuilt JSON), v (results version it was built from),
                             until (ms when its first result turns stale), stale (JSON: id -> stale time)
 Every key's size is bounded by the registry: one entry per tenant, key or integration.
@@ -103,7 +105,9 @@ return done
 # caller whose registry of the tenant is not the one last seeded writes nothing ({-1}): it would
 # bring back an integration that was removed while it was probing it.
 _RECORD = """
-if redis.call('GET', KEYS[5]) ~= ARGV[4] then return {-1} end  -- the caller's registry is not the seeded one
+local seeded = redis.call('GET', KEYS[5])
+if not seeded then return {-2} end  -- lost (with its shard, say): the tenant must be seeded again
+if string.match(seeded, '([^:]*)$') ~= ARGV[4] then return {-1} end  -- the caller's registry is not the seeded one
 local known = tonumber(ARGV[1])
 local before = tonumber(redis.call('GET', KEYS[2]) or '0')
 local incarnation = redis.call('GET', KEYS[4])
@@ -150,7 +154,7 @@ return {version, conflicts, dropped, 0, changed, incarnation}
 # Keep the report built from the newest results version and the seeded registry; an older rebuild,
 # or one by a prober that has not reloaded yet, never overwrites it.
 _PUT_REPORT = """
-if redis.call('GET', KEYS[2]) ~= ARGV[7] then return 0 end  -- built from another registry of the tenant
+if string.match(redis.call('GET', KEYS[2]) or '', '([^:]*)$') ~= ARGV[7] then return 0 end  -- another registry's
 local current = tonumber(redis.call('HGET', KEYS[1], 'v') or '-1')
 if tonumber(ARGV[1]) > current then
   redis.call('HSET', KEYS[1], 'v', ARGV[1], 'body', ARGV[2], 'until', ARGV[3], 'stale', ARGV[4])
@@ -162,12 +166,22 @@ return 0
 
 # Replace the config file's part of the key registry in one step, so a request never sees it half
 # written, unless a newer config file has been seeded: a prober started from an older file never
-# brings back a revoked key. Keys made through the admin API are left alone. Returns the generation
-# that stands in the way, or -1 once the keys are written.
+# brings back a revoked key. Keys made through the admin API are left alone, but for those of tenants
+# the file no longer declares (KEYS[8...]). Returns the generation that stands in the way,
+# "conflict:ID" if the file declares a tenant made through the API, or -1 once the keys are written.
 _SET_REGISTRY = """
 local newest = tonumber(redis.call('GET', KEYS[4]) or '-1')
 if newest > tonumber(ARGV[1]) then return newest end
+local tenants_at = 3 + 2 * tonumber(ARGV[2])
+tenants_at = tenants_at + 1 + 2 * tonumber(ARGV[tenants_at])
+for i = tenants_at + 1, tenants_at + tonumber(ARGV[tenants_at]) do
+  if redis.call('HEXISTS', KEYS[7], ARGV[i]) == 1 then return 'conflict:' .. ARGV[i] end  -- the API's tenant
+end
 redis.call('SET', KEYS[4], ARGV[1])
+for i = 8, #KEYS do  -- the API's keys of tenants the file no longer declares go with them
+  for _, raw in ipairs(redis.call('HVALS', KEYS[i])) do redis.call('HDEL', KEYS[1], cjson.decode(raw)['digest']) end
+  redis.call('DEL', KEYS[i])
+end
 local previous = redis.call('GET', KEYS[5])
 if previous then
   for _, digest in ipairs(cjson.decode(previous)) do redis.call('HDEL', KEYS[1], digest) end
@@ -198,6 +212,37 @@ redis.call('PUBLISH', ARGV[#ARGV], 'k')  -- web workers forget which key is whos
 return -1
 """
 
+# A seed's schedule step, unless a newer file's seed has reached the schedule already.
+_SEED_SCHEDULE = """
+if tonumber(redis.call('GET', KEYS[2]) or '-1') > tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[2], ARGV[1])
+local added = tonumber(ARGV[2])
+for i = 3, 2 + 2 * added, 2 do redis.call('ZADD', KEYS[1], 'NX', ARGV[i + 1], ARGV[i]) end
+for i = 3 + 2 * added, #ARGV do redis.call('ZREM', KEYS[1], ARGV[i]) end
+return 1
+"""
+
+# A seed's step for one tenant, unless a newer file's seed has reached the tenant already: its
+# fingerprint, and the results of its removed integrations gone.
+_SEED_TENANT = """
+local seeded = redis.call('GET', KEYS[1])
+if seeded and tonumber(string.match(seeded, '^(%d+):') or '-1') > tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1] .. ':' .. ARGV[2])
+for i = 3, #ARGV do
+  redis.call('HDEL', KEYS[2], ARGV[i])
+  redis.call('ZREM', KEYS[3], ARGV[i])
+end
+return 1
+"""
+
+# Drop a tenant the config file no longer declares, unless a newer file's seed has reached it.
+_DROP_TENANT = """
+local seeded = redis.call('GET', KEYS[1])
+if seeded and tonumber(string.match(seeded, '^(%d+):') or '-1') > tonumber(ARGV[1]) then return 0 end
+for i = 1, #KEYS do redis.call('DEL', KEYS[i]) end
+return 1
+"""
+
 # The seed's last step marks it complete, unless a newer file's seed began meanwhile.
 _FINISH_SEED = """
 if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
@@ -221,6 +266,21 @@ class OlderGeneration(Exception):
     def __init__(self, newest: int) -> None:
         super().__init__(f"Redis holds config generation {newest}")
         self.newest = newest
+
+
+class TenantConflict(Exception):
+    """The config file declares a tenant that was made through the admin API."""
+
+    def __init__(self, tenant_id: str) -> None:
+        super().__init__(f"tenant {tenant_id} was made through the admin API")
+        self.tenant_id = tenant_id
+
+
+@dataclass(frozen=True)
+class Fenced:
+    """What record() says of a tenant it wrote nothing for: its seeded registry differs, or is lost."""
+
+    lost: bool
 
 
 class NotSeeded(StoreUnavailable):
@@ -370,6 +430,18 @@ class Store:
     def file_key(self) -> str:
         """Return the key of the generation of the config file last seeded."""
         return f"{self.prefix}{{reg}}:file"
+
+    def schedule_generation_key(self) -> str:
+        """Return the key of the generation of the config file whose seed last wrote the schedule."""
+        return f"{self.prefix}{{sched}}:file"
+
+    def api_tenants_key(self) -> str:
+        """Return the key of the tenants made through the admin API (see store/admin.py)."""
+        return f"{self.prefix}{{reg}}:api:tenants"
+
+    def api_keys_key(self, tenant_id: str) -> str:
+        """Return the key of a tenant's keys made through the admin API (see store/admin.py)."""
+        return f"{self.prefix}{{reg}}:api:keys:{tenant_id}"
 
     def file_keys_key(self) -> str:
         """Return the key of the JSON list of the key digests the config file declared."""
@@ -521,7 +593,18 @@ class Store:
 
     def is_seeded(self) -> bool:
         """Return whether Redis holds a registry (it does not after losing its data)."""
-        return bool(self._call(lambda: self.client.exists(self.config_key())))
+        return self.seeded_generation() is not None
+
+    def seeded_generation(self) -> int | None:
+        """Return the generation of the config file Redis holds the registry of, or None if none."""
+        def run() -> tuple[int, bytes | None]:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.exists(self.config_key())
+            pipe.get(self.file_key())
+            return tuple(pipe.execute())  # type: ignore[return-value]
+
+        seeded, generation = self._call(run)
+        return int(generation or 0) if seeded else None
 
     def claim(self, now: float | None, lease_s: float, limit: int, request_id: str | None = None) -> tuple[float | None, list[Claim]]:
         """Atomically take up to `limit` due integrations, leased for lease_s; return the time used too.
@@ -568,11 +651,11 @@ class Store:
 
     def record(
         self, writes: Mapping[str, tuple[str, int, Mapping[str, tuple[int, State]]]], prints: Mapping[str, str],
-    ) -> dict[str, Recorded | None]:
+    ) -> dict[str, Recorded | Fenced]:
         """Write states per tenant: (incarnation and version the caller knows, or "" and -1; id -> (fence followed, new state)).
 
         `prints` holds the caller's fingerprint of each tenant's integrations; a tenant whose stored
-        one differs (or is gone) is written nothing and maps to None.
+        one differs (or is lost) is written nothing and maps to Fenced.
         """
         tenant_ids = list(writes)
 
@@ -614,16 +697,6 @@ class Store:
         return [self.registry_key(tenant_id), self.results_key(tenant_id), self.changed_key(tenant_id),
                 self.incarnation_key(tenant_id), self.version_key(tenant_id), self.report_key(tenant_id)]
 
-    def forget_tenant(self, tenant_id: str) -> None:
-        """Delete a tenant's own data."""
-        def run() -> None:
-            pipe = self.client.pipeline(transaction=False)
-            for key in self.tenant_keys(tenant_id):
-                pipe.delete(key)
-            pipe.execute()
-
-        self._call(run)
-
     def seed(
         self,
         fingerprint: str,
@@ -652,29 +725,34 @@ class Store:
             newest = self._script(
                 _SET_REGISTRY,
                 [self.keys_key(), self.tenants_key(), self.generation_key(), self.file_key(), self.file_keys_key(),
-                 self.admins_key()],
+                 self.admins_key(), self.api_tenants_key(), *[self.api_keys_key(t) for t in sorted(gone_tenants)]],
                 [generation, len(owners), *[x for pair in owners.items() for x in pair],
                  len(admins), *[x for pair in admins.items() for x in pair],
                  len(prints), *prints, self.channel],
             )
+            if isinstance(newest, bytes):
+                raise TenantConflict(newest.decode().partition(":")[2])
             if int(newest) >= 0:
                 raise OlderGeneration(int(newest))
+            # Each step below is a script that a newer file's seed, should it overtake this one, refuses.
+            gone_by_tenant: dict[str, list[str]] = {}
+            for member in removed:
+                tenant_id, integration_id = split_member(member)
+                gone_by_tenant.setdefault(tenant_id, []).append(integration_id)
             pipe = self.client.pipeline(transaction=False)
             # First: from here on, a prober that has not reloaded writes nothing for a changed tenant.
             for tenant_id, tenant_print in prints.items():
-                pipe.set(self.registry_key(tenant_id), tenant_print)
-            if members:
-                pipe.zadd(self.due_key(), {m: _ms(t) for m, t in members.items()}, nx=True)
-            if removed:
-                pipe.zrem(self.due_key(), *removed)
+                keys = [self.registry_key(tenant_id), self.results_key(tenant_id), self.changed_key(tenant_id)]
+                pipe.execute_command("EVAL", _SEED_TENANT, len(keys), *keys, generation, tenant_print,
+                                     *gone_by_tenant.get(tenant_id, []))
             for tenant_id in gone_tenants:
-                for key in self.tenant_keys(tenant_id):
-                    pipe.delete(key)  # one by one: a cluster pipeline sends a many-key DEL to one node only
-            for member in removed:
-                tenant_id, integration_id = split_member(member)
-                pipe.hdel(self.results_key(tenant_id), integration_id)
-                pipe.zrem(self.changed_key(tenant_id), integration_id)
+                keys = self.tenant_keys(tenant_id)
+                pipe.execute_command("EVAL", _DROP_TENANT, len(keys), *keys, generation)
             pipe.execute()
+            self._script(
+                _SEED_SCHEDULE, [self.due_key(), self.schedule_generation_key()],
+                [generation, len(members), *[x for m, t in members.items() for x in (m, _ms(t))], *removed],
+            )
             # Last: its presence means the seed is complete.
             self._script(_FINISH_SEED, [self.config_key(), self.file_key()], [fingerprint, generation])
             return removed
@@ -682,9 +760,9 @@ class Store:
         return self._call(run)
 
 
-def _recorded(reply: list[Any]) -> Recorded | None:
-    if len(reply) == 1:  # the caller's registry of the tenant is not the seeded one
-        return None
+def _recorded(reply: list[Any]) -> Recorded | Fenced:
+    if len(reply) == 1:  # the caller's registry of the tenant is not the seeded one, or it was lost
+        return Fenced(lost=int(reply[0]) == -2)
     version, conflicts, dropped, full, flat, incarnation = reply
     return Recorded(
         version=int(version),

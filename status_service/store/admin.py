@@ -10,6 +10,7 @@ A key change bumps P{reg}:generation and publishes "k", so web workers forget wh
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,20 +34,41 @@ audit(KEYS[3], ARGV[5], ARGV[3], 'tenant.create', 'tenants/' .. ARGV[1], ARGV[4]
 return 1
 """
 
-# -1: declared in the config file (remove it there); 0: no such tenant; 1: deleted, with its keys.
+# -1: declared in the config file (remove it there); 0: no such tenant; else the deleted tenant's
+# incarnation (its keys are gone with it).
 _DELETE_TENANT = _AUDIT + """
 if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return -1 end
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+local made = redis.call('HGET', KEYS[1], ARGV[1])
+if not made then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
 for _, raw in ipairs(redis.call('HVALS', KEYS[6])) do redis.call('HDEL', KEYS[3], cjson.decode(raw)['digest']) end
 redis.call('DEL', KEYS[6])
 redis.call('INCR', KEYS[4])
 redis.call('PUBLISH', ARGV[5], 'k')
 audit(KEYS[5], ARGV[4], ARGV[2], 'tenant.delete', 'tenants/' .. ARGV[1], ARGV[3])
+return cjson.decode(made)['inc']
+"""
+
+# A tenant's own data is written after its creation and dropped after its deletion, each in its own
+# slot; the incarnation orders them, so a creation racing a deletion of the same id leaves no data
+# of a deleted tenant behind, and a deletion never takes a newer tenant's data.
+_WRITE_TENANT = """
+if redis.call('GET', KEYS[1]) == 'gone:' .. ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], 'api:' .. ARGV[1] .. ':' .. ARGV[2])
+return 1
+"""
+
+_DROP_TENANT = """
+local seeded = redis.call('GET', KEYS[1])
+if seeded and string.sub(seeded, 1, 4) == 'api:' and string.sub(seeded, 5, 4 + #ARGV[1]) ~= ARGV[1] then return 0 end
+for i = 1, #KEYS do redis.call('DEL', KEYS[i]) end
+redis.call('SET', KEYS[1], 'gone:' .. ARGV[1], 'PX', 600000)  -- a late write of this incarnation is refused
 return 1
 """
 
 _CREATE_KEY = _AUDIT + """
 if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 and redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+if redis.call('HEXISTS', KEYS[4], ARGV[2]) == 1 then return -1 end  -- the id is taken: draw another
 redis.call('HSET', KEYS[3], ARGV[3], ARGV[1])
 redis.call('HSET', KEYS[4], ARGV[2], ARGV[4])
 audit(KEYS[5], ARGV[7], ARGV[5], 'key.create', 'tenants/' .. ARGV[1] .. '/keys/' .. ARGV[2], ARGV[6])
@@ -83,11 +105,11 @@ class Admin:
     # -- key names ---------------------------------------------------------------------------
     def api_tenants_key(self) -> str:
         """Return the key of the tenants made through the API."""
-        return f"{self.store.prefix}{{reg}}:api:tenants"
+        return self.store.api_tenants_key()
 
     def api_keys_key(self, tenant_id: str) -> str:
         """Return the key of a tenant's keys made through the API."""
-        return f"{self.store.prefix}{{reg}}:api:keys:{tenant_id}"
+        return self.store.api_keys_key(tenant_id)
 
     def audit_key(self) -> str:
         """Return the key of the audit stream."""
@@ -146,13 +168,14 @@ class Admin:
     # -- changes -----------------------------------------------------------------------------
     def create_tenant(self, tenant_id: str, admin: str, at: str, report: tuple[bytes, str]) -> bool:
         """Make a tenant with no integrations and its empty report; False if the id is taken."""
+        incarnation = uuid.uuid4().hex
         keys = [self.api_tenants_key(), self.store.tenants_key(), self.audit_key()]
-        args = [tenant_id, json.dumps({"created_at": at}), admin, at, AUDIT_RETENTION_S * 1000]
+        args = [tenant_id, json.dumps({"created_at": at, "inc": incarnation}), admin, at, AUDIT_RETENTION_S * 1000]
         if not self.store._call(lambda: self.store._script(_CREATE_TENANT, keys, args)):
             return False
         body, tenant_print = report
-        self.store._call(lambda: self.store.client.set(self.store.registry_key(tenant_id), tenant_print))
-        self.store.put_reports([(tenant_id, 1, body, {}, float("inf"))], {tenant_id: tenant_print})
+        if self.store._call(lambda: self.store._script(_WRITE_TENANT, [self.store.registry_key(tenant_id)], [incarnation, tenant_print])):
+            self.store.put_reports([(tenant_id, 1, body, {}, float("inf"))], {tenant_id: tenant_print})
         return True
 
     def delete_tenant(self, tenant_id: str, admin: str, at: str) -> int:
@@ -160,18 +183,19 @@ class Admin:
         keys = [self.api_tenants_key(), self.store.tenants_key(), self.store.keys_key(), self.store.generation_key(),
                 self.audit_key(), self.api_keys_key(tenant_id)]
         args = [tenant_id, admin, at, AUDIT_RETENTION_S * 1000, self.store.channel]
-        done = int(self.store._call(lambda: self.store._script(_DELETE_TENANT, keys, args)))
-        if done == 1:
-            self.store.forget_tenant(tenant_id)
-        return done
+        done = self.store._call(lambda: self.store._script(_DELETE_TENANT, keys, args))
+        if isinstance(done, bytes):  # its incarnation: drop its data, unless a newer tenant of the id wrote it
+            self.store._call(lambda: self.store._script(_DROP_TENANT, self.store.tenant_keys(tenant_id), [done.decode()]))
+            return 1
+        return int(done)
 
-    def create_key(self, tenant_id: str, key_id: str, digest: str, admin: str, at: str) -> bool:
-        """Register a key's digest for a tenant; False if there is no such tenant."""
+    def create_key(self, tenant_id: str, key_id: str, digest: str, admin: str, at: str) -> int:
+        """Register a key's digest for a tenant: 1, 0 if there is no such tenant, -1 if the key id is taken."""
         keys = [self.api_tenants_key(), self.store.tenants_key(), self.store.keys_key(), self.api_keys_key(tenant_id),
                 self.audit_key()]
         args = [tenant_id, key_id, digest, json.dumps({"digest": digest, "created_at": at}), admin, at,
                 AUDIT_RETENTION_S * 1000]
-        return bool(self.store._call(lambda: self.store._script(_CREATE_KEY, keys, args)))
+        return int(self.store._call(lambda: self.store._script(_CREATE_KEY, keys, args)))
 
     def delete_key(self, tenant_id: str, key_id: str, admin: str, at: str) -> bool:
         """Revoke a key made through the API; False if the tenant has no such key."""

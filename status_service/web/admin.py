@@ -80,18 +80,19 @@ def _ids(**path: str) -> None:
 
 def _body(schema: Schema, optional: bool = False) -> dict[str, Any]:
     """Return the request's JSON body loaded by `schema`; 415, 413 or 400 naming every bad field."""
-    if optional and not request.content_length and not request.data:
+    if (request.content_length or 0) > MAX_BODY_BYTES:
+        raise AdminError(413, "request_entity_too_large", f"the body is over {MAX_BODY_BYTES} bytes")
+    # Read past the limit by one byte: a chunked body has no length up front.
+    raw = request.stream.read(MAX_BODY_BYTES + 1)
+    if optional and not raw:
         return {}
     if request.mimetype != "application/json":
         raise AdminError(415, "unsupported_media_type", "send the body as JSON (Content-Type: application/json)")
-    if (request.content_length or 0) > MAX_BODY_BYTES:
-        raise AdminError(413, "request_entity_too_large", f"the body is over {MAX_BODY_BYTES} bytes")
-    raw = request.get_data(cache=False)
-    if len(raw) > MAX_BODY_BYTES:  # sent chunked, with no length up front
+    if len(raw) > MAX_BODY_BYTES:
         raise AdminError(413, "request_entity_too_large", f"the body is over {MAX_BODY_BYTES} bytes")
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise AdminError(400, "invalid_request", "the body is not valid JSON") from None
     if not isinstance(data, dict):
         raise AdminError(400, "invalid_request", "the body must be a JSON object")
@@ -114,7 +115,7 @@ def _page() -> tuple[str, int]:
     """Return the cursor and limit of a paged listing; 400 naming a bad one."""
     cursor = request.args.get("cursor", "")
     raw = request.args.get("limit", str(DEFAULT_LIMIT))
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LIMIT:
         raise AdminError(400, "invalid_request", "invalid query", {"query.limit": [f"must be a whole number from 1 to {MAX_LIMIT}"]})
     if len(cursor) > 256:
         raise AdminError(400, "invalid_request", "invalid query", {"query.cursor": ["too long"]})
@@ -176,9 +177,13 @@ def create_key(tenant_id: str) -> tuple[Response, int]:
     _ids(tenant_id=tenant_id)
     _body(_NoFields(), optional=True)
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    key_id = "key_" + secrets.token_hex(6)
     at = _now()
-    if not _admin().create_key(tenant_id, key_id, hashlib.sha256(key.encode()).hexdigest(), g.admin, at):
+    while True:
+        key_id = "key_" + secrets.token_hex(6)
+        made = _admin().create_key(tenant_id, key_id, hashlib.sha256(key.encode()).hexdigest(), g.admin, at)
+        if made >= 0:  # not a taken id, drawn again
+            break
+    if not made:
         raise AdminError(404, "not_found", f"no tenant {tenant_id}")
     return jsonify(id=key_id, key=key, created_at=at), 201
 
@@ -201,11 +206,17 @@ def delete_key(tenant_id: str, key_id: str) -> tuple[str, int]:
     return "", 204
 
 
+def _entry_id(text: str) -> bool:
+    """Return whether text is a stream entry id this API hands out: two numbers below 2**63, joined by "-"."""
+    parts = text.split("-")
+    return len(parts) == 2 and all(p.isascii() and p.isdigit() and int(p) < 2**63 for p in parts)
+
+
 @bp.get("/audit")
 def audit() -> Response:
     """List every change, oldest first: which admin key, the action, the object and the time."""
     cursor, limit = _page()
-    if cursor and not all(part.isdigit() for part in cursor.split("-", 1)):
+    if cursor and not _entry_id(cursor):
         raise AdminError(400, "invalid_request", "invalid query", {"query.cursor": ["not an audit entry id"]})
     entries, after = _admin().audit(cursor, limit)
     return jsonify(entries=entries, next_cursor=after)
