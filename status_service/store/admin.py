@@ -22,7 +22,7 @@ _AUDIT = """
 local function audit(stream, retention_ms, admin, action, object, at)
   local t = redis.call('TIME')
   local oldest = tonumber(t[1]) * 1000 - tonumber(retention_ms)
-  redis.call('XADD', stream, 'MINID', '~', string.format('%d', oldest), '*',
+  redis.call('XADD', stream, 'MINID', string.format('%d', oldest), '*',  -- exact: few writes, and a promise
              'admin', admin, 'action', action, 'object', object, 'at', at)
 end
 """
