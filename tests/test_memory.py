@@ -2,7 +2,6 @@
 import base64
 import signal
 import socket
-import threading
 import time
 import tracemalloc
 
