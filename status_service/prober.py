@@ -364,8 +364,8 @@ class Prober:
             for tenant_id, result in recorded.items():
                 if isinstance(result, Fenced):  # the tenant's seeded registry is another, or lost: write nothing
                     gone = [pending.pop((tenant_id, iid)) for iid in writes[tenant_id][2]]
-                    if result.lost:
-                        self.seeded = None  # seed it again at the next tick (if this file is not older)
+                    if result.lost and self._lost_alone(tenant_id):
+                        self.seeded = None  # seed it again at the next tick
                         log.warning("registry.tenant_lost prober=%s tenant=%s dropped=%d", self.id, tenant_id, len(gone))
                     elif tenant_id not in self.behind:
                         self.behind.add(tenant_id)
@@ -386,6 +386,14 @@ class Prober:
             log.warning("record.contended dropped=%d", len(pending))  # a newer result keeps each of them
         self.write_reports(self.clock())
         return first
+
+    def _lost_alone(self, tenant_id: str) -> bool:
+        """Return whether a tenant's data was lost while the seeded registry still has it, and ours may seed it.
+
+        A tenant a newer registry removed is gone too, but is not to be brought back.
+        """
+        seeded = self.store.seeded_generation()
+        return seeded is not None and seeded <= self.registry.generation and self.store.is_registered(tenant_id)
 
     def sync(self, writes: Mapping[str, tuple[str, int, Mapping[str, tuple[int, State]]]], now: float) -> dict[str, Recorded | Fenced]:
         """Write states, bring each tenant's view up to the version written, and mark its report due.

@@ -175,3 +175,17 @@ def test_a_tenant_whose_keys_were_lost_alone_is_seeded_again(store, upstream, ma
 
         wait_for(healthy_again, timeout_s=5, interval_s=0.3)
     assert "registry.tenant_lost" in caplog.text
+
+
+def test_a_lagging_prober_of_the_same_generation_does_not_bring_back_a_removed_tenant(store, upstream, make_prober, caplog) -> None:
+    probe = {"interval_seconds": 1, "timeout_seconds": 0.5}
+    both = make_registry([tenant("acme", ["a"], [integration("1", "MJ", upstream.url("/a"))]),
+                          tenant("gone", ["g"], [integration("1", "MJ", upstream.url("/g"))])], probe)
+    lagging = make_prober(both)
+    lagging.tick()  # "gone" in flight on it
+    run_round(make_prober(make_registry([tenant("acme", ["a"], [integration("1", "MJ", upstream.url("/a"))])], probe)))
+    with caplog.at_level(logging.WARNING, logger="status_service"):
+        lagging.drain()
+        run_round(lagging, rounds=2)
+    assert "registry.tenant_lost" not in caplog.text and "registry.behind" in caplog.text
+    assert not store.is_registered("gone") and report_of(store, "gone") is None

@@ -1,4 +1,4 @@
-"""The only module that speaks Redis: key names, reads, writes and Lua scripts.
+"""The only package that speaks Redis: key names, reads, writes and Lua scripts (the admin API's in admin.py).
 
 Key layout (P is the configurable prefix). Each tenant's keys share one hash tag, and so do the
 schedule's and the registry's. Every multi-key command and script stays within one hash tag, so
@@ -594,6 +594,10 @@ class Store:
     def is_seeded(self) -> bool:
         """Return whether Redis holds a registry (it does not after losing its data)."""
         return self.seeded_generation() is not None
+
+    def is_registered(self, tenant_id: str) -> bool:
+        """Return whether the config file last seeded declares this tenant."""
+        return bool(self._call(lambda: self.client.sismember(self.tenants_key(), tenant_id)))
 
     def seeded_generation(self) -> int | None:
         """Return the generation of the config file Redis holds the registry of, or None if none."""
