@@ -103,14 +103,6 @@ class Admin:
         self.store = store
 
     # -- key names ---------------------------------------------------------------------------
-    def api_tenants_key(self) -> str:
-        """Return the key of the tenants made through the API."""
-        return self.store.api_tenants_key()
-
-    def api_keys_key(self, tenant_id: str) -> str:
-        """Return the key of a tenant's keys made through the API."""
-        return self.store.api_keys_key(tenant_id)
-
     def audit_key(self) -> str:
         """Return the key of the audit stream."""
         return f"{self.store.prefix}{{reg}}:audit"
@@ -130,7 +122,7 @@ class Admin:
         """Return one tenant, from the config file or the API."""
         client = self.store.client
         in_file, made = self.store._call(lambda: (
-            client.sismember(self.store.tenants_key(), tenant_id), client.hget(self.api_tenants_key(), tenant_id),
+            client.sismember(self.store.tenants_key(), tenant_id), client.hget(self.store.api_tenants_key(), tenant_id),
         ))
         if in_file:
             return TenantInfo(tenant_id, "file")
@@ -142,7 +134,7 @@ class Admin:
         """Return up to `limit` tenants whose ids sort after `after`, and the cursor of the next page."""
         client = self.store.client
         in_file, made = self.store._call(lambda: (
-            client.smembers(self.store.tenants_key()), client.hgetall(self.api_tenants_key()),
+            client.smembers(self.store.tenants_key()), client.hgetall(self.store.api_tenants_key()),
         ))
         every = {_text(t): TenantInfo(_text(t), "file") for t in in_file}
         for raw_id, raw in made.items():
@@ -153,7 +145,7 @@ class Admin:
 
     def keys(self, tenant_id: str) -> list[dict[str, str]]:
         """Return the ids and creation times of a tenant's keys made through the API, oldest first."""
-        raw = self.store._call(lambda: self.store.client.hgetall(self.api_keys_key(tenant_id)))
+        raw = self.store._call(lambda: self.store.client.hgetall(self.store.api_keys_key(tenant_id)))
         listed = [{"id": _text(kid), "created_at": json.loads(info)["created_at"]} for kid, info in raw.items()]
         return sorted(listed, key=lambda k: (k["created_at"], k["id"]))
 
@@ -169,7 +161,7 @@ class Admin:
     def create_tenant(self, tenant_id: str, admin: str, at: str, report: tuple[bytes, str]) -> bool:
         """Make a tenant with no integrations and its empty report; False if the id is taken."""
         incarnation = uuid.uuid4().hex
-        keys = [self.api_tenants_key(), self.store.tenants_key(), self.audit_key()]
+        keys = [self.store.api_tenants_key(), self.store.tenants_key(), self.audit_key()]
         args = [tenant_id, json.dumps({"created_at": at, "inc": incarnation}), admin, at, AUDIT_RETENTION_S * 1000]
         if not self.store._call(lambda: self.store._script(_CREATE_TENANT, keys, args)):
             return False
@@ -180,8 +172,8 @@ class Admin:
 
     def delete_tenant(self, tenant_id: str, admin: str, at: str) -> int:
         """Delete a tenant made through the API, its keys and all its data: 1, 0 (none), -1 (the config file's)."""
-        keys = [self.api_tenants_key(), self.store.tenants_key(), self.store.keys_key(), self.store.generation_key(),
-                self.audit_key(), self.api_keys_key(tenant_id)]
+        keys = [self.store.api_tenants_key(), self.store.tenants_key(), self.store.keys_key(), self.store.generation_key(),
+                self.audit_key(), self.store.api_keys_key(tenant_id)]
         args = [tenant_id, admin, at, AUDIT_RETENTION_S * 1000, self.store.channel]
         done = self.store._call(lambda: self.store._script(_DELETE_TENANT, keys, args))
         if isinstance(done, bytes):  # its incarnation: drop its data, unless a newer tenant of the id wrote it
@@ -191,7 +183,7 @@ class Admin:
 
     def create_key(self, tenant_id: str, key_id: str, digest: str, admin: str, at: str) -> int:
         """Register a key's digest for a tenant: 1, 0 if there is no such tenant, -1 if the key id is taken."""
-        keys = [self.api_tenants_key(), self.store.tenants_key(), self.store.keys_key(), self.api_keys_key(tenant_id),
+        keys = [self.store.api_tenants_key(), self.store.tenants_key(), self.store.keys_key(), self.store.api_keys_key(tenant_id),
                 self.audit_key()]
         args = [tenant_id, key_id, digest, json.dumps({"digest": digest, "created_at": at}), admin, at,
                 AUDIT_RETENTION_S * 1000]
@@ -199,6 +191,6 @@ class Admin:
 
     def delete_key(self, tenant_id: str, key_id: str, admin: str, at: str) -> bool:
         """Revoke a key made through the API; False if the tenant has no such key."""
-        keys = [self.store.keys_key(), self.api_keys_key(tenant_id), self.store.generation_key(), self.audit_key()]
+        keys = [self.store.keys_key(), self.store.api_keys_key(tenant_id), self.store.generation_key(), self.audit_key()]
         args: list[Any] = [tenant_id, key_id, admin, at, AUDIT_RETENTION_S * 1000, self.store.channel]
         return bool(self.store._call(lambda: self.store._script(_DELETE_KEY, keys, args)))
