@@ -16,6 +16,7 @@ STALE_AFTER_INTERVALS = 3  # a result older than this many intervals is reported
 DEFAULT_MAX_BODY_BYTES = 1_048_576
 DEFAULT_CONCURRENCY = 64
 DEFAULT_TICK_S = 1.0
+DEFAULT_MAX_INTEGRATIONS = 10_000  # per tenant, through the admin API
 
 
 class Health(str, enum.Enum):
@@ -52,6 +53,7 @@ class Integration:
     id: str
     type: str
     probe: ProbeSpec
+    rev: str = ""  # of its definition, for one made through the admin API: a result of another rev is dropped
 
     @property
     def member(self) -> str:
@@ -85,6 +87,8 @@ class Registry:
     default_interval_s: float = DEFAULT_INTERVAL_S
     generation: int = 0  # the file's; a prober never seeds Redis from an older one
     admin_keys: tuple[tuple[str, str], ...] = ()  # (id, SHA-256 digest) of each key of the admin API
+    allow_private_addresses: bool = False  # integrations made through the admin API may go anywhere
+    max_integrations_per_tenant: int = DEFAULT_MAX_INTEGRATIONS
     integrations: tuple[Integration, ...] = field(init=False, repr=False, compare=False)  # every tenant's, in order
 
     def integration(self, member: str) -> Integration | None:

@@ -20,16 +20,19 @@ from datetime import datetime, timezone
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import astuple, dataclass, replace
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from . import checks, report
+from .catalog import Catalog
+from .cipher import Cipher, CipherError
 from .fetch import Fetcher
-from .model import Integration, Outcome, Registry, State, tenant_fingerprint
+from .model import Integration, Outcome, Registry, State, split_member, tenant_fingerprint
 from .registry import ConfigError, load
-from .settings import SettingsError, configure_logging, from_env, redis_url
+from .settings import SettingsError, configure_logging, credentials_cipher, from_env, redis_url
 from .store import Claim, Fenced, OlderGeneration, Recorded, Store, StoreUnavailable, TenantConflict, connect
+from .store.catalog import Catalog as StoredCatalog
 
 log = logging.getLogger("status_service.prober")
 
@@ -43,6 +46,7 @@ EMBEDDED_CHECK_S = 5.0  # how often a prober makes sure the embedded Redis runs
 STOP_MARGIN_S = 0.25  # on SIGTERM, how long past their deadline running probes may take to land
 RECORD_ATTEMPTS = 5  # rounds of recomputing a result that another prober's write overtook
 REPORT_BYTES_PER_S = 8 * 1024 * 1024  # a tenant's report is rewritten at most this many bytes a second
+RECONCILE_S = 60.0  # how often a prober re-reads every admin API tenant's rev, in case a feed entry was lost
 
 
 @dataclass
@@ -99,7 +103,10 @@ class Prober:
         clock: Callable[[], float] | None = None,
         source: Path | None = None,
         environ: Mapping[str, str] | None = None,
+        cipher: Cipher | None = None,
     ) -> None:
+        self.cipher = cipher  # opens the probes of admin API integrations; without one, the prober ignores them
+        self.stored_catalog = StoredCatalog(store)
         self.use(registry)
         self.source = source  # the config file, re-read when it changes or on request
         self.environ = environ if environ is not None else os.environ
@@ -133,18 +140,43 @@ class Prober:
         self.fingerprint = fingerprint(registry)
         self.tenant_prints = {t.id: tenant_fingerprint(t.integrations) for t in registry.tenants}
         self.behind: set[str] = set()  # tenants whose seeded registry differs from this one (logged once)
+        # The admin API's integrations: read whole at the first tick, then change by change (follow()).
+        self.catalog = Catalog(self.cipher.open if self.cipher else str, guarded=not registry.allow_private_addresses)
+        self.feed_at: str | None = None  # the position in the feed of changed tenants; None: read everything
+        self.reconcile_at = 0.0  # time.monotonic() of the next re-read of every tenant's rev
         # Each touched tenant's states and report as of a results version, kept one write at a time.
         self.views: dict[str, View] = {}
         self.dirty: dict[str, float] = {}  # tenant -> time.monotonic() its report may be written again
-        probes = [i.probe for i in registry.integrations]
-        # A claim outlives the longest probe deadline, its watchdog, two ticks and a share of the
-        # shortest interval, so a busy prober records before its lease ends.
-        self.lease_s = (
-            max((p.timeout_s for p in probes), default=0.0)
+        self.lease_s = 0.0
+        self.extend_lease(registry.integrations)
+
+    def extend_lease(self, integrations: Iterable[Integration]) -> None:
+        """Make claims long enough for these integrations too.
+
+        A claim outlives the longest probe deadline, its watchdog, two ticks and a share of the
+        shortest interval, so a busy prober records before its lease ends.
+        """
+        probes = [i.probe for i in integrations]
+        if not probes:
+            return
+        self.lease_s = max(self.lease_s, (
+            max(p.timeout_s for p in probes)
             + WATCHDOG_GRACE_S
-            + 2 * registry.prober.tick_s
-            + max(LEASE_SLACK_S, min((p.interval_s for p in probes), default=0.0) / 4)
-        )
+            + 2 * self.registry.prober.tick_s
+            + max(LEASE_SLACK_S, min(p.interval_s for p in probes) / 4)
+        ))
+
+    def integration(self, member: str) -> Integration | None:
+        """Return the integration with this schedule name, from the config file or the admin API."""
+        return self.registry.integration(member) or self.catalog.integration(member)
+
+    def integrations_of(self, tenant_id: str) -> tuple[Integration, ...] | None:
+        """Return a tenant's integrations in report order, or None if this prober knows no such tenant."""
+        tenant = self.registry.tenant(tenant_id)
+        if tenant is not None:
+            return tenant.integrations
+        made = self.catalog.tenants.get(tenant_id)
+        return tuple(made.integrations.values()) if made is not None else None
 
     def tick(self) -> None:
         """Run one round: heartbeat, seed if Redis lost its data, record results, claim and start probes."""
@@ -161,6 +193,7 @@ class Prober:
                 if self.reload_requested or self._stamp() != self.source_stamp:
                     self.reload()
                 self.ensure_seeded(now)
+                self.follow(now)
             # Only after a good seed: a prober that cannot seed must not make /readyz say ready.
             self.store.heartbeat(self.id, now, HEARTBEAT_INTERVALS * self.registry.default_interval_s)
             self.reap(time.monotonic())
@@ -195,7 +228,10 @@ class Prober:
         tenant_ids = [t.id for t in self.registry.tenants]
         try:
             admins = {digest: admin_id for admin_id, digest in self.registry.admin_keys}
-            removed = self.store.seed(mine, self.registry.generation, owners, self.tenant_prints, members, admins)
+            settings = {"allow_private_addresses": self.registry.allow_private_addresses,
+                        "max_integrations_per_tenant": self.registry.max_integrations_per_tenant}
+            file_prints = {t.id: self.tenant_prints[t.id] for t in self.registry.tenants}
+            removed = self.store.seed(mine, self.registry.generation, owners, file_prints, members, admins, settings)
         except (OlderGeneration, TenantConflict) as exc:
             # This file must not replace what Redis holds. The prober goes on probing; what differs
             # from the seeded registry, it does not write.
@@ -214,6 +250,58 @@ class Prober:
             "registry.seeded prober=%s tenants=%d integrations=%d removed=%d",
             self.id, len(tenant_ids), len(members), len(removed),
         )
+
+    def follow(self, now: float, tenant_ids: Iterable[str] = ()) -> None:
+        """Bring the admin API's integrations up to date: the tenants the feed names, and `tenant_ids`.
+
+        The first call reads every tenant; each later one reads only what changed, so a change
+        costs the same whatever the size of the registry. Every RECONCILE_S, every tenant's rev
+        is checked again, in case a change's feed entry was lost.
+        """
+        if self.cipher is None:
+            return
+        touched = set(tenant_ids)
+        if self.feed_at is None or time.monotonic() >= self.reconcile_at:
+            at = self.stored_catalog.feed_end()  # before reading: a change made meanwhile is read again, harmlessly
+            touched |= set(self.stored_catalog.tenant_ids()) | set(self.catalog.tenants)
+            self.feed_at, self.reconcile_at = at, time.monotonic() + RECONCILE_S
+        else:
+            named, at, missed = self.stored_catalog.read_feed(self.feed_at)
+            if missed:
+                log.warning("registry.feed_missed prober=%s: re-reading every tenant", self.id)
+                self.reconcile_at = 0.0
+                return self.follow(now, touched)
+            touched |= set(named)
+            self.feed_at = at
+        if not touched:
+            return
+        known = self.catalog.known()
+        changes = self.stored_catalog.read({t: known.get(t, ("", "")) for t in touched})
+        scheduled: dict[str, float] = {}
+        for tenant_id, change in changes.items():
+            try:
+                fresh = self.catalog.apply(tenant_id, change)
+            except (CipherError, ValueError, KeyError) as exc:
+                log.error("registry.unreadable prober=%s tenant=%s error=%s", self.id, tenant_id, exc)
+                continue
+            if fresh is None:
+                continue
+            if self.registry.tenant(tenant_id) is not None:
+                continue  # the file's tenant: the file's integrations win (a seed refuses the clash)
+            self.extend_lease(fresh)
+            scheduled.update((i.member, 0.0) for i in fresh)
+            self.views.pop(tenant_id, None)
+            self.dirty.pop(tenant_id, None)
+            self.behind.discard(tenant_id)
+            if tenant_id in self.catalog.tenants:
+                self.tenant_prints[tenant_id] = self.catalog.tenants[tenant_id].rev
+            else:
+                self.tenant_prints.pop(tenant_id, None)
+        # One that a crash left out of the schedule is added; the others keep their due times.
+        self.stored_catalog.schedule(scheduled, only_new=True)
+        rebuilt = [t for t, c in changes.items() if t in self.catalog.tenants and c.kind != "same" and self.registry.tenant(t) is None]
+        if rebuilt:
+            self.sync({t: ("", -1, {}) for t in rebuilt}, now)  # each changed tenant's view afresh, and its report
 
     def reload(self) -> None:
         """Re-read the config file; keep the current registry if the new one is invalid."""
@@ -263,8 +351,13 @@ class Prober:
         at, claims = self.store.claim(None if self.given_clock is None else now, self.lease_s, free)
         if self.given_clock is None and at is not None:
             self.offset = at - time.time()
+        unknown = [c.member for c in claims if self.integration(c.member) is None]
+        if unknown:
+            # Made through the admin API a moment ago, most likely: catch up now rather than hand it back.
+            with self.flushing:
+                self.follow(now, {split_member(member)[0] for member in unknown})
         for claim in claims:
-            integration = self.registry.integration(claim.member)
+            integration = self.integration(claim.member)
             if integration is None:
                 # Registered by a prober with a newer or other config: hand it back for one that knows it.
                 foreign.append((claim, now + FOREIGN_RETRY_S))
@@ -329,7 +422,7 @@ class Prober:
         with self.lock:
             batch, self.finished = self.finished, []
         # A result for an integration removed by a reload while it was probed is dropped.
-        batch = [item for item in batch if self.registry.integration(item[0].claim.member) is not None]
+        batch = [item for item in batch if self.integration(item[0].claim.member) is not None]
         if not batch:
             return
         try:
@@ -360,7 +453,11 @@ class Prober:
                 state = checks.advance(before, outcome, entry.integration.probe, at, entry.claim.fence)
                 known = (view.incarnation, view.version) if view else ("", -1)
                 writes.setdefault(tenant_id, (*known, {}))[2][iid] = (before.fence if before else 0, state)
-            recorded = self.sync(writes, self.clock())
+            revs: dict[str, dict[str, str]] = {}
+            for entry, _, _ in pending.values():
+                if entry.integration.rev:
+                    revs.setdefault(entry.integration.tenant_id, {})[entry.integration.id] = entry.integration.rev
+            recorded = self.sync(writes, self.clock(), revs)
             for tenant_id, result in recorded.items():
                 if isinstance(result, Fenced):  # the tenant's seeded registry is another, or lost: write nothing
                     gone = [pending.pop((tenant_id, iid)) for iid in writes[tenant_id][2]]
@@ -395,19 +492,22 @@ class Prober:
         seeded = self.store.seeded_generation()
         return seeded is not None and seeded <= self.registry.generation and self.store.is_registered(tenant_id)
 
-    def sync(self, writes: Mapping[str, tuple[str, int, Mapping[str, tuple[int, State]]]], now: float) -> dict[str, Recorded | Fenced]:
+    def sync(
+        self, writes: Mapping[str, tuple[str, int, Mapping[str, tuple[int, State]]]], now: float,
+        revs: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> dict[str, Recorded | Fenced]:
         """Write states, bring each tenant's view up to the version written, and mark its report due.
 
         A tenant maps to Fenced when the seeded registry of it is not this prober's: nothing was written.
         """
-        recorded = self.store.record(writes, self.tenant_prints)
+        recorded = self.store.record(writes, self.tenant_prints, revs)
         for tenant_id, result in recorded.items():
-            tenant = self.registry.tenant(tenant_id)
-            if tenant is None or isinstance(result, Fenced):
+            integrations = self.integrations_of(tenant_id)
+            if integrations is None or isinstance(result, Fenced):
                 continue
             view = self.views.get(tenant_id)
             if view is None or result.full:
-                view = self.views[tenant_id] = View(report.TenantReport(tenant.integrations))
+                view = self.views[tenant_id] = View(report.TenantReport(integrations))
             view.report.apply(result.states, now)
             view.incarnation, view.version = result.incarnation, result.version
             if any(iid not in result.states for iid in result.conflicts):
@@ -492,6 +592,7 @@ def main() -> int:
     try:
         settings = from_env(os.environ)
         registry = load(settings.config_path, os.environ)
+        secrets = credentials_cipher(settings)
     except (SettingsError, ConfigError) as exc:
         print(f"status-service prober: {exc}", file=sys.stderr)
         return 2
@@ -500,7 +601,7 @@ def main() -> int:
     url = redis_url(settings)
     # Made on first use, so a Redis Cluster that is down at start is an outage to wait out, not an exit.
     store = Store(lambda: connect(url, settings.redis_timeout_s, settings.redis_cluster), settings.key_prefix, settings.redis_timeout_s)
-    prober = Prober(registry, store, source=Path(settings.config_path))
+    prober = Prober(registry, store, source=Path(settings.config_path), cipher=secrets)
     stop_requested = threading.Event()
 
     def request_stop(signum: int, _frame: object) -> None:

@@ -9,7 +9,7 @@ import yaml
 from marshmallow import ValidationError
 
 from .model import (
-    DEFAULT_CONCURRENCY, DEFAULT_FAILURE_THRESHOLD, DEFAULT_INTERVAL_S, DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_CONCURRENCY, DEFAULT_FAILURE_THRESHOLD, DEFAULT_MAX_INTEGRATIONS, DEFAULT_INTERVAL_S, DEFAULT_MAX_BODY_BYTES,
     DEFAULT_SUCCESS_THRESHOLD, DEFAULT_TICK_S, DEFAULT_TIMEOUT_S, STALE_AFTER_INTERVALS,
     Integration, ProberOptions, ProbeSpec, Registry, Tenant,
 )
@@ -157,7 +157,7 @@ def _build(data: dict[str, Any]) -> Registry:
     tenants = []
     for t in data["tenants"]:
         integrations = tuple(
-            Integration(tenant_id=t["id"], id=i["id"], type=i["type"], probe=_spec({**defaults, **i["probe"]}))
+            Integration(tenant_id=t["id"], id=i["id"], type=i["type"], probe=probe_spec({**defaults, **i["probe"]}))
             for i in t["integrations"]
         )
         digests = tuple(dict.fromkeys(k["sha256"].lower() for k in t["api_keys"]))
@@ -172,10 +172,13 @@ def _build(data: dict[str, Any]) -> Registry:
         default_interval_s=defaults.get("interval_seconds", DEFAULT_INTERVAL_S),
         generation=data["generation"],
         admin_keys=tuple((k["id"], k["sha256"].lower()) for k in data["admin_keys"]),
+        allow_private_addresses=defaults.get("allow_private_addresses", False),
+        max_integrations_per_tenant=data["admin"].get("max_integrations_per_tenant", DEFAULT_MAX_INTEGRATIONS),
     )
 
 
-def _spec(p: dict[str, Any]) -> ProbeSpec:
+def probe_spec(p: dict[str, Any], guarded: bool = False) -> ProbeSpec:
+    """Return the spec of a validated probe, with the built-in defaults for what it leaves out."""
     interval = float(p.get("interval_seconds", DEFAULT_INTERVAL_S))
     return ProbeSpec(
         url=p["url"],
@@ -189,4 +192,5 @@ def _spec(p: dict[str, Any]) -> ProbeSpec:
         success_threshold=p.get("success_threshold", DEFAULT_SUCCESS_THRESHOLD),
         stale_after_s=float(p.get("stale_after_seconds", STALE_AFTER_INTERVALS * interval)),
         max_body_bytes=p.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES),
+        guarded=guarded,
     )

@@ -6,6 +6,8 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from .model import DEFAULT_INTERVAL_S, DEFAULT_TIMEOUT_S
+
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 # Ids appear in URLs, logs and Redis key names: keep them plain.
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z")  # \Z: no trailing newline
@@ -30,6 +32,15 @@ class Count(fields.Integer):
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValidationError("not a whole number")
         return super()._deserialize(value, attr, data, **kwargs)
+
+
+class Flag(fields.Boolean):
+    """true or false, and nothing YAML or JSON would otherwise let through ("yes", 1)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise ValidationError("must be true or false")
+        return value
 
 
 class Id(fields.String):
@@ -61,6 +72,14 @@ class ProbeDefaultsSchema(Schema):
     success_threshold = Count(validate=validate.Range(min=1, max=100))
     stale_after_seconds = Number(validate=validate.Range(min=1))
     max_body_bytes = Count(validate=validate.Range(min=1, max=64 * 1024 * 1024))
+
+
+class FileProbeDefaultsSchema(ProbeDefaultsSchema):
+    """The config file's probe defaults, and the address policy that only the file may lift."""
+
+    # Lets integrations made through the admin API reach private addresses and send credentials
+    # over plain http: for development and tests. Never settable through the API or per integration.
+    allow_private_addresses = Flag()
 
 
 class ProbeSchema(ProbeDefaultsSchema):
@@ -119,13 +138,21 @@ class ProberSchema(Schema):
     tick_seconds = Number(validate=validate.Range(min=0.05, max=60))
 
 
+class AdminSettingsSchema(Schema):
+    """Limits of the admin API."""
+
+    # So the API cannot turn the prober fleet into a traffic amplifier.
+    max_integrations_per_tenant = Count(validate=validate.Range(min=0, max=1_000_000))  # default 10,000
+
+
 class ConfigSchema(Schema):
     """The whole config file."""
 
     # Bumped with every edit: a prober never applies a file older than the one Redis last took.
     generation = Count(load_default=0, validate=validate.Range(min=0, max=2**53))
-    probe = fields.Nested(ProbeDefaultsSchema, load_default=dict)
+    probe = fields.Nested(FileProbeDefaultsSchema, load_default=dict)
     prober = fields.Nested(ProberSchema, load_default=dict)
+    admin = fields.Nested(AdminSettingsSchema, load_default=dict)
     tenants = fields.List(fields.Nested(TenantSchema), required=True)
     admin_keys = fields.List(fields.Nested(AdminKeySchema), load_default=list)
 
@@ -171,3 +198,20 @@ class NewTenantSchema(Schema):
     """The body of POST /admin/tenants."""
 
     id = Id(required=True)
+
+
+class IntegrationBodySchema(Schema):
+    """The body of PUT /admin/tenants/<tid>/integrations/<iid>: the config file's integration, id optional."""
+
+    id = Id()
+    type = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    probe = fields.Nested(ProbeSchema, required=True)
+
+    @validates_schema
+    def stale_after_reachable(self, data: dict[str, Any], **kwargs: Any) -> None:
+        """Refuse a stale_after_seconds that a punctual probe could reach (as the config file does)."""
+        probe = data.get("probe", {})
+        if "stale_after_seconds" in probe:
+            floor = probe.get("interval_seconds", DEFAULT_INTERVAL_S) + probe.get("timeout_seconds", DEFAULT_TIMEOUT_S)
+            if probe["stale_after_seconds"] <= floor:
+                raise ValidationError({"probe": {"stale_after_seconds": [f"must exceed interval_seconds + timeout_seconds ({floor:g})"]}})

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
+
+if TYPE_CHECKING:
+    from .cipher import Cipher
 
 DEFAULT_CONFIG = "config/status.yaml"
 DEFAULT_PREFIX = "status:"
@@ -33,6 +36,7 @@ class Settings:
     web_memory_bytes: int = DEFAULT_WEB_MEMORY_MB * 1024 * 1024  # per web worker; 0: read Redis every time
     log_level: str = "INFO"
     admin_key_sha256: str | None = None  # a key of the admin API besides the config file's (id "env")
+    secret_keys: str | None = field(default=None, repr=False)  # STATUS_SECRET_KEY: Fernet keys, comma-separated
 
 
 def from_env(environ: Mapping[str, str]) -> Settings:
@@ -54,6 +58,7 @@ def from_env(environ: Mapping[str, str]) -> Settings:
         raise SettingsError("STATUS_ADMIN_KEY_SHA256: must be the SHA-256 hex digest of the admin key")
     return Settings(
         admin_key_sha256=admin_digest,
+        secret_keys=environ.get("STATUS_SECRET_KEY", "").strip() or None,
         redis_url=url,
         redis_cluster=cluster in ("1", "true", "yes"),
         config_path=environ.get("STATUS_CONFIG", DEFAULT_CONFIG),
@@ -98,6 +103,16 @@ def configure_logging(settings: Settings) -> None:
     logging.captureWarnings(True)
     # urllib3 logs every request line at DEBUG: noise, even redacted.
     logging.getLogger("urllib3").setLevel(logging.WARNING)
+
+
+def credentials_cipher(settings: Settings) -> "Cipher":
+    """Return the cipher of provider credentials; raise SettingsError when its key is missing or bad."""
+    from .cipher import CipherError, from_settings
+
+    try:
+        return from_settings(settings.secret_keys, settings.redis_url is not None, settings.data_dir)
+    except CipherError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def redis_url(settings: Settings) -> str:

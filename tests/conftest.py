@@ -26,6 +26,8 @@ from status_service.prober import Prober
 from status_service.settings import Settings
 from status_service.store import Store, connect
 
+# A Fernet key for the credentials the tests store; never a real one.
+TEST_SECRET_KEY = "dGVzdHMtb25seS1rZXktbmV2ZXItcHJvZHVjdGlvbiE="
 TEST_DB = 15  # the database the tests use on $TEST_REDIS_URL when the URL names none
 TEST_KEYS = "test:"  # every key a test writes starts with this (see `prefix`)
 TEST_REDIS_VARIABLE = "TEST_REDIS_URL"  # never REDIS_URL, which may name production
@@ -115,7 +117,7 @@ def store(redis_url: str, prefix: str) -> Store:
 @pytest.fixture
 def settings(redis_url: str, prefix: str) -> Settings:
     """Settings for the app under test; memory is off so each request reads Redis."""
-    return Settings(redis_url=redis_url, key_prefix=prefix, web_memory_bytes=0)
+    return Settings(secret_keys=TEST_SECRET_KEY, redis_url=redis_url, key_prefix=prefix, web_memory_bytes=0)
 
 
 @pytest.fixture
@@ -281,7 +283,7 @@ def report_of(store: Store, tenant_id: str) -> dict[str, Any] | None:
 
 def environment(redis_url: str, prefix: str, config_file, **extra: str) -> dict[str, str]:
     return {"PATH": os.environ["PATH"], "REDIS_URL": redis_url, "STATUS_KEY_PREFIX": prefix,
-            "STATUS_CONFIG": str(config_file), **extra}
+            "STATUS_CONFIG": str(config_file), "STATUS_SECRET_KEY": TEST_SECRET_KEY, **extra}
 
 
 def spawn(args: list[str], env: dict[str, str], log) -> subprocess.Popen:

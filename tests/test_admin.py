@@ -13,7 +13,7 @@ import pytest
 from status_service import create_app
 from status_service.registry import ConfigError
 from status_service.settings import Settings
-from tests.conftest import integration, key_digest, make_registry, run_round, tenant, wait_for
+from tests.conftest import TEST_SECRET_KEY, integration, key_digest, make_registry, run_round, tenant, wait_for
 
 ADMIN = {"Authorization": "Bearer admin-secret"}
 
@@ -31,7 +31,7 @@ def seeded(store, upstream, make_prober):
 
 @pytest.fixture
 def web(redis_url, prefix, seeded) -> Iterator[Any]:
-    app = create_app(Settings(redis_url=redis_url, key_prefix=prefix, web_memory_bytes=0))
+    app = create_app(Settings(secret_keys=TEST_SECRET_KEY, redis_url=redis_url, key_prefix=prefix, web_memory_bytes=0))
     yield app.test_client()
 
 
@@ -80,7 +80,7 @@ def test_only_admin_keys_get_in(web) -> None:
 
 
 def test_the_environment_admin_key_gets_in_and_is_named_in_the_audit(redis_url, prefix, seeded) -> None:
-    app = create_app(Settings(redis_url=redis_url, key_prefix=prefix, web_memory_bytes=0, admin_key_sha256=key_digest("env-secret")))
+    app = create_app(Settings(secret_keys=TEST_SECRET_KEY, redis_url=redis_url, key_prefix=prefix, web_memory_bytes=0, admin_key_sha256=key_digest("env-secret")))
     web = app.test_client()
     assert web.post("/admin/tenants", json={"id": "acme"}, headers={"Authorization": "Bearer env-secret"}).status_code == 201
     entries = web.get("/admin/audit", headers=ADMIN).get_json()["entries"]
@@ -119,7 +119,7 @@ def test_a_revoked_key_and_a_deleted_tenant_stop_working(web, store) -> None:
 
 
 def test_a_key_revoked_through_the_api_stops_working_within_a_second_on_a_worker_with_memory(redis_url, prefix, seeded) -> None:
-    app = create_app(Settings(redis_url=redis_url, key_prefix=prefix, web_memory_bytes=8 * 1024 * 1024))
+    app = create_app(Settings(secret_keys=TEST_SECRET_KEY, redis_url=redis_url, key_prefix=prefix, web_memory_bytes=8 * 1024 * 1024))
     web = app.test_client()
     try:
         make_tenant(web, "acme")

@@ -21,7 +21,7 @@ from status_service.prober import Prober
 from status_service.settings import Settings
 from status_service.store import Store, connect
 from tests.conftest import (
-    Proxy, environment, free_port, integration, key_digest, make_registry, report_of, run_round, spawn, start_prober, stop, tenant,
+    TEST_SECRET_KEY, Proxy, environment, free_port, integration, key_digest, make_registry, report_of, run_round, spawn, start_prober, stop, tenant,
     wait_for,
 )
 
@@ -137,7 +137,7 @@ def test_seed_probe_report_serve_and_reload_on_a_real_cluster(
 
     # GET /status through the web tier on the cluster: each key sees its own tenant. Twice, so the
     # second request takes the hinted path (key lookup and report read in one pipeline, across slots).
-    app = create_app(Settings(redis_url=redis_cluster_url, redis_cluster=True, key_prefix=prefix, web_memory_bytes=0))
+    app = create_app(Settings(secret_keys=TEST_SECRET_KEY, redis_url=redis_cluster_url, redis_cluster=True, key_prefix=prefix, web_memory_bytes=0))
     web = app.test_client()
     for t in TENANTS + TENANTS:
         response = web.get("/status", headers={"Authorization": f"Bearer {t}-key"})
@@ -250,7 +250,7 @@ def test_web_memory_follows_changes_on_a_cluster(redis_cluster_url, cluster_stor
     prober = Prober(reg, cluster_store)
     cluster_probers.append(prober)
     run_round(prober)
-    app = create_app(Settings(redis_url=redis_cluster_url, redis_cluster=True, key_prefix=prefix))
+    app = create_app(Settings(secret_keys=TEST_SECRET_KEY, redis_url=redis_cluster_url, redis_cluster=True, key_prefix=prefix))
     mirror = app.extensions["status_web"].mirror
     web = app.test_client()
     auth = {"Authorization": "Bearer acme-key"}

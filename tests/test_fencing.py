@@ -8,7 +8,7 @@ from status_service import checks
 from status_service.model import Health, Outcome, State
 from status_service.prober import REPORT_BYTES_PER_S, InFlight, Prober
 from status_service.store import Claim, Store
-from tests.conftest import integration, make_registry, report_of, run_round, tenant
+from tests.conftest import TEST_SECRET_KEY, integration, make_registry, report_of, run_round, tenant
 
 FAIL = Outcome.failed("http_503", 5)
 
@@ -142,7 +142,7 @@ def test_a_redis_outage_logs_one_line_when_it_starts_and_one_when_it_ends(tmp_pa
     server = embedded.start(directory)
     url = f"unix://{embedded.socket_path(directory)}"
     prober = Prober(one_integration(upstream), Store(connect(url, 0.2), "p:"))
-    client = create_app(Settings(redis_url=url, key_prefix="p:", redis_timeout_s=0.2, web_memory_bytes=0)).test_client()
+    client = create_app(Settings(secret_keys=TEST_SECRET_KEY, redis_url=url, key_prefix="p:", redis_timeout_s=0.2, web_memory_bytes=0)).test_client()
     try:
         run_round(prober)
         server.terminate()

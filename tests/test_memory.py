@@ -14,7 +14,7 @@ from status_service.prober import Prober
 from status_service.settings import Settings
 from status_service.store import Store, StoredReport, connect
 from status_service.web.mirror import Mirror
-from tests.conftest import Proxy, integration, key_digest, make_registry, run_round, tenant, wait_for
+from tests.conftest import TEST_SECRET_KEY, Proxy, integration, key_digest, make_registry, run_round, tenant, wait_for
 
 MB = 1024 * 1024
 
@@ -23,7 +23,7 @@ _opened = []  # apps whose follower threads stop when their test ends
 
 
 def memory_app(redis_url: str, prefix: str, **extra):
-    app = create_app(Settings(redis_url=redis_url, key_prefix=prefix, web_memory_bytes=8 * MB, **extra))
+    app = create_app(Settings(secret_keys=TEST_SECRET_KEY, redis_url=redis_url, key_prefix=prefix, web_memory_bytes=8 * MB, **extra))
     _opened.append(app.extensions["status_web"])
     return app, app.extensions["status_web"]
 
@@ -282,7 +282,7 @@ def test_a_hung_redis_costs_one_slow_request_a_second_and_every_node_stays_ready
     client = app.test_client()
     wait_for(lambda: status_of(client).status_code == 200 and web.mirror.live)
     assert status_of(client).status_code == 200  # remembered
-    bare = create_app(Settings(redis_url=url, key_prefix="p:", redis_timeout_s=0.3, web_memory_bytes=0)).test_client()
+    bare = create_app(Settings(secret_keys=TEST_SECRET_KEY, redis_url=url, key_prefix="p:", redis_timeout_s=0.3, web_memory_bytes=0)).test_client()
     assert bare.get("/readyz").status_code == 200  # memory off, and only ever asked about readiness
     server.send_signal(signal.SIGSTOP)  # hung, not refused: every call waits out its timeout
     try:

@@ -10,7 +10,7 @@ from status_service import create_app, embedded
 from status_service.prober import Prober
 from status_service.settings import Settings
 from status_service.store import Store, connect
-from tests.conftest import free_port, integration, make_registry, report_of, run_round, tenant, wait_for
+from tests.conftest import TEST_SECRET_KEY, free_port, integration, make_registry, report_of, run_round, tenant, wait_for
 
 KEY = "acme-key"
 
@@ -181,7 +181,7 @@ def test_redis_restarted_empty_gives_503_then_recovers(tmp_path, upstream) -> No
     directory = tmp_path / "private-redis"
     server = embedded.start(directory)
     url = f"unix://{embedded.socket_path(directory)}"
-    settings = Settings(redis_url=url, redis_timeout_s=0.3, web_memory_bytes=0)
+    settings = Settings(secret_keys=TEST_SECRET_KEY, redis_url=url, redis_timeout_s=0.3, web_memory_bytes=0)
     store = Store(connect(url, 0.3))
     client = create_app(settings).test_client()
     auth = {"Authorization": f"Bearer {KEY}"}

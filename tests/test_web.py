@@ -6,7 +6,7 @@ import pytest
 
 from status_service import create_app
 from status_service.settings import Settings
-from tests.conftest import integration, make_registry, run_round, tenant
+from tests.conftest import TEST_SECRET_KEY, integration, make_registry, run_round, tenant
 
 ACME_KEY, ACME_KEY_2, GLOBEX_KEY = "acme-key-1", "acme-key-2", "globex-key"
 
@@ -161,7 +161,7 @@ def test_head_works_where_get_does(client, seeded) -> None:
 
 
 def test_livez_needs_nothing(settings) -> None:
-    app = create_app(Settings(redis_url="redis://127.0.0.1:1/0", key_prefix=settings.key_prefix))
+    app = create_app(Settings(secret_keys=TEST_SECRET_KEY, redis_url="redis://127.0.0.1:1/0", key_prefix=settings.key_prefix))
     response = app.test_client().get("/livez")
     assert response.status_code == 200 and response.get_json() == {"status": "ok"}
 
@@ -191,7 +191,7 @@ def test_readyz_is_not_ready_before_a_registry_is_seeded(client, store) -> None:
 
 
 def test_unreachable_redis_gives_503_with_retry_after(settings) -> None:
-    app = create_app(Settings(redis_url="redis://127.0.0.1:1/0", key_prefix=settings.key_prefix, redis_timeout_s=0.2))
+    app = create_app(Settings(secret_keys=TEST_SECRET_KEY, redis_url="redis://127.0.0.1:1/0", key_prefix=settings.key_prefix, redis_timeout_s=0.2))
     client = app.test_client()
     response = client.get("/status", headers={"Authorization": f"Bearer {ACME_KEY}"})
     assert_error(response, 503, "unavailable")

@@ -15,16 +15,22 @@ the layout works on Redis Cluster; atomic steps are Lua scripts, never MULTI acr
   P{reg}:file:keys    str   JSON list of the key digests the config file declared (the rest are the API's)
   P{reg}:admins       hash  admin API key digest (from the config file) -> admin key id
   P{reg}:generation   str   counter bumped with every key registry change
+  P{reg}:settings     str   JSON of the admin API's settings from the config file last seeded
+  P{reg}:feed         stream  one entry {t: TENANT} per change of a tenant made through the admin API
   P{t:ID}:results     hash  integration id -> state JSON
   P{t:ID}:version     str   counter bumped with every results write
   P{t:ID}:changed     zset  integration id -> the version at which its state last changed
   P{t:ID}:incarnation str   a random id of the tenant's history, made anew when Redis lost it
   P{t:ID}:registry    str   GEN:PRINT, the fingerprint of the tenant's integrations as last seeded and the
-                            file generation that seeded it (api:INC:PRINT for a tenant made through the
-                            admin API): a prober whose registry differs writes neither results nor report
+                            file generation that seeded it: a prober whose registry differs writes neither
+                            results nor report. api:INC:REV for a tenant made through the admin API: its
+                            incarnation and the rev of its last integration change; a prober that has not
+                            applied that change writes no report, and no result of an integration it changed
   P{t:ID}:report      hash  body (prebuilt JSON), v (results version it was built from),
                             until (ms when its first result turns stale), stale (JSON: id -> stale time)
-Every key's size is bounded by the registry: one entry per tenant, key or integration.
+  P{t:ID}:integrations hash integration id -> JSON definition, probe encrypted (admin API tenants)
+  P{t:ID}:changes     stream  one entry {i: ID} per integration change; its id is the change's rev
+Every key's size is bounded by the registry (one entry per tenant, key or integration), or trimmed.
 Channel Pchanges: "r <tenant> <version>" when a report is replaced, "k" when the key registry is.
 """
 from __future__ import annotations
@@ -103,11 +109,14 @@ return done
 # is dropped, so a retried call writes nothing twice and a prober whose claim was taken over cannot
 # overwrite a newer result. No writes at all asks for a rebuild, which needs a new version too. A
 # caller whose registry of the tenant is not the one last seeded writes nothing ({-1}): it would
-# bring back an integration that was removed while it was probing it.
+# bring back an integration that was removed while it was probing it. For a tenant of the admin API,
+# a state whose integration was removed or changed (its definition's rev is not the caller's) is dropped.
 _RECORD = """
 local seeded = redis.call('GET', KEYS[5])
 if not seeded then return {-2} end  -- lost (with its shard, say): the tenant must be seeded again
-if string.match(seeded, '([^:]*)$') ~= ARGV[4] then return {-1} end  -- the caller's registry is not the seeded one
+-- A tenant of the admin API is fenced integration by integration (below), so its changes hold up no other result.
+local api = string.sub(seeded, 1, 4) == 'api:'
+if not api and string.match(seeded, '([^:]*)$') ~= ARGV[4] then return {-1} end  -- the caller's registry is not the seeded one
 local known = tonumber(ARGV[1])
 local before = tonumber(redis.call('GET', KEYS[2]) or '0')
 local incarnation = redis.call('GET', KEYS[4])
@@ -117,11 +126,13 @@ if not incarnation then
 end
 if incarnation ~= ARGV[2] then known = -1 end
 local conflicts, dropped, written = {}, {}, {}
-for i = 5, #ARGV, 4 do
+for i = 5, #ARGV, 5 do
   local stored = redis.call('HGET', KEYS[1], ARGV[i])
   local fence = 0
   if stored then fence = tonumber(cjson.decode(stored)['fence'] or 0) end
-  if tonumber(ARGV[i + 1]) <= fence then
+  local defined = not api or redis.call('HGET', KEYS[6], ARGV[i])
+  if defined and api then defined = cjson.decode(defined)['rev'] == ARGV[i + 4] end
+  if not defined or tonumber(ARGV[i + 1]) <= fence then  -- removed or changed since it was claimed, or overtaken
     dropped[#dropped + 1] = ARGV[i]
   elseif fence ~= tonumber(ARGV[i + 2]) then
     conflicts[#conflicts + 1] = ARGV[i]
@@ -167,7 +178,7 @@ return 0
 # Replace the config file's part of the key registry in one step, so a request never sees it half
 # written, unless a newer config file has been seeded: a prober started from an older file never
 # brings back a revoked key. Keys made through the admin API are left alone, but for those of tenants
-# the file no longer declares (KEYS[8...]). Returns the generation that stands in the way,
+# the file no longer declares (KEYS[9...]). The admin API's settings go with it. Returns the generation that stands in the way,
 # "conflict:ID" if the file declares a tenant made through the API, or -1 once the keys are written.
 _SET_REGISTRY = """
 local newest = tonumber(redis.call('GET', KEYS[4]) or '-1')
@@ -178,7 +189,8 @@ for i = tenants_at + 1, tenants_at + tonumber(ARGV[tenants_at]) do
   if redis.call('HEXISTS', KEYS[7], ARGV[i]) == 1 then return 'conflict:' .. ARGV[i] end  -- the API's tenant
 end
 redis.call('SET', KEYS[4], ARGV[1])
-for i = 8, #KEYS do  -- the API's keys of tenants the file no longer declares go with them
+redis.call('SET', KEYS[8], ARGV[#ARGV - 1])
+for i = 9, #KEYS do  -- the API's keys of tenants the file no longer declares go with them
   for _, raw in ipairs(redis.call('HVALS', KEYS[i])) do redis.call('HDEL', KEYS[1], cjson.decode(raw)['digest']) end
   redis.call('DEL', KEYS[i])
 end
@@ -479,6 +491,22 @@ class Store:
         """Return the key of a tenant's prebuilt report."""
         return f"{self.prefix}{{t:{tenant_id}}}:report"
 
+    def integrations_key(self, tenant_id: str) -> str:
+        """Return the key of a tenant's integrations made through the admin API (see store/catalog.py)."""
+        return f"{self.prefix}{{t:{tenant_id}}}:integrations"
+
+    def tenant_changes_key(self, tenant_id: str) -> str:
+        """Return the key of the stream of a tenant's integration changes (see store/catalog.py)."""
+        return f"{self.prefix}{{t:{tenant_id}}}:changes"
+
+    def feed_key(self) -> str:
+        """Return the key of the stream naming each tenant whose admin API integrations changed."""
+        return f"{self.prefix}{{reg}}:feed"
+
+    def settings_key(self) -> str:
+        """Return the key of the admin API's settings, from the config file last seeded (JSON)."""
+        return f"{self.prefix}{{reg}}:settings"
+
     # -- guarded calls -------------------------------------------------------------------------
     def _call(self, action: Callable[[], T]) -> T:
         """Run a Redis action, translating every Redis failure into StoreUnavailable."""
@@ -655,11 +683,13 @@ class Store:
 
     def record(
         self, writes: Mapping[str, tuple[str, int, Mapping[str, tuple[int, State]]]], prints: Mapping[str, str],
+        revs: Mapping[str, Mapping[str, str]] | None = None,
     ) -> dict[str, Recorded | Fenced]:
         """Write states per tenant: (incarnation and version the caller knows, or "" and -1; id -> (fence followed, new state)).
 
         `prints` holds the caller's fingerprint of each tenant's integrations; a tenant whose stored
-        one differs (or is lost) is written nothing and maps to Fenced.
+        one differs (or is lost) is written nothing and maps to Fenced. `revs` holds the rev of each
+        admin API integration probed (tenant -> id -> rev); a state whose integration has another is dropped.
         """
         tenant_ids = list(writes)
 
@@ -668,9 +698,11 @@ class Store:
             pipe = self.client.pipeline(transaction=False)
             for tenant_id in tenant_ids:
                 incarnation, known, states = writes[tenant_id]
-                args = [x for iid, (follows, s) in states.items() for x in (iid, s.fence, follows, json.dumps(s.to_json()))]
+                rev = (revs or {}).get(tenant_id, {})
+                args = [x for iid, (follows, s) in states.items()
+                        for x in (iid, s.fence, follows, json.dumps(s.to_json()), rev.get(iid, ""))]
                 keys = [self.results_key(tenant_id), self.version_key(tenant_id), self.changed_key(tenant_id),
-                        self.incarnation_key(tenant_id), self.registry_key(tenant_id)]
+                        self.incarnation_key(tenant_id), self.registry_key(tenant_id), self.integrations_key(tenant_id)]
                 pipe.execute_command(
                     "EVAL", _RECORD, len(keys), *keys, known, incarnation, uuid.uuid4().hex, prints.get(tenant_id, ""), *args,
                 )
@@ -699,7 +731,8 @@ class Store:
     def tenant_keys(self, tenant_id: str) -> list[str]:
         """Return every key of a tenant's own data (results, report and their bookkeeping)."""
         return [self.registry_key(tenant_id), self.results_key(tenant_id), self.changed_key(tenant_id),
-                self.incarnation_key(tenant_id), self.version_key(tenant_id), self.report_key(tenant_id)]
+                self.incarnation_key(tenant_id), self.version_key(tenant_id), self.report_key(tenant_id),
+                self.integrations_key(tenant_id), self.tenant_changes_key(tenant_id)]
 
     def seed(
         self,
@@ -709,11 +742,12 @@ class Store:
         prints: Mapping[str, str],
         members: Mapping[str, float],
         admins: Mapping[str, str] | None = None,
+        settings: Mapping[str, Any] | None = None,
     ) -> list[str]:
         """Make Redis match a config file's registry and return the members removed.
 
         `owners` maps key digests to tenants, `admins` admin key digests to their ids (keys made
-        through the admin API stay); `prints` maps every tenant to the fingerprint of its
+        through the admin API stay), `settings` the admin API's settings; `prints` maps every tenant to the fingerprint of its
         integrations; `members` maps every integration's schedule name to its first due time. New
         members are added with that time, existing ones keep theirs, and members and tenants no
         longer registered are removed with their data. Raises OlderGeneration, changing nothing,
@@ -725,14 +759,17 @@ class Store:
         def run() -> list[str]:
             known = {m.decode() for m in self.client.zrange(self.due_key(), 0, -1)}
             gone_tenants = {t.decode() for t in self.client.smembers(self.tenants_key())} - set(prints)
-            removed = sorted(known - members.keys())
+            api_tenants = {t.decode() for t in self.client.hkeys(self.api_tenants_key())}
+            # The admin API's integrations are not the file's to remove.
+            removed = sorted(m for m in known - members.keys() if split_member(m)[0] not in api_tenants)
             newest = self._script(
                 _SET_REGISTRY,
                 [self.keys_key(), self.tenants_key(), self.generation_key(), self.file_key(), self.file_keys_key(),
-                 self.admins_key(), self.api_tenants_key(), *[self.api_keys_key(t) for t in sorted(gone_tenants)]],
+                 self.admins_key(), self.api_tenants_key(), self.settings_key(),
+                 *[self.api_keys_key(t) for t in sorted(gone_tenants)]],
                 [generation, len(owners), *[x for pair in owners.items() for x in pair],
                  len(admins), *[x for pair in admins.items() for x in pair],
-                 len(prints), *prints, self.channel],
+                 len(prints), *prints, json.dumps(dict(settings or {})), self.channel],
             )
             if isinstance(newest, bytes):
                 raise TenantConflict(newest.decode().partition(":")[2])

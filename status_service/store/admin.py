@@ -58,12 +58,14 @@ redis.call('SET', KEYS[1], 'api:' .. ARGV[1] .. ':' .. ARGV[2])
 return 1
 """
 
+# Returns the ids of the integrations dropped, for the schedule.
 _DROP_TENANT = """
 local seeded = redis.call('GET', KEYS[1])
-if seeded and string.sub(seeded, 1, 4) == 'api:' and string.sub(seeded, 5, 4 + #ARGV[1]) ~= ARGV[1] then return 0 end
+if seeded and string.sub(seeded, 1, 4) == 'api:' and string.sub(seeded, 5, 4 + #ARGV[1]) ~= ARGV[1] then return {} end
+local ids = redis.call('HKEYS', KEYS[7])
 for i = 1, #KEYS do redis.call('DEL', KEYS[i]) end
 redis.call('SET', KEYS[1], 'gone:' .. ARGV[1], 'PX', 600000)  -- a late write of this incarnation is refused
-return 1
+return ids
 """
 
 _CREATE_KEY = _AUDIT + """
@@ -158,27 +160,31 @@ class Admin:
         return page, (page[-1]["id"] if len(entries) > limit else None)
 
     # -- changes -----------------------------------------------------------------------------
-    def create_tenant(self, tenant_id: str, admin: str, at: str, report: tuple[bytes, str]) -> bool:
+    def create_tenant(self, tenant_id: str, admin: str, at: str, body: bytes) -> bool:
         """Make a tenant with no integrations and its empty report; False if the id is taken."""
         incarnation = uuid.uuid4().hex
         keys = [self.store.api_tenants_key(), self.store.tenants_key(), self.audit_key()]
         args = [tenant_id, json.dumps({"created_at": at, "inc": incarnation}), admin, at, AUDIT_RETENTION_S * 1000]
         if not self.store._call(lambda: self.store._script(_CREATE_TENANT, keys, args)):
             return False
-        body, tenant_print = report
-        if self.store._call(lambda: self.store._script(_WRITE_TENANT, [self.store.registry_key(tenant_id)], [incarnation, tenant_print])):
-            self.store.put_reports([(tenant_id, 1, body, {}, float("inf"))], {tenant_id: tenant_print})
+        # Its REV is "0": no integration change yet (see catalog.py).
+        if self.store._call(lambda: self.store._script(_WRITE_TENANT, [self.store.registry_key(tenant_id)], [incarnation, "0"])):
+            self.store.put_reports([(tenant_id, 1, body, {}, float("inf"))], {tenant_id: "0"})
         return True
 
-    def delete_tenant(self, tenant_id: str, admin: str, at: str) -> int:
-        """Delete a tenant made through the API, its keys and all its data: 1, 0 (none), -1 (the config file's)."""
+    def delete_tenant(self, tenant_id: str, admin: str, at: str) -> list[str] | int:
+        """Delete a tenant made through the API, its keys and all its data.
+
+        Returns the ids of its integrations (now to leave the schedule), 0 if there is no such
+        tenant, or -1 if the config file declares it.
+        """
         keys = [self.store.api_tenants_key(), self.store.tenants_key(), self.store.keys_key(), self.store.generation_key(),
                 self.audit_key(), self.store.api_keys_key(tenant_id)]
         args = [tenant_id, admin, at, AUDIT_RETENTION_S * 1000, self.store.channel]
         done = self.store._call(lambda: self.store._script(_DELETE_TENANT, keys, args))
         if isinstance(done, bytes):  # its incarnation: drop its data, unless a newer tenant of the id wrote it
-            self.store._call(lambda: self.store._script(_DROP_TENANT, self.store.tenant_keys(tenant_id), [done.decode()]))
-            return 1
+            ids = self.store._call(lambda: self.store._script(_DROP_TENANT, self.store.tenant_keys(tenant_id), [done.decode()]))
+            return [_text(i) for i in ids]
         return int(done)
 
     def create_key(self, tenant_id: str, key_id: str, digest: str, admin: str, at: str) -> int:

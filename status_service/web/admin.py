@@ -3,18 +3,25 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import secrets
+import socket
 import time
+from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from marshmallow import Schema, ValidationError
 
-from .. import report
-from ..model import tenant_fingerprint
-from ..schemas import ID_PATTERN, NewTenantSchema
+from .. import policy, report
+from ..cipher import Cipher
+from ..model import DEFAULT_MAX_INTEGRATIONS, Integration, schedule_member
+from ..registry import probe_spec
+from ..schemas import ID_PATTERN, IntegrationBodySchema, NewTenantSchema
 from ..store.admin import Admin
+from ..store.catalog import Catalog, Snapshot
 from .auth import AuthError, candidate_keys, digest
 from .errors import error_response
 
@@ -23,6 +30,11 @@ bp = Blueprint("admin", __name__, url_prefix="/admin")
 MAX_BODY_BYTES = 1024 * 1024
 KEY_PREFIX = "sst_"  # lets a leaked key be recognised (and searched for) as this service's
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
+EDIT_ATTEMPTS = 20  # rounds of an edit that racing edits of the same tenant overtook
+RESOLVE_TIMEOUT_S = 2.0  # a name that does not resolve by then is checked when it is probed
+MASK = "***"
+# A few threads for registration-time lookups: a hanging resolver holds one of them, never a request.
+_resolver = ThreadPoolExecutor(4, thread_name_prefix="admin-resolve")
 
 
 class AdminError(Exception):
@@ -33,13 +45,22 @@ class AdminError(Exception):
         self.status, self.code, self.message, self.fields = status, code, message, fields
 
 
-def install(app_extensions: dict[str, Any], admin_key_sha256: str | None) -> None:
-    """Give the app the admin key of the environment, if one is set."""
+def install(app_extensions: dict[str, Any], admin_key_sha256: str | None, cipher: Cipher) -> None:
+    """Give the app the admin key of the environment, if one is set, and the cipher of credentials."""
     app_extensions["status_admin_env_key"] = admin_key_sha256
+    app_extensions["status_cipher"] = cipher
 
 
 def _admin() -> Admin:
     return Admin(current_app.extensions["status_web"].store)
+
+
+def _catalog() -> Catalog:
+    return Catalog(current_app.extensions["status_web"].store)
+
+
+def _cipher() -> Cipher:
+    return current_app.extensions["status_cipher"]
 
 
 @bp.errorhandler(AdminError)
@@ -132,7 +153,7 @@ def create_tenant() -> tuple[Response, int]:
     tenant_id = _body(NewTenantSchema())["id"]
     at = _now()
     body = report.encode(report.build_report((), {}, time.time()))
-    if not _admin().create_tenant(tenant_id, g.admin, at, (body, tenant_fingerprint(()))):
+    if not _admin().create_tenant(tenant_id, g.admin, at, body):
         raise AdminError(409, "conflict", f"tenant {tenant_id} already exists")
     return jsonify(id=tenant_id, source="api", created_at=at), 201
 
@@ -162,8 +183,10 @@ def delete_tenant(tenant_id: str) -> tuple[str, int]:
     done = _admin().delete_tenant(tenant_id, g.admin, _now())
     if done == 0:
         raise AdminError(404, "not_found", f"no tenant {tenant_id}")
-    if done < 0:
+    if done == -1:
         raise AdminError(409, "conflict", f"tenant {tenant_id} is declared in the config file; remove it there")
+    _catalog().unschedule(schedule_member(tenant_id, i) for i in done)
+    _catalog().announce(tenant_id)
     return "", 204
 
 
@@ -220,3 +243,163 @@ def audit() -> Response:
         raise AdminError(400, "invalid_request", "invalid query", {"query.cursor": ["not an audit entry id"]})
     entries, after = _admin().audit(cursor, limit)
     return jsonify(entries=entries, next_cursor=after)
+
+
+# -- integrations -------------------------------------------------------------------------------
+def _masked(probe: dict[str, Any]) -> dict[str, Any]:
+    """Return a probe as an admin may see it: header, query and password values replaced by "***"."""
+    shown = dict(probe)
+    if "headers" in shown:
+        shown["headers"] = {name: MASK for name in shown["headers"]}
+    parts = urlsplit(probe["url"])
+    query = urlencode([(name, MASK) for name, _ in parse_qsl(parts.query, keep_blank_values=True)], safe="*")
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = f"{parts.username}:{MASK}@{netloc.rpartition('@')[2]}"
+    shown["url"] = urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    return shown
+
+
+def _integration_json(integration_id: str, definition: dict[str, Any], probe: dict[str, Any]) -> dict[str, Any]:
+    return {"id": integration_id, "type": definition["type"], "probe": _masked(probe),
+            "created_at": definition["created_at"], "updated_at": definition["updated_at"]}
+
+
+def _opened(definition: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(_cipher().open(definition["probe"]))
+
+
+def _settings() -> dict[str, Any]:
+    """Return the admin API's settings from the config file last seeded, with their defaults."""
+    found = _catalog().settings()
+    return {"allow_private_addresses": bool(found.get("allow_private_addresses", False)),
+            "max_integrations_per_tenant": int(found.get("max_integrations_per_tenant", DEFAULT_MAX_INTEGRATIONS))}
+
+
+def _addresses(host: str) -> list[str]:
+    """Return the addresses a name resolves to now, or none if it does not resolve in time."""
+    try:
+        return [str(ipaddress.ip_address(host))]
+    except ValueError:
+        pass
+    future = _resolver.submit(socket.getaddrinfo, host, None, proto=socket.IPPROTO_TCP)
+    try:
+        return [info[4][0] for info in future.result(timeout=RESOLVE_TIMEOUT_S)]
+    except (OSError, FutureTimeout, UnicodeError):
+        return []  # checked again at every connect: a name that resolves later is refused then
+
+
+def _refusals(probe: dict[str, Any]) -> dict[str, list[str]]:
+    """Return why an untrusted probe may not be registered, by field: the address policy of policy.py."""
+    bad: dict[str, list[str]] = {}
+    method = probe.get("method", "GET")
+    if method not in policy.METHODS:
+        bad["probe.method"] = [f"must be {' or '.join(policy.METHODS)}"]
+    refused = policy.request_refusal("GET", probe["url"], probe.get("headers", {}))
+    if refused:
+        bad["probe.url"] = [refused]
+    host = urlsplit(probe["url"]).hostname or ""
+    refused = policy.addresses_refusal(_addresses(host.strip("[]")))
+    if refused:
+        bad.setdefault("probe.url", []).append(f"{host}: {refused}")
+    return bad
+
+
+def _api_tenant(tenant_id: str, seeded: str | None) -> None:
+    """Refuse a tenant that does not exist (404) or that the config file declares (409)."""
+    if seeded is None or seeded.startswith("gone:"):
+        raise AdminError(404, "not_found", f"no tenant {tenant_id}")
+    if not seeded.startswith("api:"):
+        raise AdminError(409, "conflict", f"tenant {tenant_id} is declared in the config file; change its integrations there")
+
+
+@bp.put("/tenants/<tenant_id>/integrations/<integration_id>")
+def put_integration(tenant_id: str, integration_id: str) -> tuple[Response, int]:
+    """Create (201) or replace (200) an integration; the same body again changes nothing."""
+    _ids(tenant_id=tenant_id, integration_id=integration_id)
+    data = _body(IntegrationBodySchema())
+    if data.get("id", integration_id) != integration_id:
+        raise AdminError(400, "invalid_request", "invalid body", {"id": [f"must equal the path's integration id {integration_id!r}"]})
+    settings = _settings()
+    if not settings["allow_private_addresses"]:
+        bad = _refusals(data["probe"])
+        if bad:
+            raise AdminError(400, "invalid_request", "the probe may not go there", bad)
+    wanted = {"type": data["type"], "probe": data["probe"]}
+    for _ in range(EDIT_ATTEMPTS):
+        seen = _catalog().snapshot(tenant_id, integration_id)
+        _api_tenant(tenant_id, seen.seeded)
+        if seen.definition is not None and {"type": seen.definition["type"], "probe": _opened(seen.definition)} == wanted:
+            return jsonify(_integration_json(integration_id, seen.definition, data["probe"])), 200
+        at, now = _now(), time.time()
+        integration = Integration(tenant_id, integration_id, data["type"], probe_spec(data["probe"]))
+        definition = {"type": data["type"], "probe": _cipher().seal(json.dumps(data["probe"])), "created_at": at, "updated_at": at}
+        done = _edit(tenant_id, integration_id, definition, seen, report.row(integration, None, now), now,
+                     settings["max_integrations_per_tenant"])
+        if done == "full":
+            raise AdminError(409, "limit_reached",
+                             f"tenant {tenant_id} has {settings['max_integrations_per_tenant']} integrations, the most allowed")
+        if not isinstance(done, str):
+            break
+    else:
+        raise AdminError(503, "busy", "the tenant is being changed by other calls; try again")
+    created, _rev = done
+    _catalog().schedule({schedule_member(tenant_id, integration_id): 0.0})  # due at once
+    _catalog().note(tenant_id, g.admin, "integration.create" if created else "integration.replace",
+                    f"tenants/{tenant_id}/integrations/{integration_id}", at)
+    shown = {**definition, "created_at": at if created else seen.definition["created_at"]}  # type: ignore[index]
+    return jsonify(_integration_json(integration_id, shown, data["probe"])), 201 if created else 200
+
+
+def _edit(tenant_id: str, integration_id: str, definition: dict[str, Any] | None, seen: Snapshot,
+          row: dict[str, Any] | None, now: float, most: int = 0) -> str | tuple[bool, str]:
+    """Apply one change with the tenant's report edited to match; "retry" if another change came first."""
+    body = report.edit(seen.body, integration_id, row, now) if seen.body else None
+    done = _catalog().change(tenant_id, integration_id, definition, seen, body,
+                             report.without_stale(seen.stale, integration_id), most)
+    if done == "missing":
+        raise AdminError(404, "not_found", f"no tenant {tenant_id}")
+    return done
+
+
+@bp.get("/tenants/<tenant_id>/integrations")
+def list_integrations(tenant_id: str) -> Response:
+    """List a tenant's integrations by id, a page at a time; credentials show as "***"."""
+    _ids(tenant_id=tenant_id)
+    cursor, limit = _page()
+    _api_tenant(tenant_id, _catalog().seeded(tenant_id))
+    ids = [i for i in _catalog().ids(tenant_id) if i > cursor]
+    page = ids[:limit]
+    found = _catalog().definitions(tenant_id, page)
+    listed = [_integration_json(i, d, _opened(d)) for i, d in found.items()]
+    return jsonify(integrations=listed, next_cursor=page[-1] if len(ids) > limit else None)
+
+
+@bp.get("/tenants/<tenant_id>/integrations/<integration_id>")
+def read_integration(tenant_id: str, integration_id: str) -> Response:
+    """Read one integration; credentials show as "***"."""
+    _ids(tenant_id=tenant_id, integration_id=integration_id)
+    seen = _catalog().snapshot(tenant_id, integration_id)
+    _api_tenant(tenant_id, seen.seeded)
+    if seen.definition is None:
+        raise AdminError(404, "not_found", f"tenant {tenant_id} has no integration {integration_id}")
+    return jsonify(_integration_json(integration_id, seen.definition, _opened(seen.definition)))
+
+
+@bp.delete("/tenants/<tenant_id>/integrations/<integration_id>")
+def delete_integration(tenant_id: str, integration_id: str) -> tuple[str, int]:
+    """Remove an integration: it leaves /status at once, and no prober can write it back."""
+    _ids(tenant_id=tenant_id, integration_id=integration_id)
+    for _ in range(EDIT_ATTEMPTS):
+        seen = _catalog().snapshot(tenant_id, integration_id)
+        _api_tenant(tenant_id, seen.seeded)
+        done = _edit(tenant_id, integration_id, None, seen, None, time.time())
+        if done == "absent":
+            raise AdminError(404, "not_found", f"tenant {tenant_id} has no integration {integration_id}")
+        if done != "retry":
+            break
+    else:
+        raise AdminError(503, "busy", "the tenant is being changed by other calls; try again")
+    _catalog().unschedule([schedule_member(tenant_id, integration_id)])
+    _catalog().note(tenant_id, g.admin, "integration.delete", f"tenants/{tenant_id}/integrations/{integration_id}", _now())
+    return "", 204

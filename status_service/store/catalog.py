@@ -1,0 +1,277 @@
+"""Integrations made through the admin API: their definitions, the change feeds probers follow, and their edits.
+
+Layout (P is the prefix), besides the package's docstring:
+  P{t:ID}:integrations  hash    integration id -> JSON {type, probe (encrypted), rev, order, created_at, updated_at}
+  P{t:ID}:changes       stream  {i: ID} per change of one of the tenant's integrations (MAXLEN ~ 1000)
+  P{t:ID}:registry      str     api:INC:REV: REV is the id of the tenant's last change entry ("0" before any)
+  P{reg}:feed           stream  {t: TENANT} per change of an admin API tenant (MAXLEN ~ 100,000)
+A change is one script in the tenant's slot: the definition, its results reset, the change entry,
+the registry's REV and the report edited, so a reader sees all of it or none. The feed entry and the
+audit entry follow, in the {reg} slot; probers also re-read every tenant's REV each minute, so a
+feed entry lost to a crash between the two delays a change by a minute, never for good.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+from . import Store, _text
+from .admin import _AUDIT, AUDIT_RETENTION_S
+
+TENANT_CHANGES_KEPT = 1000  # a prober further behind than this on one tenant reads all of it again
+FEED_KEPT = 100_000  # a prober further behind than this on the feed re-reads every tenant's REV
+
+# Put (ARGV[2] a definition) or remove (ARGV[2] empty) one integration, if the tenant's registry and
+# report are still those the caller read (ARGV[3], ARGV[4]): else 'retry', and the caller reads again,
+# so two racing calls lose no update. ARGV[5] is the edited report body ('' leaves the report alone).
+# Returns 'missing' (no such admin API tenant), 'full', 'absent' (nothing to remove), or {created, rev}.
+_CHANGE = """
+local seeded = redis.call('GET', KEYS[1])
+if not seeded or string.sub(seeded, 1, 4) ~= 'api:' then return 'missing' end
+if seeded ~= ARGV[3] or (redis.call('HGET', KEYS[6], 'v') or '') ~= ARGV[4] then return 'retry' end
+local old = redis.call('HGET', KEYS[2], ARGV[1])
+if ARGV[2] == '' and not old then return 'absent' end
+if ARGV[2] ~= '' and not old and redis.call('HLEN', KEYS[2]) >= tonumber(ARGV[7]) then return 'full' end
+local rev = redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[10], '*', 'i', ARGV[1])
+if ARGV[2] == '' then
+  redis.call('HDEL', KEYS[2], ARGV[1])
+else
+  local def = cjson.decode(ARGV[2])
+  def['rev'] = rev
+  def['order'] = rev
+  if old then
+    old = cjson.decode(old)
+    def['order'], def['created_at'] = old['order'], old['created_at']  -- a replaced one keeps its place
+  end
+  redis.call('HSET', KEYS[2], ARGV[1], cjson.encode(def))
+end
+redis.call('HDEL', KEYS[3], ARGV[1])  -- a changed integration starts over: unknown, not checked yet
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('SET', KEYS[1], string.match(seeded, '^(api:[^:]*:)') .. rev)
+if ARGV[5] ~= '' then
+  local version = redis.call('INCR', KEYS[5])
+  local current = tonumber(ARGV[4] ~= '' and ARGV[4] or '0')
+  if version <= current then  -- a report made with the tenant came before any results version
+    version = current + 1
+    redis.call('SET', KEYS[5], version)
+  end
+  redis.call('HSET', KEYS[6], 'v', version, 'body', ARGV[5], 'stale', ARGV[6])
+  redis.call('PUBLISH', ARGV[8], 'r ' .. ARGV[9] .. ' ' .. version)
+end
+if old then return {0, rev} end
+return {1, rev}
+"""
+
+_NOTE = _AUDIT + """
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[7], '*', 't', ARGV[1])
+audit(KEYS[2], ARGV[6], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+"""
+
+
+def _id_after(a: str, b: str) -> bool:
+    """Return whether stream id a comes after stream id b."""
+    return tuple(map(int, a.split("-"))) > tuple(map(int, (b if "-" in b else b + "-0").split("-")))
+
+
+# What a prober needs to bring its copy of a tenant up to date: 'gone', or the registry value and
+# either every definition ('full') or those changed since the caller's rev ('delta'), read atomically.
+_READ = """
+local seeded = redis.call('GET', KEYS[1])
+if not seeded or string.sub(seeded, 1, 4) ~= 'api:' then return {'gone'} end
+local inc, rev = string.match(seeded, '^api:([^:]*):(.*)$')
+if rev == ARGV[2] and inc == ARGV[1] then return {'same', seeded} end
+local full = inc ~= ARGV[1] or ARGV[2] == ''
+local entries = {}
+if not full then
+  local first = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)[1]
+  local a, b = string.match(ARGV[2], '^(%d+)-(%d+)$')
+  if first and a then
+    local c, d = string.match(first[1], '^(%d+)-(%d+)$')
+    -- Entries after the caller's may have been trimmed: unless its own is still there, read it all.
+    if tonumber(c) > tonumber(a) or (tonumber(c) == tonumber(a) and tonumber(d) > tonumber(b)) then full = true end
+  elseif first then
+    full = true
+  end
+  if not full then entries = redis.call('XRANGE', KEYS[3], '(' .. ARGV[2], '+') end
+end
+if full then
+  local out = {'full', seeded}
+  for _, v in ipairs(redis.call('HGETALL', KEYS[2])) do out[#out + 1] = v end
+  return out
+end
+local out, seen = {'delta', seeded}, {}
+for _, entry in ipairs(entries) do
+  local iid = entry[2][2]
+  if not seen[iid] then
+    seen[iid] = true
+    out[#out + 1] = iid
+    out[#out + 1] = redis.call('HGET', KEYS[2], iid) or ''
+  end
+end
+return out
+"""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What an edit is made from: the tenant's registry value, its report, and the integration's definition."""
+
+    seeded: str | None
+    version: str  # of the report, "" if it has none
+    body: bytes | None
+    stale: bytes
+    definition: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class TenantChange:
+    """A tenant's integrations as a prober must now see them.
+
+    kind: "gone" (no such admin API tenant any more), "same" (nothing new), "full" (`definitions`
+    holds all of them) or "delta" (those changed since the caller's rev; None for removed ones).
+    """
+
+    kind: str
+    incarnation: str = ""
+    rev: str = ""
+    definitions: Mapping[str, dict[str, Any] | None] | None = None
+
+
+class Catalog:
+    """Reads and atomic edits of the admin API's integrations, on a Store's client."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # -- the admin API's side ------------------------------------------------------------------
+    def snapshot(self, tenant_id: str, integration_id: str) -> Snapshot:
+        """Read what an edit of one integration starts from, in one round trip."""
+        s = self.store
+
+        def run() -> list[Any]:
+            pipe = s.client.pipeline(transaction=False)
+            pipe.get(s.registry_key(tenant_id))
+            pipe.hmget(s.report_key(tenant_id), ["v", "body", "stale"])
+            pipe.hget(s.integrations_key(tenant_id), integration_id)
+            return pipe.execute()
+
+        seeded, (version, body, stale), raw = s._call(run)
+        return Snapshot(
+            seeded=_text(seeded) if seeded is not None else None,
+            version=_text(version) if version is not None else "",
+            body=body,
+            stale=stale or b"{}",
+            definition=json.loads(raw) if raw is not None else None,
+        )
+
+    def change(
+        self, tenant_id: str, integration_id: str, definition: dict[str, Any] | None, seen: Snapshot,
+        body: bytes | None, stale: bytes, max_integrations: int,
+    ) -> str | tuple[bool, str]:
+        """Put (or, with no definition, remove) an integration if the tenant is as `seen`; see _CHANGE."""
+        s = self.store
+        keys = [s.registry_key(tenant_id), s.integrations_key(tenant_id), s.results_key(tenant_id), s.changed_key(tenant_id),
+                s.version_key(tenant_id), s.report_key(tenant_id), s.tenant_changes_key(tenant_id)]
+        args = [integration_id, json.dumps(definition) if definition else "", seen.seeded or "", seen.version,
+                body or b"", stale, max_integrations, s.channel, tenant_id, TENANT_CHANGES_KEPT]
+        reply = s._call(lambda: s._script(_CHANGE, keys, args))
+        if isinstance(reply, bytes):
+            return reply.decode()
+        return bool(reply[0]), _text(reply[1])
+
+    def note(self, tenant_id: str, admin: str, action: str, obj: str, at: str) -> None:
+        """Tell probers the tenant changed (the feed), and record who changed what (the audit stream)."""
+        s = self.store
+        keys = [s.feed_key(), f"{s.prefix}{{reg}}:audit"]
+        args = [tenant_id, admin, action, obj, at, AUDIT_RETENTION_S * 1000, FEED_KEPT]
+        s._call(lambda: s._script(_NOTE, keys, args))
+
+    def announce(self, tenant_id: str) -> None:
+        """Tell probers the tenant changed (a deletion, whose audit entry is written with it)."""
+        self.store._call(lambda: self.store.client.xadd(self.store.feed_key(), {"t": tenant_id}, maxlen=FEED_KEPT, approximate=True))
+
+    def schedule(self, due: Mapping[str, float], only_new: bool = False) -> None:
+        """Make members due at these times (epoch seconds); with only_new, leave those scheduled already."""
+        if due:
+            mapping = {m: int(t * 1000) for m, t in due.items()}
+            self.store._call(lambda: self.store.client.zadd(self.store.due_key(), mapping, nx=only_new))
+
+    def unschedule(self, members: Iterable[str]) -> None:
+        """Take members out of the probe schedule."""
+        members = list(members)
+        if members:
+            self.store._call(lambda: self.store.client.zrem(self.store.due_key(), *members))
+
+    def seeded(self, tenant_id: str) -> str | None:
+        """Return a tenant's registry value (api:INC:REV for an admin API tenant), or None."""
+        raw = self.store._call(lambda: self.store.client.get(self.store.registry_key(tenant_id)))
+        return _text(raw) if raw is not None else None
+
+    def settings(self) -> dict[str, Any]:
+        """Return the admin API's settings as the config file last seeded set them ({} before a seed)."""
+        raw = self.store._call(lambda: self.store.client.get(self.store.settings_key()))
+        return json.loads(raw) if raw else {}
+
+    def ids(self, tenant_id: str) -> list[str]:
+        """Return the ids of a tenant's integrations, sorted."""
+        return sorted(_text(i) for i in self.store._call(lambda: self.store.client.hkeys(self.store.integrations_key(tenant_id))))
+
+    def definitions(self, tenant_id: str, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Return the stored definitions of these integrations, those that exist."""
+        if not ids:
+            return {}
+        raw = self.store._call(lambda: self.store.client.hmget(self.store.integrations_key(tenant_id), ids))
+        return {i: json.loads(r) for i, r in zip(ids, raw) if r is not None}
+
+    # -- the probers' side ---------------------------------------------------------------------
+    def tenant_ids(self) -> list[str]:
+        """Return the ids of every tenant made through the admin API."""
+        return [_text(t) for t in self.store._call(lambda: self.store.client.hkeys(self.store.api_tenants_key()))]
+
+    def feed_end(self) -> str:
+        """Return the id of the feed's last entry ("0-0" if it has none): a follower starts after it."""
+        last = self.store._call(lambda: self.store.client.xrevrange(self.store.feed_key(), "+", "-", count=1))
+        return _text(last[0][0]) if last else "0-0"
+
+    def read_feed(self, after: str, count: int = 10_000) -> tuple[list[str], str, bool]:
+        """Return the tenants named after `after`, the new position, and whether entries may have been missed.
+
+        Missed: the feed no longer holds the entry `after` names (it was trimmed, or Redis lost it).
+        """
+        s = self.store
+
+        def run() -> list[Any]:
+            pipe = s.client.pipeline(transaction=False)
+            pipe.xrange(s.feed_key(), "-", "+", count=1)
+            pipe.xrange(s.feed_key(), f"({after}", "+", count=count)
+            return pipe.execute()
+
+        first, entries = s._call(run)
+        missed = after != "0-0" and (not first or _id_after(_text(first[0][0]), after))
+        tenants = list(dict.fromkeys(_text(fields[b"t"]) for _, fields in entries))
+        return tenants, (_text(entries[-1][0]) if entries else after), missed
+
+    def read(self, known: Mapping[str, tuple[str, str]]) -> dict[str, TenantChange]:
+        """Return what changed of each tenant since the (incarnation, rev) the caller holds ("" , "" for none)."""
+        s = self.store
+        ids = list(known)
+
+        def run() -> list[Any]:
+            pipe = s.client.pipeline(transaction=False)  # plain EVAL, as in Store.record()
+            for tenant_id in ids:
+                keys = [s.registry_key(tenant_id), s.integrations_key(tenant_id), s.tenant_changes_key(tenant_id)]
+                pipe.execute_command("EVAL", _READ, len(keys), *keys, *known[tenant_id])
+            return pipe.execute()
+
+        return {tenant_id: _change(reply) for tenant_id, reply in zip(ids, s._call(run) if ids else [])}
+
+
+def _change(reply: list[Any]) -> TenantChange:
+    kind = _text(reply[0])
+    if kind == "gone":
+        return TenantChange("gone")
+    _, incarnation, rev = _text(reply[1]).split(":", 2)
+    flat = reply[2:]
+    definitions = {_text(k): (json.loads(v) if v else None) for k, v in zip(flat[::2], flat[1::2])}
+    return TenantChange(kind, incarnation, rev, definitions)
