@@ -426,24 +426,31 @@ class Prober:
         if not batch:
             return
         try:
-            first = self._record(batch)
+            first, outdated = self._record(batch)
             now = self.clock()
+            if outdated:
+                # Probed by a definition changed since: learn the new one, and probe it now, not an interval later.
+                self.follow(now, {split_member(m)[0] for m in outdated})
             self.store.reschedule(
-                (e.claim, next_due(e.integration, e.claim, e.integration.member in first, now)) for e, _, _ in batch
+                (e.claim, now if e.integration.member in outdated else next_due(e.integration, e.claim, e.integration.member in first, now))
+                for e, _, _ in batch
             )
         except StoreUnavailable:
             with self.lock:
                 self.finished = batch + self.finished  # keep them for the next try: recording twice is harmless
             raise
 
-    def _record(self, batch: list[tuple[InFlight, Outcome, float]]) -> set[str]:
-        """Apply each outcome to the newest state, fenced by its claim; return first-time members.
+    def _record(self, batch: list[tuple[InFlight, Outcome, float]]) -> tuple[set[str], set[str]]:
+        """Apply each outcome to the newest state, fenced by its claim; return first-time and outdated members.
+
+        Outdated: probed by an admin API definition that has changed (or gone) since; nothing was written.
 
         The thresholds are applied here, to the state this prober's view holds; Redis refuses the write
         if another prober wrote that integration meanwhile, sends what changed, and it is recomputed.
         """
         pending = {(e.integration.tenant_id, e.integration.id): (e, outcome, at) for e, outcome, at in batch}
         first: set[str] = set()
+        outdated: set[str] = set()
         for _ in range(RECORD_ATTEMPTS):
             writes: dict[str, tuple[str, int, dict[str, tuple[int, State]]]] = {}
             befores: dict[tuple[str, str], State | None] = {}
@@ -472,7 +479,9 @@ class Prober:
                     if iid in result.conflicts:
                         continue  # the view now holds the newer state: recompute on top of it
                     entry, outcome, _ = pending.pop((tenant_id, iid))
-                    if iid not in result.dropped:
+                    if iid in result.outdated:
+                        outdated.add(entry.integration.member)
+                    elif iid not in result.dropped:
                         before = befores[tenant_id, iid]
                         if before is None:
                             first.add(entry.integration.member)
@@ -482,7 +491,7 @@ class Prober:
         else:
             log.warning("record.contended dropped=%d", len(pending))  # a newer result keeps each of them
         self.write_reports(self.clock())
-        return first
+        return first, outdated
 
     def _lost_alone(self, tenant_id: str) -> bool:
         """Return whether a tenant's data was lost while the seeded registry still has it, and ours may seed it.

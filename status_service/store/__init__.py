@@ -40,7 +40,7 @@ import math
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
 import redis
@@ -125,15 +125,17 @@ if not incarnation then
   redis.call('SET', KEYS[4], incarnation)
 end
 if incarnation ~= ARGV[2] then known = -1 end
-local conflicts, dropped, written = {}, {}, {}
+local conflicts, dropped, written, outdated = {}, {}, {}, {}
 for i = 5, #ARGV, 5 do
   local stored = redis.call('HGET', KEYS[1], ARGV[i])
   local fence = 0
   if stored then fence = tonumber(cjson.decode(stored)['fence'] or 0) end
   local defined = not api or redis.call('HGET', KEYS[6], ARGV[i])
   if defined and api then defined = cjson.decode(defined)['rev'] == ARGV[i + 4] end
-  if not defined or tonumber(ARGV[i + 1]) <= fence then  -- removed or changed since it was claimed, or overtaken
+  if not defined then  -- removed or changed since it was claimed
     dropped[#dropped + 1] = ARGV[i]
+    outdated[#outdated + 1] = ARGV[i]
+  elseif tonumber(ARGV[i + 1]) <= fence then
   elseif fence ~= tonumber(ARGV[i + 2]) then
     conflicts[#conflicts + 1] = ARGV[i]
   else
@@ -147,7 +149,7 @@ if #written > 0 or #ARGV == 4 then
   for _, id in ipairs(written) do redis.call('ZADD', KEYS[3], version, id) end
 end
 if known < 0 or known > before then
-  return {version, conflicts, dropped, 1, redis.call('HGETALL', KEYS[1]), incarnation}
+  return {version, conflicts, dropped, 1, redis.call('HGETALL', KEYS[1]), incarnation, outdated}
 end
 local changed = {}
 local ids = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. known, '+inf')
@@ -159,7 +161,7 @@ for _, id in ipairs(ids) do
     changed[#changed + 1] = state
   end
 end
-return {version, conflicts, dropped, 0, changed, incarnation}
+return {version, conflicts, dropped, 0, changed, incarnation, outdated}
 """
 
 # Keep the report built from the newest results version and the seeded registry; an older rebuild,
@@ -339,6 +341,7 @@ class Recorded:
     full: bool
     states: dict[str, State]
     incarnation: str  # the tenant's history: versions compare only within one
+    outdated: list[str] = field(default_factory=list)  # dropped: probed by a definition since changed or removed
 
 
 def connect(url: str, timeout_s: float = 1.0, cluster: bool = False) -> redis.Redis:
@@ -804,11 +807,12 @@ class Store:
 def _recorded(reply: list[Any]) -> Recorded | Fenced:
     if len(reply) == 1:  # the caller's registry of the tenant is not the seeded one, or it was lost
         return Fenced(lost=int(reply[0]) == -2)
-    version, conflicts, dropped, full, flat, incarnation = reply
+    version, conflicts, dropped, full, flat, incarnation, outdated = reply
     return Recorded(
         version=int(version),
         conflicts=[_text(c) for c in conflicts],
         dropped=[_text(d) for d in dropped],
+        outdated=[_text(d) for d in outdated],
         full=bool(full),
         states=_decode_states(dict(zip(flat[::2], flat[1::2]))),
         incarnation=_text(incarnation),

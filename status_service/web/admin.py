@@ -16,7 +16,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from marshmallow import Schema, ValidationError
 
 from .. import policy, report
-from ..cipher import Cipher
+from ..cipher import Cipher, CipherError
 from ..model import DEFAULT_MAX_INTEGRATIONS, Integration, schedule_member
 from ..registry import probe_spec
 from ..schemas import ID_PATTERN, IntegrationBodySchema, NewTenantSchema
@@ -68,6 +68,12 @@ def refused(exc: AdminError) -> Response:
     """Answer in the error envelope, naming each bad field."""
     extra = {"fields": exc.fields} if exc.fields else {}
     return error_response(exc.status, exc.code, exc.message, **extra)
+
+
+@bp.errorhandler(CipherError)
+def undecryptable(exc: CipherError) -> Response:
+    """A stored credential that no key opens: the operator must give this worker every key in use."""
+    return error_response(500, "secret_key_mismatch", str(exc))
 
 
 @bp.before_request

@@ -1,0 +1,330 @@
+"""Integrations made through the admin API: edits, what /status shows, what probers do, and secrets at rest."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any, Iterator
+
+import pytest
+
+from status_service import create_app
+from status_service.cipher import Cipher
+from status_service.settings import Settings
+from tests.conftest import TEST_SECRET_KEY, integration, key_digest, make_registry, run_round, tenant, wait_for
+
+ADMIN = {"Authorization": "Bearer admin-secret"}
+OPEN = {"allow_private_addresses": True}  # the tests' upstreams are on 127.0.0.1
+
+
+def file_registry(upstream, **probe: Any):
+    return make_registry(
+        [tenant("filecorp", ["file-key"], [integration("1", "MJ", upstream.url("/file"))])],
+        probe=probe or None,
+        admin_keys=[{"id": "ops", "sha256": key_digest("admin-secret")}],
+    )
+
+
+@pytest.fixture
+def registry_open(upstream):
+    return file_registry(upstream, **OPEN)
+
+
+@pytest.fixture
+def prober(registry_open, make_prober):
+    """A prober of a config file that lets admin API probes reach 127.0.0.1, having seeded Redis."""
+    made = make_prober(registry_open, cipher=Cipher([TEST_SECRET_KEY]))
+    run_round(made)
+    return made
+
+
+def make_web(redis_url: str, prefix: str, **extra: Any):
+    options = {"secret_keys": TEST_SECRET_KEY, "web_memory_bytes": 0, **extra}
+    return create_app(Settings(redis_url=redis_url, key_prefix=prefix, **options)).test_client()
+
+
+@pytest.fixture
+def web(redis_url, prefix, prober) -> Iterator[Any]:
+    yield make_web(redis_url, prefix)
+
+
+@pytest.fixture
+def acme(web) -> str:
+    """Tenant acme, made through the API, and a key of it."""
+    assert web.post("/admin/tenants", json={"id": "acme"}, headers=ADMIN).status_code == 201
+    return web.post("/admin/tenants/acme/keys", headers=ADMIN).get_json()["key"]
+
+
+def put(web, iid: str, url: str, kind: str = "MJ", tenant_id: str = "acme", **probe: Any):
+    return web.put(f"/admin/tenants/{tenant_id}/integrations/{iid}", json={"type": kind, "probe": {"url": url, **probe}}, headers=ADMIN)
+
+
+def rows(web, key: str) -> dict[str, dict[str, Any]]:
+    response = web.get("/status", headers={"Authorization": f"Bearer {key}"})
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return {r["id"]: r for r in response.get_json()["data"]["integrations"]}
+
+
+def status_document(web, key: str) -> dict[str, Any]:
+    return web.get("/status", headers={"Authorization": f"Bearer {key}"}).get_json()
+
+
+def audit_actions(web) -> list[tuple[str, str]]:
+    return [(e["action"], e["object"]) for e in web.get("/admin/audit", headers=ADMIN).get_json()["entries"]]
+
+
+def test_a_new_integration_shows_at_once_and_the_same_put_again_changes_nothing(web, acme, upstream) -> None:
+    created = put(web, "mj-1", upstream.url("/a"), expect_status=[200])
+    assert created.status_code == 201, created.get_data(as_text=True)
+    body = created.get_json()
+    assert body["id"] == "mj-1" and body["type"] == "MJ" and body["probe"]["url"] == upstream.url("/a")
+    assert rows(web, acme)["mj-1"] == {"id": "mj-1", "status": "unknown", "type": "MJ", "checked_at": None,
+                                       "latency_ms": None, "reason": "not_checked_yet"}
+    document = status_document(web, acme)
+    assert document["status"] == "unhealthy" and document["data"]["stats_by_integration_type"]["MJ"]["total_count"] == 1
+    again = put(web, "mj-1", upstream.url("/a"), expect_status=[200])
+    assert again.status_code == 200 and again.get_json() == body  # idempotent: same answer, no change
+    assert audit_actions(web).count(("integration.create", "tenants/acme/integrations/mj-1")) == 1
+    assert ("integration.replace", "tenants/acme/integrations/mj-1") not in audit_actions(web)
+
+
+def test_a_prober_that_is_running_probes_a_new_integration_and_drops_a_removed_one(web, acme, upstream, prober) -> None:
+    assert put(web, "mj-1", upstream.url("/a")).status_code == 201
+    run_round(prober)  # one tick
+    assert upstream.count("/a") == 1
+    assert rows(web, acme)["mj-1"]["status"] == "healthy"
+    assert web.delete("/admin/tenants/acme/integrations/mj-1", headers=ADMIN).status_code == 204
+    assert "mj-1" not in rows(web, acme)  # at once, before any prober has seen it
+    assert status_document(web, acme)["data"]["total_integrations_count"] == 0
+    run_round(prober)
+    store = prober.store
+    assert not store.client.hexists(store.results_key("acme"), "mj-1")
+    assert store.client.zscore(store.due_key(), "acme\x1fmj-1") is None
+    assert web.delete("/admin/tenants/acme/integrations/mj-1", headers=ADMIN).status_code == 404
+
+
+def test_a_replaced_integration_starts_over_and_keeps_its_place(web, acme, upstream, prober) -> None:
+    put(web, "a", upstream.url("/a"))
+    put(web, "b", upstream.url("/b"), kind="DALL-E")
+    run_round(prober)
+    assert {r["status"] for r in rows(web, acme).values()} == {"healthy"}
+    replaced = put(web, "a", upstream.url("/a2"), kind="RW")
+    assert replaced.status_code == 200
+    assert list(rows(web, acme)) == ["a", "b"]
+    assert rows(web, acme)["a"]["reason"] == "not_checked_yet" and rows(web, acme)["a"]["type"] == "RW"
+    run_round(prober)
+    assert upstream.count("/a2") == 1 and rows(web, acme)["a"]["status"] == "healthy"
+    assert list(rows(web, acme)) == ["a", "b"]  # the prober's report keeps the order too
+    assert audit_actions(web)[-1] == ("integration.replace", "tenants/acme/integrations/a")
+
+
+def test_admin_reads_never_show_a_credential(web, acme, upstream) -> None:
+    secret_header, secret_query = "Bearer sk-header-credential-1234567890", "query-credential-0987654321"
+    response = put(web, "x", f"{upstream.url('/x')}?api_key={secret_query}&region=eu",
+                   headers={"Authorization": secret_header, "X-Plain": "also-hidden"})
+    shown = [response.get_data(as_text=True),
+             web.get("/admin/tenants/acme/integrations/x", headers=ADMIN).get_data(as_text=True),
+             web.get("/admin/tenants/acme/integrations", headers=ADMIN).get_data(as_text=True),
+             web.get("/admin/audit", headers=ADMIN).get_data(as_text=True),
+             web.get("/status", headers={"Authorization": f"Bearer {acme}"}).get_data(as_text=True)]
+    for text in shown:
+        assert secret_header not in text and secret_query not in text and "also-hidden" not in text
+    probe = json.loads(shown[1])["probe"]
+    assert probe["headers"] == {"Authorization": "***", "X-Plain": "***"}
+    assert probe["url"] == upstream.url("/x") + "?api_key=***&region=***"
+
+
+def test_no_credential_is_in_redis_in_the_clear(web, acme, upstream, prober) -> None:
+    secret_header, secret_query = "sk-header-credential-1234567890", "query-credential-0987654321"
+    put(web, "x", f"{upstream.url('/x')}?api_key={secret_query}", headers={"Authorization": secret_header})
+    put(web, "y", upstream.url("/y"), headers={"X-Key": secret_header})
+    web.delete("/admin/tenants/acme/integrations/y", headers=ADMIN)
+    run_round(prober)
+    assert upstream.headers["/x"]["Authorization"] == secret_header  # the prober did send it
+    store = prober.store
+    names = list(store.client.scan_iter(f"{store.prefix}*"))
+    assert store.integrations_key("acme").encode() in names and store.feed_key().encode() in names
+    for name in names:
+        dumped = store.client.dump(name)
+        assert secret_header.encode() not in dumped and secret_query.encode() not in dumped
+    from tests.test_admin import every_value  # DUMP may compress: read every value by type too
+    everything = every_value(store)
+    assert secret_header.encode() not in everything and secret_query.encode() not in everything
+
+
+def test_bad_bodies_get_400_naming_every_field(web, acme, upstream) -> None:
+    response = web.put("/admin/tenants/acme/integrations/x", headers=ADMIN,
+                       json={"id": "other", "probe": {"url": "ftp://nowhere", "interval_seconds": "often", "extra": 1}, "colour": "red"})
+    assert response.status_code == 400
+    error = response.get_json()
+    assert error["status"] == "error" and error["error"]["code"] == "invalid_request"
+    assert {"type", "colour", "probe.url", "probe.interval_seconds", "probe.extra"} <= set(error["fields"])
+    mismatch = web.put("/admin/tenants/acme/integrations/x", headers=ADMIN, json={"id": "other", "type": "MJ", "probe": {"url": upstream.url("/x")}})
+    assert mismatch.status_code == 400 and set(mismatch.get_json()["fields"]) == {"id"}
+    bad_path = web.put("/admin/tenants/acme/integrations/bad%20id", headers=ADMIN, json={"type": "MJ", "probe": {"url": upstream.url("/x")}})
+    assert bad_path.status_code == 400 and set(bad_path.get_json()["fields"]) == {"path.integration_id"}
+    stale = put(web, "x", upstream.url("/x"), interval_seconds=30, stale_after_seconds=30)
+    assert stale.status_code == 400 and "probe.stale_after_seconds" in stale.get_json()["fields"]
+    not_json = web.put("/admin/tenants/acme/integrations/x", headers=ADMIN, data="type=MJ", content_type="text/plain")
+    assert not_json.status_code == 415
+    huge = web.put("/admin/tenants/acme/integrations/x", headers=ADMIN, data=b"{" + b" " * (1024 * 1024 + 10) + b"}",
+                   content_type="application/json")
+    assert huge.status_code == 413
+    assert web.get("/admin/tenants/acme/integrations", headers=ADMIN).get_json()["integrations"] == []
+
+
+def test_integrations_of_a_missing_or_file_tenant_are_refused(web, upstream) -> None:
+    assert put(web, "x", upstream.url("/x"), tenant_id="nobody").status_code == 404
+    assert web.get("/admin/tenants/nobody/integrations", headers=ADMIN).status_code == 404
+    assert web.get("/admin/tenants/filecorp/integrations/1", headers=ADMIN).status_code == 409
+    refused = put(web, "x", upstream.url("/x"), tenant_id="filecorp")
+    assert refused.status_code == 409 and "config file" in refused.get_json()["error"]["message"]
+    assert web.put("/admin/tenants/acme/integrations/x", json={"type": "MJ"}).status_code == 401
+
+
+def test_listing_is_paged_by_id(web, acme, upstream) -> None:
+    for iid in ["c", "a", "b"]:
+        put(web, iid, upstream.url(f"/{iid}"))
+    first = web.get("/admin/tenants/acme/integrations?limit=2", headers=ADMIN).get_json()
+    assert [i["id"] for i in first["integrations"]] == ["a", "b"] and first["next_cursor"] == "b"
+    rest = web.get(f"/admin/tenants/acme/integrations?limit=2&cursor={first['next_cursor']}", headers=ADMIN).get_json()
+    assert [i["id"] for i in rest["integrations"]] == ["c"] and rest["next_cursor"] is None
+    assert web.get("/admin/tenants/acme/integrations?limit=0", headers=ADMIN).status_code == 400
+
+
+def test_a_tenant_holds_at_most_the_configured_number_of_integrations(redis_url, prefix, upstream, make_prober) -> None:
+    reg = make_registry([], probe=OPEN, admin={"max_integrations_per_tenant": 2},
+                        admin_keys=[{"id": "ops", "sha256": key_digest("admin-secret")}])
+    run_round(make_prober(reg))
+    web = make_web(redis_url, prefix)
+    web.post("/admin/tenants", json={"id": "acme"}, headers=ADMIN)
+    assert put(web, "a", upstream.url("/a")).status_code == 201
+    assert put(web, "b", upstream.url("/b")).status_code == 201
+    full = put(web, "c", upstream.url("/c"))
+    assert full.status_code == 409 and full.get_json()["error"]["code"] == "limit_reached"
+    assert put(web, "b", upstream.url("/b2")).status_code == 200  # replacing one is no new one
+    web.delete("/admin/tenants/acme/integrations/a", headers=ADMIN)
+    assert put(web, "c", upstream.url("/c")).status_code == 201
+
+
+def test_racing_edits_of_one_tenant_lose_no_update(web, acme, upstream) -> None:
+    errors: list[str] = []
+
+    def add(name: str) -> None:
+        for n in range(15):
+            response = put(web, f"{name}-{n}", upstream.url(f"/{name}/{n}"))
+            if response.status_code != 201:
+                errors.append(response.get_data(as_text=True))
+
+    threads = [threading.Thread(target=add, args=(name,)) for name in "pqr"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    listed = web.get("/admin/tenants/acme/integrations", headers=ADMIN).get_json()["integrations"]
+    assert len(listed) == 45 and len(rows(web, acme)) == 45
+    assert status_document(web, acme)["data"]["total_integrations_count"] == 45
+
+
+def test_deleting_a_tenant_takes_its_integrations_with_it(web, acme, upstream, prober) -> None:
+    put(web, "a", upstream.url("/a"))
+    run_round(prober)
+    assert web.delete("/admin/tenants/acme", headers=ADMIN).status_code == 204
+    store = prober.store
+    assert store.client.zscore(store.due_key(), "acme\x1fa") is None
+    assert not store.client.exists(store.integrations_key("acme"), store.results_key("acme"), store.report_key("acme"))
+    run_round(prober)
+    assert "acme" not in prober.catalog.tenants and upstream.count("/a") == 1
+    assert put(web, "a", upstream.url("/a")).status_code == 404
+
+
+def test_a_removed_integration_never_comes_back_from_a_probe_in_flight(web, acme, upstream, registry_open, make_prober) -> None:
+    cipher = Cipher([TEST_SECRET_KEY])
+    first, second = make_prober(registry_open, cipher=cipher), make_prober(registry_open, cipher=cipher)
+    run_round(first)
+    run_round(second)
+    put(web, "slow", upstream.url("/slow", delay_s=1.0))
+    first.tick()  # claims it and starts probing: the upstream answers in a second
+    wait_for(lambda: upstream.count("/slow") == 1)
+    assert web.delete("/admin/tenants/acme/integrations/slow", headers=ADMIN).status_code == 204
+    first.drain()  # the result lands after the removal
+    run_round(second)
+    store = first.store
+    assert not store.client.hexists(store.results_key("acme"), "slow")
+    assert "slow" not in rows(web, acme) and "slow" not in first.catalog.tenants["acme"].integrations
+    assert store.client.zscore(store.due_key(), "acme\x1fslow") is None
+
+
+def test_a_probe_in_flight_when_its_integration_changes_is_dropped_and_the_new_one_probed_at_once(web, acme, upstream, prober) -> None:
+    put(web, "x", upstream.url("/old", delay_s=1.0, status=500))
+    prober.tick()
+    wait_for(lambda: upstream.count("/old") == 1)
+    assert put(web, "x", upstream.url("/new")).status_code == 200
+    prober.drain()  # the old probe's failure is not the new definition's: dropped, and the new one claimed at once
+    if upstream.count("/new") == 0:
+        run_round(prober)  # or at the next tick, not an interval later
+    prober.drain()
+    assert upstream.count("/new") == 1 and rows(web, acme)["x"]["status"] == "healthy"
+    state = json.loads(prober.store.client.hget(prober.store.results_key("acme"), "x"))
+    assert state["fails"] == 0 and state["oks"] == 1  # the old probe's failure was never written
+
+
+def test_a_second_prober_probes_an_integration_it_learns_of_from_its_claim(web, acme, upstream, registry_open, make_prober) -> None:
+    other = make_prober(registry_open, cipher=Cipher([TEST_SECRET_KEY]))
+    run_round(other)
+    put(web, "a", upstream.url("/a"))
+    other.start_probes(wait=True)  # no tick in between: the claim itself makes it catch up
+    other.drain()
+    assert upstream.count("/a") == 1
+
+
+def test_the_address_policy_guards_what_the_api_registers(redis_url, prefix, upstream, make_prober) -> None:
+    run_round(make_prober(file_registry(upstream), cipher=Cipher([TEST_SECRET_KEY])))  # the policy stands
+    web = make_web(redis_url, prefix)
+    web.post("/admin/tenants", json={"id": "acme"}, headers=ADMIN)
+    for url in ["https://169.254.169.254/latest/meta-data", "https://127.0.0.1/x", "https://[::1]/x",
+                "https://localhost/x", "https://10.1.2.3/x", "https://[::ffff:127.0.0.1]/x"]:
+        refused = put(web, "x", url)
+        assert refused.status_code == 400, url
+        assert list(refused.get_json()["fields"]) == ["probe.url"], refused.get_json()
+    post = put(web, "x", "https://203.0.113.9/x", method="POST")  # (a documentation address is refused too)
+    assert set(post.get_json()["fields"]) == {"probe.method", "probe.url"}
+    plain = put(web, "x", "http://93.184.215.14/x", headers={"Authorization": "Bearer k"})
+    assert plain.status_code == 400 and "https" in plain.get_json()["fields"]["probe.url"][0]
+    assert put(web, "x", "https://93.184.215.14/x", headers={"Authorization": "Bearer k"}).status_code == 201
+
+
+def test_a_probe_of_the_api_is_refused_at_connect_time_too(redis_url, prefix, upstream, make_prober, store) -> None:
+    # Registered while the file lifted the policy; a prober whose file does not lift it refuses to connect.
+    lifted = make_prober(file_registry(upstream, **OPEN), cipher=Cipher([TEST_SECRET_KEY]))
+    run_round(lifted)
+    web = make_web(redis_url, prefix)
+    web.post("/admin/tenants", json={"id": "acme"}, headers=ADMIN)
+    key = web.post("/admin/tenants/acme/keys", headers=ADMIN).get_json()["key"]
+    put(web, "x", upstream.url("/x"))
+    lifted.stop(timeout_s=0)
+    strict = make_prober(file_registry(upstream), cipher=Cipher([TEST_SECRET_KEY]))
+    run_round(strict)
+    run_round(strict)
+    assert upstream.count("/x") == 0
+    assert rows(web, key)["x"]["reason"] == "address_refused"
+
+
+def test_keys_rotate_new_writes_use_the_first_and_reads_try_each(redis_url, prefix, acme, upstream, registry_open, make_prober) -> None:
+    from cryptography.fernet import Fernet
+
+    new_key = Fernet.generate_key().decode()
+    old_web = make_web(redis_url, prefix)
+    put(old_web, "old", upstream.url("/old"), headers={"X-Key": "old-secret"})
+    rotated = make_web(redis_url, prefix, secret_keys=f"{new_key},{TEST_SECRET_KEY}")
+    put(rotated, "new", upstream.url("/new"), headers={"X-Key": "new-secret"})
+    assert rotated.get("/admin/tenants/acme/integrations/old", headers=ADMIN).status_code == 200
+    unreadable = old_web.get("/admin/tenants/acme/integrations/new", headers=ADMIN)  # a worker not given the new key
+    assert unreadable.status_code == 500 and "STATUS_SECRET_KEY" in unreadable.get_json()["error"]["message"]
+    prober = make_prober(registry_open, cipher=Cipher([new_key, TEST_SECRET_KEY]))
+    run_round(prober)
+    assert upstream.headers["/old"]["X-Key"] == "old-secret" and upstream.headers["/new"]["X-Key"] == "new-secret"
+    only_new = Cipher([new_key])
+    stored = prober.store.client.hget(prober.store.integrations_key("acme"), "new")
+    assert json.loads(only_new.open(json.loads(stored)["probe"]))["headers"] == {"X-Key": "new-secret"}
