@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator
 
 import psutil
 import yaml
+from cryptography.fernet import Fernet
 
 from status_service import embedded
 from status_service.store import connect
@@ -29,6 +30,7 @@ from status_service.store import connect
 REPO = Path(__file__).resolve().parent.parent
 WORK = REPO / "var" / "bench"  # git-ignored; every run's files live (and die) here
 HOST = "127.0.0.1"  # the only address any benchmark talks to
+BENCH_SECRET_KEY = Fernet.generate_key().decode()  # this run's key for stored credentials
 
 
 def env_float(name: str, default: float) -> float:
@@ -149,7 +151,8 @@ def service_env(redis: Redis, prefix: str, config: Path, **extra: str) -> dict[s
     """Return the environment of a service process: this run's Redis, prefix and config."""
     env = dict(os.environ)
     env.pop("STATUS_DATA_DIR", None)
-    env.update(REDIS_URL=redis.url, STATUS_KEY_PREFIX=prefix, STATUS_CONFIG=str(config), PYTHONPATH=str(REPO), **extra)
+    env.update(REDIS_URL=redis.url, STATUS_KEY_PREFIX=prefix, STATUS_CONFIG=str(config), PYTHONPATH=str(REPO),
+               STATUS_SECRET_KEY=BENCH_SECRET_KEY, **extra)
     return env
 
 

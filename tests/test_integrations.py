@@ -328,3 +328,59 @@ def test_keys_rotate_new_writes_use_the_first_and_reads_try_each(redis_url, pref
     only_new = Cipher([new_key])
     stored = prober.store.client.hget(prober.store.integrations_key("acme"), "new")
     assert json.loads(only_new.open(json.loads(stored)["probe"]))["headers"] == {"X-Key": "new-secret"}
+
+
+def test_real_processes_pick_up_an_integration_added_and_removed_through_the_api_within_a_tick(redis_url, prefix, tmp_path, upstream) -> None:
+    import sys
+
+    import requests
+    import yaml
+
+    from tests.conftest import environment, free_port, spawn, stop
+
+    config = tmp_path / "status.yaml"
+    config.write_text(yaml.safe_dump({
+        "probe": {"interval_seconds": 30, "timeout_seconds": 2, "allow_private_addresses": True},
+        "tenants": [],
+        "admin_keys": [{"id": "ops", "sha256": key_digest("admin-secret")}],
+    }))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = environment(redis_url, prefix, config, PORT=str(port), WEB_CONCURRENCY="2")
+    log = open(tmp_path / "processes.log", "wb")
+    prober = spawn([sys.executable, "-m", "status_service.prober"], env, log)
+    web = spawn([sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "wsgi:app"], env, log)
+    try:
+        def answers():
+            try:
+                return requests.post(f"{base}/admin/tenants", json={"id": "acme"}, headers=ADMIN, timeout=2).status_code == 201
+            except requests.ConnectionError:
+                return False
+
+        wait_for(answers, timeout_s=20, interval_s=0.1)  # the prober has seeded the admin key
+        key = requests.post(f"{base}/admin/tenants/acme/keys", headers=ADMIN, timeout=2).json()["key"]
+        time.sleep(1.5)  # the prober is running, and idle
+        added = time.monotonic()
+        response = requests.put(f"{base}/admin/tenants/acme/integrations/mj", headers=ADMIN, timeout=2,
+                                json={"type": "MJ", "probe": {"url": upstream.url("/mj"), "headers": {"Authorization": "Bearer process-secret"}}})
+        assert response.status_code == 201
+        wait_for(lambda: upstream.count("/mj") == 1, timeout_s=5, interval_s=0.01)
+        assert time.monotonic() - added < 1.5  # one tick (1 s), and the time a probe takes
+
+        def status_of_mj():
+            rows = requests.get(f"{base}/status", headers={"Authorization": f"Bearer {key}"}, timeout=2).json()["data"]["integrations"]
+            return next((r["status"] for r in rows if r["id"] == "mj"), None)
+
+        wait_for(lambda: status_of_mj() == "healthy", timeout_s=3)
+        assert requests.delete(f"{base}/admin/tenants/acme/integrations/mj", headers=ADMIN, timeout=2).status_code == 204
+        assert status_of_mj() is None
+        upstream.url("/mj", status=500)
+        time.sleep(2.5)  # more than two ticks: a removed integration is probed no more, and never shows again
+        assert status_of_mj() is None and upstream.count("/mj") == 1
+    finally:
+        stop(web)
+        stop(prober)
+        log.close()
+    output = (tmp_path / "processes.log").read_text()
+    assert "process-secret" not in output and "Traceback" not in output, output
+    assert "registry.seeded" in output

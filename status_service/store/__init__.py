@@ -136,6 +136,7 @@ for i = 5, #ARGV, 5 do
     dropped[#dropped + 1] = ARGV[i]
     outdated[#outdated + 1] = ARGV[i]
   elseif tonumber(ARGV[i + 1]) <= fence then
+    dropped[#dropped + 1] = ARGV[i]
   elseif fence ~= tonumber(ARGV[i + 2]) then
     conflicts[#conflicts + 1] = ARGV[i]
   else
