@@ -633,7 +633,10 @@ def main() -> int:
         scheduler.add_job(redis_url, "interval", args=[settings], seconds=EMBEDDED_CHECK_S, max_instances=1)
     log.info("prober.started prober=%s tenants=%d integrations=%d", prober.id, len(registry.tenants), len(registry.integrations))
     scheduler.start()
-    stop_requested.wait()
+    # With a timeout: a signal that the kernel hands to another thread runs its Python handler only
+    # once the main thread wakes, and a wait without one may never wake.
+    while not stop_requested.wait(0.5):
+        pass
     scheduler.shutdown(wait=True)  # lets a running tick finish before stop() takes over
     prober.stop()
     return 0

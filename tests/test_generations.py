@@ -180,9 +180,9 @@ def test_a_tenant_whose_keys_were_lost_alone_is_seeded_again(store, upstream, ma
 def test_a_lagging_prober_of_the_same_generation_does_not_bring_back_a_removed_tenant(store, upstream, make_prober, caplog) -> None:
     probe = {"interval_seconds": 1, "timeout_seconds": 0.5}
     both = make_registry([tenant("acme", ["a"], [integration("1", "MJ", upstream.url("/a"))]),
-                          tenant("gone", ["g"], [integration("1", "MJ", upstream.url("/g"))])], probe)
+                          tenant("gone", ["g"], [integration("1", "MJ", upstream.url("/g", delay_s=0.3))])], probe)
     lagging = make_prober(both)
-    lagging.tick()  # "gone" in flight on it
+    lagging.tick()  # "gone" in flight on it (its upstream answers in 0.3 s, after the other prober's seed)
     run_round(make_prober(make_registry([tenant("acme", ["a"], [integration("1", "MJ", upstream.url("/a"))])], probe)))
     with caplog.at_level(logging.WARNING, logger="status_service"):
         lagging.drain()
