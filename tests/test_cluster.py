@@ -90,7 +90,7 @@ def test_every_key_of_a_tenant_hashes_to_one_slot() -> None:
         assert len({slot(k) for k in keys}) == 1, tenant_id
         assert slot(keys[0]) == slot(f"{{t:{tenant_id}}}"), tenant_id  # the tag, whatever the prefix
         assert slot(keys[0]) == slot(tenant_keys(Store(redis.Redis(), "other:prefix:"), tenant_id)[0])
-    assert len({slot(k) for k in (store.keys_key(), store.tenants_key(), store.config_key())}) == 1
+    assert len({slot(k) for k in (store.keys_key(), store.tenants_key(), store.config_key(), store.feed_key(), store.settings_key())}) == 1
     assert len({slot(store.results_key(t)) for t in TENANTS}) == len(TENANTS)
 
 
@@ -263,3 +263,27 @@ def test_web_memory_follows_changes_on_a_cluster(redis_cluster_url, cluster_stor
     time.sleep(2.5)  # past a few pings: the link holds
     assert mirror.live
     app.extensions["status_web"].close()
+
+
+def test_the_admin_api_makes_probes_and_removes_integrations_on_a_cluster(redis_cluster_url, cluster_store, cluster_probers, prefix, upstream) -> None:
+    from status_service.cipher import Cipher
+
+    reg = make_registry([], probe={"allow_private_addresses": True}, admin_keys=[{"id": "ops", "sha256": key_digest("admin-secret")}])
+    prober = Prober(reg, cluster_store, cipher=Cipher([TEST_SECRET_KEY]))
+    cluster_probers.append(prober)
+    run_round(prober)
+    web = create_app(Settings(secret_keys=TEST_SECRET_KEY, redis_url=redis_cluster_url, redis_cluster=True, key_prefix=prefix,
+                              web_memory_bytes=0)).test_client()
+    admin = {"Authorization": "Bearer admin-secret"}
+    assert web.post("/admin/tenants", json={"id": "acme"}, headers=admin).status_code == 201
+    key = web.post("/admin/tenants/acme/keys", headers=admin).get_json()["key"]
+    body = {"type": "MJ", "probe": {"url": upstream.url("/api"), "headers": {"X-Key": "cluster-secret"}}}
+    assert web.put("/admin/tenants/acme/integrations/a", json=body, headers=admin).status_code == 201
+    run_round(prober)
+    assert upstream.count("/api") == 1
+    rows = web.get("/status", headers={"Authorization": f"Bearer {key}"}).get_json()["data"]["integrations"]
+    assert [(r["id"], r["status"]) for r in rows] == [("a", "healthy")]
+    assert web.delete("/admin/tenants/acme/integrations/a", headers=admin).status_code == 204
+    run_round(prober)
+    assert web.get("/status", headers={"Authorization": f"Bearer {key}"}).get_json()["data"]["integrations"] == []
+    assert web.delete("/admin/tenants/acme", headers=admin).status_code == 204
