@@ -1,5 +1,7 @@
 """The serving baseline: a hello-world Flask app run with the project's gunicorn settings."""
-from flask import Flask
+import json
+
+from flask import Flask, request
 
 app = Flask(__name__)
 
@@ -8,3 +10,10 @@ app = Flask(__name__)
 def status() -> dict[str, str]:
     """Answer the smallest JSON document Flask can make."""
     return {"status": "ok"}
+
+
+@app.put("/admin/tenants/<tenant_id>/integrations/<integration_id>")
+def put_integration(tenant_id: str, integration_id: str) -> tuple[dict[str, str], int]:
+    """Read and parse a JSON body, store nothing, and answer 201 (the admin benchmark's baseline)."""
+    data = json.loads(request.get_data())
+    return {"id": integration_id, "tenant": tenant_id, "type": data["type"]}, 201

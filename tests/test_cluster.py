@@ -36,8 +36,7 @@ def slot(key: str) -> int:
 
 
 def tenant_keys(store: Store, tenant_id: str) -> list[str]:
-    return [store.results_key(tenant_id), store.version_key(tenant_id), store.changed_key(tenant_id),
-            store.incarnation_key(tenant_id), store.report_key(tenant_id), store.registry_key(tenant_id)]
+    return [store.registry_key(tenant_id), *store.tenant_keys(tenant_id)]
 
 
 def expected_health(tenant_id: str) -> dict[str, str]:
