@@ -20,6 +20,15 @@ class ApiTenant:
     order: dict[str, tuple[int, int]] = field(default_factory=dict)  # id -> creation rev, for the order
 
 
+@dataclass(frozen=True)
+class Applied:
+    """What a change did to a tenant: integrations new or changed, ids removed, or all of it anew (whole)."""
+
+    fresh: list[Integration]
+    removed: list[str]
+    whole: bool  # read whole, or gone: a view of the tenant must be built again
+
+
 def _rev_key(rev: str) -> tuple[int, int]:
     ms, _, seq = rev.partition("-")
     return int(ms or 0), int(seq or 0)
@@ -43,23 +52,22 @@ class Catalog:
         """Return tenant -> (incarnation, rev) of every tenant held: what to ask the store about."""
         return {t: (a.incarnation, a.rev) for t, a in self.tenants.items()}
 
-    def apply(self, tenant_id: str, change: TenantChange) -> list[Integration] | None:
-        """Take a tenant's change; return its integrations that are new or changed, or None if nothing changed.
-
-        A tenant that is gone is dropped, and [] returned.
-        """
+    def apply(self, tenant_id: str, change: TenantChange) -> Applied | None:
+        """Take a tenant's change; return what it changed, or None if nothing did."""
         if change.kind == "same":
             return None
         if change.kind == "gone":
-            return [] if self.tenants.pop(tenant_id, None) is not None else None
+            return Applied([], [], whole=True) if self.tenants.pop(tenant_id, None) is not None else None
         tenant = self.tenants.get(tenant_id)
-        if change.kind == "full" or tenant is None:
+        whole = change.kind == "full" or tenant is None
+        if whole:
             tenant = self.tenants[tenant_id] = ApiTenant(change.incarnation, change.rev)
         tenant.incarnation, tenant.rev = change.incarnation, change.rev
-        fresh, unordered = [], False
+        fresh, removed, unordered = [], [], False
         for integration_id, definition in (change.definitions or {}).items():
             if definition is None:
-                tenant.integrations.pop(integration_id, None)
+                if tenant.integrations.pop(integration_id, None) is not None:
+                    removed.append(integration_id)
                 tenant.order.pop(integration_id, None)
                 continue
             probe = json.loads(self.open_probe(definition["probe"]))
@@ -76,7 +84,7 @@ class Catalog:
             ids = sorted(tenant.order, key=tenant.order.__getitem__)
             tenant.integrations = {i: tenant.integrations[i] for i in ids}
             tenant.order = {i: tenant.order[i] for i in ids}
-        return fresh
+        return Applied(fresh, removed, whole)
 
     def members(self, tenant_id: str) -> list[str]:
         """Return the schedule names of a tenant's integrations."""

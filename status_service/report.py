@@ -164,7 +164,7 @@ class TenantReport:
     """
 
     def __init__(self, integrations: Sequence[Integration]) -> None:
-        self.integrations = tuple(integrations)
+        self.integrations = list(integrations)
         self._index = {i.id: n for n, i in enumerate(self.integrations)}
         self.states: dict[str, State] = {}
         self.stale_at: dict[str, float] = {}  # id -> when its result turns stale
@@ -186,6 +186,45 @@ class TenantReport:
             self._render(n, now)
             if at >= now:
                 self._next_stale = min(self._next_stale, at)
+
+    def put(self, integration: Integration, now: float) -> None:
+        """Add an integration at the end, or replace the one with its id in place; either starts unknown."""
+        iid = integration.id
+        self.states.pop(iid, None)
+        self.stale_at.pop(iid, None)
+        n = self._index.get(iid)
+        if n is None:
+            n = self._index[iid] = len(self.integrations)
+            self.integrations.append(integration)
+            self._rows.append(row(integration, None, now))
+            self._encoded.append(encode(self._rows[n]))
+            self._counts.setdefault(integration.type, [0, 0])[1] += 1  # last: its type's first appearance, if new
+            return
+        self.integrations[n] = integration
+        self._rows[n] = row(integration, None, now)
+        self._encoded[n] = encode(self._rows[n])
+        self._recount()
+
+    def remove(self, integration_id: str) -> None:
+        """Drop an integration and its result."""
+        n = self._index.pop(integration_id, None)
+        if n is None:
+            return
+        for rest in (self.integrations, self._rows, self._encoded):
+            del rest[n]
+        for later in self.integrations[n:]:
+            self._index[later.id] -= 1
+        self.states.pop(integration_id, None)
+        self.stale_at.pop(integration_id, None)
+        self._recount()
+
+    def _recount(self) -> None:
+        """Count each type afresh, in order of first appearance (a removal or a new type can change both)."""
+        self._counts = {}
+        for integration, entry in zip(self.integrations, self._rows):
+            counts = self._counts.setdefault(integration.type, [0, 0])
+            counts[0] += entry["status"] == Health.HEALTHY.value
+            counts[1] += 1
 
     def body(self, now: float) -> bytes:
         """Return the encoded document as of `now`, ageing results that have turned stale since."""

@@ -384,3 +384,21 @@ def test_real_processes_pick_up_an_integration_added_and_removed_through_the_api
     output = (tmp_path / "processes.log").read_text()
     assert "process-secret" not in output and "Traceback" not in output, output
     assert "registry.seeded" in output
+
+
+def test_a_prober_that_learns_of_a_change_late_keeps_the_result_another_prober_wrote_for_it(
+        web, acme, upstream, registry_open, make_prober) -> None:
+    cipher = Cipher([TEST_SECRET_KEY])
+    late, early = make_prober(registry_open, cipher=cipher), make_prober(registry_open, cipher=cipher)
+    put(web, "x", upstream.url("/x"))
+    put(web, "y", upstream.url("/y"))
+    run_round(late)
+    run_round(early)
+    put(web, "x", upstream.url("/x2", status=503), failure_threshold=1)
+    run_round(early)  # learns of it, probes it: unhealthy
+    assert upstream.count("/x2") == 1
+    late.tick()  # learns of it now, with the new definition's result already in Redis
+    late.drain()
+    assert late.views["acme"].report.states["x"].status.value == "unhealthy"
+    late.write_reports(late.clock(), force=True)
+    assert rows(web, acme)["x"]["status"] == "unhealthy" and list(rows(web, acme)) == ["x", "y"]

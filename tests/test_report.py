@@ -254,3 +254,29 @@ def test_without_stale_drops_one_integration_and_only_parses_when_it_is_there() 
     stale = json.dumps({"a": 1.0, "b": 2.0}).encode()
     assert json.loads(without_stale(stale, "a")) == {"b": 2.0}
     assert without_stale(stale, "c") is stale
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 6), st.one_of(st.none(), st.sampled_from(["MJ", "DALL-E", "Runway"])),
+                          st.sampled_from(list(Health))), max_size=25))
+def test_a_report_kept_through_puts_and_removals_equals_one_built_from_scratch(steps) -> None:
+    now = 1000.0
+    kept = TenantReport([])
+    order: list[Integration] = []
+    states: dict[str, State] = {}
+    for n, kind, health in steps:
+        iid = str(n)
+        now += 1
+        if kind is None:  # remove it
+            order = [i for i in order if i.id != iid]
+            states.pop(iid, None)
+            kept.remove(iid)
+        elif health is Health.UNKNOWN:  # put it: added at the end, or replaced in place, unknown either way
+            new = Integration("t", iid, kind, ProbeSpec(url="u"))
+            order = [new if i.id == iid else i for i in order] if any(i.id == iid for i in order) else order + [new]
+            states.pop(iid, None)
+            kept.put(new, now)
+        elif any(i.id == iid for i in order):  # a result for it
+            states[iid] = State(health, checked_at=now, reason=None if health is Health.HEALTHY else "http_503")
+            kept.apply({iid: states[iid]}, now)
+        assert kept.body(now) == encode(build_report(order, states, now))
