@@ -397,7 +397,11 @@ def test_a_prober_that_learns_of_a_change_late_keeps_the_result_another_prober_w
     put(web, "x", upstream.url("/x2", status=503), failure_threshold=1)
     run_round(early)  # learns of it, probes it: unhealthy
     assert upstream.count("/x2") == 1
-    late.tick()  # learns of it now, with the new definition's result already in Redis
+    store = late.store
+    store.client.zadd(store.due_key(), {"acme\x1fy": 0})
+    late.start_probes(wait=True)  # records y, and so takes x's new state into a view that holds x's old definition
+    late.drain()
+    late.tick()  # learns of the change now: x's state must survive the change being applied
     late.drain()
     assert late.views["acme"].report.states["x"].status.value == "unhealthy"
     late.write_reports(late.clock(), force=True)
