@@ -408,14 +408,15 @@ def test_a_prober_that_learns_of_a_change_late_keeps_the_result_another_prober_w
     assert rows(web, acme)["x"]["status"] == "unhealthy" and list(rows(web, acme)) == ["x", "y"]
 
 
-def test_a_file_sync_never_touches_what_the_api_made(web, acme, upstream, make_prober) -> None:
+def test_a_file_sync_never_touches_what_the_api_made(web, acme, upstream, make_prober, prober) -> None:
     put(web, "x", upstream.url("/x"))
     newer = make_registry([tenant("filecorp", ["file-key"], [integration("2", "MJ", upstream.url("/file2"))])],
                           probe=OPEN, generation=5, admin_keys=[{"id": "ops", "sha256": key_digest("admin-secret")}])
-    restarted = make_prober(newer, cipher=Cipher([TEST_SECRET_KEY]))
-    run_round(restarted)  # seeds generation 5: filecorp's integration 1 goes, acme's x stays
+    restarted = make_prober(newer)
+    restarted.ensure_seeded(restarted.clock())  # generation 5: filecorp's integration 1 goes, acme's x stays
     store = restarted.store
     assert store.client.zscore(store.due_key(), "acme\x1fx") is not None
     assert store.client.zscore(store.due_key(), "filecorp\x1f1") is None
+    run_round(prober)  # a prober that follows the admin API's integrations
     assert upstream.count("/x") == 1 and rows(web, acme)["x"]["status"] == "healthy"
     assert web.get("/admin/tenants/acme/integrations/x", headers=ADMIN).status_code == 200
