@@ -528,11 +528,13 @@ class Prober:
         """
         recorded = self.store.record(writes, self.tenant_prints, revs)
         for tenant_id, result in recorded.items():
-            integrations = self.integrations_of(tenant_id)
-            if integrations is None or isinstance(result, Fenced):
+            if isinstance(result, Fenced):
                 continue
             view = self.views.get(tenant_id)
             if view is None or result.full:
+                integrations = self.integrations_of(tenant_id)
+                if integrations is None:
+                    continue
                 view = self.views[tenant_id] = View(report.TenantReport(integrations))
             view.report.apply(result.states, now)
             view.incarnation, view.version = result.incarnation, result.version
