@@ -85,14 +85,18 @@ class FileProbeDefaultsSchema(ProbeDefaultsSchema):
 class ProbeSchema(ProbeDefaultsSchema):
     """How to probe one integration."""
 
-    url = fields.Url(required=True, schemes={"http", "https"}, require_tld=False)
+    # Bounded, as what the admin API stores is: a registry of 10,000 integrations stays small.
+    url = fields.Url(required=True, schemes={"http", "https"}, require_tld=False, validate=validate.Length(max=2048))
     method = fields.String(validate=validate.OneOf(HTTP_METHODS))
     headers = fields.Dict(
         keys=fields.String(validate=validate.Regexp(HEADER_NAME, error="not a valid HTTP header name")),
-        values=fields.String(validate=validate.Regexp(HEADER_VALUE, error="not a valid HTTP header value")),
+        values=fields.String(validate=[validate.Regexp(HEADER_VALUE, error="not a valid HTTP header value"),
+                                       validate.Length(max=8192)]),
+        validate=validate.Length(max=64),
     )
-    expect_status = fields.List(Count(validate=validate.Range(min=100, max=599)), validate=validate.Length(min=1))
-    expect_json = fields.Dict(keys=fields.String(validate=validate.Length(min=1)), values=Scalar())
+    expect_status = fields.List(Count(validate=validate.Range(min=100, max=599)), validate=[validate.Length(min=1), validate.Length(max=100)])
+    expect_json = fields.Dict(keys=fields.String(validate=[validate.Length(min=1), validate.Length(max=256)]), values=Scalar(),
+                              validate=validate.Length(max=64))
 
 
 class IntegrationSchema(Schema):

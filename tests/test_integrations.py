@@ -165,6 +165,8 @@ def test_bad_bodies_get_400_naming_every_field(web, acme, upstream) -> None:
     assert bad_path.status_code == 400 and set(bad_path.get_json()["fields"]) == {"path.integration_id"}
     stale = put(web, "x", upstream.url("/x"), interval_seconds=30, stale_after_seconds=30)
     assert stale.status_code == 400 and "probe.stale_after_seconds" in stale.get_json()["fields"]
+    bulky = put(web, "x", upstream.url("/x") + "?" + "q" * 2100, headers={f"X-H{n}": "v" for n in range(65)})
+    assert bulky.status_code == 400 and {"probe.url", "probe.headers"} <= set(bulky.get_json()["fields"])
     not_json = web.put("/admin/tenants/acme/integrations/x", headers=ADMIN, data="type=MJ", content_type="text/plain")
     assert not_json.status_code == 415
     huge = web.put("/admin/tenants/acme/integrations/x", headers=ADMIN, data=b"{" + b" " * (1024 * 1024 + 10) + b"}",
