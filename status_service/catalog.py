@@ -5,6 +5,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Callable
 
+from .cipher import CipherError
 from .model import Integration, schedule_member, split_member
 from .registry import probe_spec
 from .store.catalog import TenantChange
@@ -27,6 +28,7 @@ class Applied:
     fresh: list[Integration]
     removed: list[str]
     whole: bool  # read whole, or gone: a view of the tenant must be built again
+    unreadable: list[str] = field(default_factory=list)  # ids whose definition no key of this prober opens
 
 
 def _rev_key(rev: str) -> tuple[int, int]:
@@ -53,38 +55,59 @@ class Catalog:
         return {t: (a.incarnation, a.rev) for t, a in self.tenants.items()}
 
     def apply(self, tenant_id: str, change: TenantChange) -> Applied | None:
-        """Take a tenant's change; return what it changed, or None if nothing did."""
+        """Take a tenant's change; return what it changed, or None if nothing did.
+
+        A definition that cannot be read (no key opens it) is left out, and the tenant is read
+        whole again next time: its rev is forgotten, so no report of it is written meanwhile.
+        """
         if change.kind == "same":
             return None
         if change.kind == "gone":
             return Applied([], [], whole=True) if self.tenants.pop(tenant_id, None) is not None else None
+        definitions: dict[str, tuple[Integration, tuple[int, int]] | None] = {}
+        unreadable = []
+        for integration_id, definition in (change.definitions or {}).items():
+            try:
+                definitions[integration_id] = None if definition is None else (
+                    self._integration(tenant_id, integration_id, definition), _rev_key(str(definition["order"])))
+            except (CipherError, ValueError, KeyError):
+                unreadable.append(integration_id)
         tenant = self.tenants.get(tenant_id)
         whole = change.kind == "full" or tenant is None
         if whole:
             tenant = self.tenants[tenant_id] = ApiTenant(change.incarnation, change.rev)
         tenant.incarnation, tenant.rev = change.incarnation, change.rev
         fresh, removed, unordered = [], [], False
-        for integration_id, definition in (change.definitions or {}).items():
-            if definition is None:
-                if tenant.integrations.pop(integration_id, None) is not None:
-                    removed.append(integration_id)
-                tenant.order.pop(integration_id, None)
+        for integration_id in unreadable:  # not probed by this prober: another may read it
+            if tenant.integrations.pop(integration_id, None) is not None:
+                del tenant.order[integration_id]
+                removed.append(integration_id)
+        for integration_id, made in definitions.items():
+            held = tenant.order.get(integration_id)
+            if held is not None and (made is None or made[1] != held):  # removed, or removed and made again
+                del tenant.integrations[integration_id], tenant.order[integration_id]
+                removed.append(integration_id)
+            if made is None:
                 continue
-            probe = json.loads(self.open_probe(definition["probe"]))
-            integration = Integration(tenant_id, integration_id, definition["type"],
-                                      probe_spec(probe, guarded=self.guarded), rev=definition["rev"])
+            integration, order = made
             if tenant.integrations.get(integration_id) != integration:
                 fresh.append(integration)
-            order = _rev_key(definition["order"])
             if integration_id not in tenant.order and tenant.order and order < next(reversed(tenant.order.values())):
                 unordered = True  # a full read brings them in any order
-            tenant.integrations[integration_id] = integration
+            tenant.integrations[integration_id] = integration  # a replaced one keeps its place
             tenant.order[integration_id] = order
         if unordered:
             ids = sorted(tenant.order, key=tenant.order.__getitem__)
             tenant.integrations = {i: tenant.integrations[i] for i in ids}
             tenant.order = {i: tenant.order[i] for i in ids}
-        return Applied(fresh, removed, whole)
+        if unreadable:
+            tenant.rev = ""
+        return Applied(fresh, removed, whole, unreadable)
+
+    def _integration(self, tenant_id: str, integration_id: str, definition: dict[str, object]) -> Integration:
+        probe = json.loads(self.open_probe(str(definition["probe"])))
+        return Integration(tenant_id, integration_id, str(definition["type"]),
+                           probe_spec(probe, guarded=self.guarded), rev=str(definition["rev"]))
 
     def members(self, tenant_id: str) -> list[str]:
         """Return the schedule names of a tenant's integrations."""

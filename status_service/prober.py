@@ -26,7 +26,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from . import checks, report
 from .catalog import Catalog
-from .cipher import Cipher, CipherError
+from .cipher import Cipher
 from .fetch import Fetcher
 from .model import Integration, Outcome, Registry, State, split_member, tenant_fingerprint
 from .registry import ConfigError, load
@@ -144,6 +144,7 @@ class Prober:
         self.catalog = Catalog(self.cipher.open if self.cipher else str, guarded=not registry.allow_private_addresses)
         self.feed_at: str | None = None  # the position in the feed of changed tenants; None: read everything
         self.reconcile_at = 0.0  # time.monotonic() of the next re-read of every tenant's rev
+        self.unreadable: set[str] = set()  # tenants with a definition this prober cannot decrypt (logged once)
         # Each touched tenant's states and report as of a results version, kept one write at a time.
         self.views: dict[str, View] = {}
         self.dirty: dict[str, float] = {}  # tenant -> time.monotonic() its report may be written again
@@ -167,16 +168,21 @@ class Prober:
         ))
 
     def integration(self, member: str) -> Integration | None:
-        """Return the integration with this schedule name, from the config file or the admin API."""
-        return self.registry.integration(member) or self.catalog.integration(member)
+        """Return the integration with this schedule name, from the admin API or the config file.
+
+        The admin API's first: a tenant it made is its own, even if an older config file declares it.
+        """
+        if split_member(member)[0] in self.catalog.tenants:
+            return self.catalog.integration(member)
+        return self.registry.integration(member)
 
     def integrations_of(self, tenant_id: str) -> tuple[Integration, ...] | None:
         """Return a tenant's integrations in report order, or None if this prober knows no such tenant."""
-        tenant = self.registry.tenant(tenant_id)
-        if tenant is not None:
-            return tenant.integrations
         made = self.catalog.tenants.get(tenant_id)
-        return tuple(made.integrations.values()) if made is not None else None
+        if made is not None:  # as in integration()
+            return tuple(made.integrations.values())
+        tenant = self.registry.tenant(tenant_id)
+        return tenant.integrations if tenant is not None else None
 
     def tick(self) -> None:
         """Run one round: heartbeat, seed if Redis lost its data, record results, claim and start probes."""
@@ -281,13 +287,16 @@ class Prober:
         rebuilt: list[str] = []  # tenants whose views are built anew
         edited: dict[str, list[str]] = {}  # tenant -> ids new or changed, in views edited in place
         for tenant_id, change in changes.items():
-            try:
-                applied = self.catalog.apply(tenant_id, change)
-            except (CipherError, ValueError, KeyError) as exc:
-                log.error("registry.unreadable prober=%s tenant=%s error=%s", self.id, tenant_id, exc)
+            applied = self.catalog.apply(tenant_id, change)
+            if applied is not None and applied.unreadable:
+                if tenant_id not in self.unreadable:  # once: it is read again with each change and each minute
+                    log.error("registry.unreadable prober=%s tenant=%s integrations=%s: give this prober every key "
+                              "of STATUS_SECRET_KEY in use", self.id, tenant_id, ",".join(applied.unreadable[:10]))
+                self.unreadable.add(tenant_id)
+            elif applied is not None:
+                self.unreadable.discard(tenant_id)
+            if applied is None:
                 continue
-            if applied is None or self.registry.tenant(tenant_id) is not None:
-                continue  # nothing new; or the file's tenant, whose integrations the file decides
             self.extend_lease(applied.fresh)
             scheduled.update((i.member, 0.0) for i in applied.fresh)
             self.behind.discard(tenant_id)
@@ -446,8 +455,9 @@ class Prober:
             first, outdated = self._record(batch)
             now = self.clock()
             if outdated:
-                # Probed by a definition changed since: learn the new one, and probe it now, not an interval later.
+                # Probed by a definition changed since: learn the new one, and probe that now, not an interval later.
                 self.follow(now, {split_member(m)[0] for m in outdated})
+                outdated = {m for m in outdated if self.integration(m) is not None}
             self.store.reschedule(
                 (e.claim, now if e.integration.member in outdated else next_due(e.integration, e.claim, e.integration.member in first, now))
                 for e, _, _ in batch

@@ -1,6 +1,7 @@
 """Marshmallow schemas for the config file; they validate once, at the edge."""
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -13,7 +14,8 @@ HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z")  # \Z: no trailing newline
 SHA256_PATTERN = re.compile(r"^[0-9a-fA-F]{64}$")
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP token (RFC 9110)
-HEADER_VALUE = re.compile(r"^[\t\x20-\x7e\x80-\xff]*$")  # no CR, LF or other control characters
+# No CR, LF or other control characters, and no leading white space (requests refuses to send it).
+HEADER_VALUE = re.compile(r"^(?![\t ])[\t\x20-\x7e\x80-\xff]*\Z")
 
 
 class Number(fields.Float):
@@ -54,13 +56,31 @@ class Id(fields.String):
         return value
 
 
+def _encodable(value: str) -> str:
+    """Return value if it can be written as UTF-8 (a lone surrogate, which JSON can carry, cannot)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError("not valid Unicode text") from None
+    return value
+
+
+class Text(fields.String):
+    """A string that can be written as UTF-8."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        return _encodable(super()._deserialize(value, attr, data, **kwargs))
+
+
 class Scalar(fields.Raw):
-    """A JSON scalar: string, number, boolean or null."""
+    """A JSON scalar: string, finite number, boolean or null."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
         if value is not None and not isinstance(value, (str, int, float, bool)):
             raise ValidationError("must be a string, number, boolean or null")
-        return value
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValidationError("must be a finite number")
+        return _encodable(value) if isinstance(value, str) else value
 
 
 class ProbeDefaultsSchema(Schema):
@@ -70,7 +90,7 @@ class ProbeDefaultsSchema(Schema):
     timeout_seconds = Number(validate=validate.Range(min=0.05, max=300))
     failure_threshold = Count(validate=validate.Range(min=1, max=100))
     success_threshold = Count(validate=validate.Range(min=1, max=100))
-    stale_after_seconds = Number(validate=validate.Range(min=1))
+    stale_after_seconds = Number(validate=validate.Range(min=1, max=30 * 86400))
     max_body_bytes = Count(validate=validate.Range(min=1, max=64 * 1024 * 1024))
 
 
@@ -95,7 +115,7 @@ class ProbeSchema(ProbeDefaultsSchema):
         validate=validate.Length(max=64),
     )
     expect_status = fields.List(Count(validate=validate.Range(min=100, max=599)), validate=[validate.Length(min=1), validate.Length(max=100)])
-    expect_json = fields.Dict(keys=fields.String(validate=[validate.Length(min=1), validate.Length(max=256)]), values=Scalar(),
+    expect_json = fields.Dict(keys=Text(validate=[validate.Length(min=1), validate.Length(max=256)]), values=Scalar(),
                               validate=validate.Length(max=64))
 
 
@@ -103,7 +123,7 @@ class IntegrationSchema(Schema):
     """One integration of a tenant."""
 
     id = Id(required=True)
-    type = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    type = Text(required=True, validate=validate.Length(min=1, max=64))
     probe = fields.Nested(ProbeSchema, required=True)
 
 
@@ -208,7 +228,7 @@ class IntegrationBodySchema(Schema):
     """The body of PUT /admin/tenants/<tid>/integrations/<iid>: the config file's integration, id optional."""
 
     id = Id()
-    type = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    type = Text(required=True, validate=validate.Length(min=1, max=64))
     probe = fields.Nested(ProbeSchema, required=True)
 
     @validates_schema

@@ -132,6 +132,14 @@ def test_admin_reads_never_show_a_credential(web, acme, upstream) -> None:
     probe = json.loads(shown[1])["probe"]
     assert probe["headers"] == {"Authorization": "***", "X-Plain": "***"}
     assert probe["url"] == upstream.url("/x") + "?api_key=***&region=***"
+    for url, masked in [("https://sk_live_USER@api.example.com/v1", "https://***@api.example.com/v1"),
+                        ("https://sk_live_USER:@api.example.com/v1", "https://***@api.example.com/v1"),
+                        ("https://user:pa%40ss@api.example.com/v1?BAREKEY&a=1#FRAGSECRET", "https://***@api.example.com/v1?***&a=***#***")]:
+        response = put(web, "u", url)
+        assert response.status_code in (200, 201), response.get_data(as_text=True)
+        for text in (response.get_data(as_text=True), web.get("/admin/tenants/acme/integrations/u", headers=ADMIN).get_data(as_text=True)):
+            assert json.loads(text)["probe"]["url"] == masked
+            assert "USER" not in text and "pa%40ss" not in text and "BAREKEY" not in text and "FRAGSECRET" not in text
 
 
 def test_no_credential_is_in_redis_in_the_clear(web, acme, upstream, prober) -> None:

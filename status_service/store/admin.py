@@ -53,7 +53,11 @@ return cjson.decode(made)['inc']
 # slot; the incarnation orders them, so a creation racing a deletion of the same id leaves no data
 # of a deleted tenant behind, and a deletion never takes a newer tenant's data.
 _WRITE_TENANT = """
-if redis.call('GET', KEYS[1]) == 'gone:' .. ARGV[1] then return 0 end
+local seeded = redis.call('GET', KEYS[1])
+if seeded == 'gone:' .. ARGV[1] then return 0 end
+if seeded and string.sub(seeded, 1, 4) == 'api:' and string.sub(seeded, 5, 4 + #ARGV[1]) ~= ARGV[1] then
+  for i = 2, #KEYS do redis.call('DEL', KEYS[i]) end  -- a deleted tenant of this id whose data a crash left: not this one's
+end
 redis.call('SET', KEYS[1], 'api:' .. ARGV[1] .. ':' .. ARGV[2])
 return 1
 """
@@ -167,9 +171,20 @@ class Admin:
         args = [tenant_id, json.dumps({"created_at": at, "inc": incarnation}), admin, at, AUDIT_RETENTION_S * 1000]
         if not self.store._call(lambda: self.store._script(_CREATE_TENANT, keys, args)):
             return False
-        # Its REV is "0": no integration change yet (see catalog.py).
-        if self.store._call(lambda: self.store._script(_WRITE_TENANT, [self.store.registry_key(tenant_id)], [incarnation, "0"])):
+        self._write(tenant_id, incarnation, body)
+        return True
+
+    def _write(self, tenant_id: str, incarnation: str, body: bytes) -> None:
+        """Write a new tenant's own data: its registry (REV "0": no integration change yet) and empty report."""
+        if self.store._call(lambda: self.store._script(_WRITE_TENANT, self.store.tenant_keys(tenant_id), [incarnation, "0"])):
             self.store.put_reports([(tenant_id, 1, body, {}, float("inf"))], {tenant_id: "0"})
+
+    def finish(self, tenant_id: str, body: bytes) -> bool:
+        """Finish what a crash interrupted: the creation of a tenant made through the API; False if there is none."""
+        made = self.store._call(lambda: self.store.client.hget(self.store.api_tenants_key(), tenant_id))
+        if made is None:
+            return False
+        self._write(tenant_id, json.loads(made)["inc"], body)
         return True
 
     def delete_tenant(self, tenant_id: str, admin: str, at: str) -> list[str] | int:
@@ -182,6 +197,14 @@ class Admin:
                 self.audit_key(), self.store.api_keys_key(tenant_id)]
         args = [tenant_id, admin, at, AUDIT_RETENTION_S * 1000, self.store.channel]
         done = self.store._call(lambda: self.store._script(_DELETE_TENANT, keys, args))
+        if done == 0:
+            # Deleted already, but a crash may have left its data: finish that, unless a creation made it
+            # meanwhile (it registers its incarnation before it writes the data, so it is read second).
+            seeded = _text(self.store._call(lambda: self.store.client.get(self.store.registry_key(tenant_id))) or b"")
+            made = self.store._call(lambda: self.store.client.hget(self.store.api_tenants_key(), tenant_id))
+            if not seeded.startswith("api:") or (made is not None and json.loads(made)["inc"] == seeded.split(":")[1]):
+                return 0
+            done = seeded.split(":")[1].encode()
         if isinstance(done, bytes):  # its incarnation: drop its data, unless a newer tenant of the id wrote it
             ids = self.store._call(lambda: self.store._script(_DROP_TENANT, self.store.tenant_keys(tenant_id), [done.decode()]))
             return [_text(i) for i in ids]

@@ -259,12 +259,18 @@ class Catalog:
 
         def run() -> list[Any]:
             pipe = s.client.pipeline(transaction=False)  # plain EVAL, as in Store.record()
+            pipe.hmget(s.api_tenants_key(), ids)
             for tenant_id in ids:
                 keys = [s.registry_key(tenant_id), s.integrations_key(tenant_id), s.tenant_changes_key(tenant_id)]
                 pipe.execute_command("EVAL", _READ, len(keys), *keys, *known[tenant_id])
             return pipe.execute()
 
-        return {tenant_id: _change(reply) for tenant_id, reply in zip(ids, s._call(run) if ids else [])}
+        if not ids:
+            return {}
+        made, *replies = s._call(run)
+        # A tenant no longer made (a deletion that a crash left halfway) is gone, whatever its data says.
+        return {tenant_id: _change(reply) if exists is not None else TenantChange("gone")
+                for tenant_id, exists, reply in zip(ids, made, replies)}
 
 
 def _change(reply: list[Any]) -> TenantChange:

@@ -10,7 +10,7 @@ import socket
 import time
 from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from marshmallow import Schema, ValidationError
@@ -158,8 +158,7 @@ def create_tenant() -> tuple[Response, int]:
     """Make a tenant with no integrations: 201, or 409 if the id is taken."""
     tenant_id = _body(NewTenantSchema())["id"]
     at = _now()
-    body = report.encode(report.build_report((), {}, time.time()))
-    if not _admin().create_tenant(tenant_id, g.admin, at, body):
+    if not _admin().create_tenant(tenant_id, g.admin, at, _empty_report()):
         raise AdminError(409, "conflict", f"tenant {tenant_id} already exists")
     return jsonify(id=tenant_id, source="api", created_at=at), 201
 
@@ -253,16 +252,16 @@ def audit() -> Response:
 
 # -- integrations -------------------------------------------------------------------------------
 def _masked(probe: dict[str, Any]) -> dict[str, Any]:
-    """Return a probe as an admin may see it: header, query and password values replaced by "***"."""
+    """Return a probe as an admin may see it: header values, query values, user-info and fragment as "***"."""
     shown = dict(probe)
     if "headers" in shown:
         shown["headers"] = {name: MASK for name in shown["headers"]}
     parts = urlsplit(probe["url"])
-    query = urlencode([(name, MASK) for name, _ in parse_qsl(parts.query, keep_blank_values=True)], safe="*")
-    netloc = parts.netloc
-    if parts.password is not None:
-        netloc = f"{parts.username}:{MASK}@{netloc.rpartition('@')[2]}"
-    shown["url"] = urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    # A bare query item (?KEY) or a user name (https://KEY@host) may be the credential itself.
+    query = "&".join(f"{name}={MASK}" if sep else MASK for name, sep, _ in (p.partition("=") for p in parts.query.split("&") if p))
+    host = parts.netloc.rpartition("@")[2]
+    netloc = f"{MASK}@{host}" if "@" in parts.netloc else host
+    shown["url"] = urlunsplit((parts.scheme, netloc, parts.path, query, MASK if parts.fragment else ""))
     return shown
 
 
@@ -311,6 +310,22 @@ def _refusals(probe: dict[str, Any]) -> dict[str, list[str]]:
     return bad
 
 
+def _empty_report() -> bytes:
+    return report.encode(report.build_report((), {}, time.time()))
+
+
+def _snapshot(tenant_id: str, integration_id: str) -> Snapshot:
+    """Read an integration's tenant as an edit starts from it; refuse a missing tenant (404) or the file's (409).
+
+    A tenant whose creation a crash cut short is finished first.
+    """
+    seen = _catalog().snapshot(tenant_id, integration_id)
+    if seen.seeded is None and _admin().finish(tenant_id, _empty_report()):
+        seen = _catalog().snapshot(tenant_id, integration_id)
+    _api_tenant(tenant_id, seen.seeded)
+    return seen
+
+
 def _api_tenant(tenant_id: str, seeded: str | None) -> None:
     """Refuse a tenant that does not exist (404) or that the config file declares (409)."""
     if seeded is None or seeded.startswith("gone:"):
@@ -333,8 +348,7 @@ def put_integration(tenant_id: str, integration_id: str) -> tuple[Response, int]
             raise AdminError(400, "invalid_request", "the probe may not go there", bad)
     wanted = {"type": data["type"], "probe": data["probe"]}
     for _ in range(EDIT_ATTEMPTS):
-        seen = _catalog().snapshot(tenant_id, integration_id)
-        _api_tenant(tenant_id, seen.seeded)
+        seen = _snapshot(tenant_id, integration_id)
         if seen.definition is not None and {"type": seen.definition["type"], "probe": _opened(seen.definition)} == wanted:
             return jsonify(_integration_json(integration_id, seen.definition, data["probe"])), 200
         at, now = _now(), time.time()
@@ -373,7 +387,10 @@ def list_integrations(tenant_id: str) -> Response:
     """List a tenant's integrations by id, a page at a time; credentials show as "***"."""
     _ids(tenant_id=tenant_id)
     cursor, limit = _page()
-    _api_tenant(tenant_id, _catalog().seeded(tenant_id))
+    seeded = _catalog().seeded(tenant_id)
+    if seeded is None and _admin().finish(tenant_id, _empty_report()):
+        seeded = _catalog().seeded(tenant_id)
+    _api_tenant(tenant_id, seeded)
     ids = [i for i in _catalog().ids(tenant_id) if i > cursor]
     page = ids[:limit]
     found = _catalog().definitions(tenant_id, page)
@@ -385,8 +402,7 @@ def list_integrations(tenant_id: str) -> Response:
 def read_integration(tenant_id: str, integration_id: str) -> Response:
     """Read one integration; credentials show as "***"."""
     _ids(tenant_id=tenant_id, integration_id=integration_id)
-    seen = _catalog().snapshot(tenant_id, integration_id)
-    _api_tenant(tenant_id, seen.seeded)
+    seen = _snapshot(tenant_id, integration_id)
     if seen.definition is None:
         raise AdminError(404, "not_found", f"tenant {tenant_id} has no integration {integration_id}")
     return jsonify(_integration_json(integration_id, seen.definition, _opened(seen.definition)))
@@ -397,8 +413,7 @@ def delete_integration(tenant_id: str, integration_id: str) -> tuple[str, int]:
     """Remove an integration: it leaves /status at once, and no prober can write it back."""
     _ids(tenant_id=tenant_id, integration_id=integration_id)
     for _ in range(EDIT_ATTEMPTS):
-        seen = _catalog().snapshot(tenant_id, integration_id)
-        _api_tenant(tenant_id, seen.seeded)
+        seen = _snapshot(tenant_id, integration_id)
         done = _edit(tenant_id, integration_id, None, seen, None, time.time())
         if done == "absent":
             raise AdminError(404, "not_found", f"tenant {tenant_id} has no integration {integration_id}")
