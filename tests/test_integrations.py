@@ -430,3 +430,90 @@ def test_a_file_sync_never_touches_what_the_api_made(web, acme, upstream, make_p
     run_round(prober)  # a prober that follows the admin API's integrations
     assert upstream.count("/x") == 1 and rows(web, acme)["x"]["status"] == "healthy"
     assert web.get("/admin/tenants/acme/integrations/x", headers=ADMIN).status_code == 200
+
+
+def test_a_tenant_deletion_a_crash_cut_short_is_finished_and_its_data_never_reaches_a_new_tenant(web, acme, upstream, prober) -> None:
+    from status_service.store.admin import _DELETE_TENANT, AUDIT_RETENTION_S, Admin
+
+    put(web, "old", upstream.url("/old"), headers={"Authorization": "Bearer OLD-OWNER-CREDENTIAL"})
+    run_round(prober)
+    store, admin = prober.store, Admin(prober.store)
+    keys = [store.api_tenants_key(), store.tenants_key(), store.keys_key(), store.generation_key(), admin.audit_key(),
+            store.api_keys_key("acme")]
+    store._script(_DELETE_TENANT, keys, ["acme", "ops", "then", AUDIT_RETENTION_S * 1000, store.channel])  # then the worker died
+    prober.reconcile_at = 0
+    run_round(prober)
+    assert "acme" not in prober.catalog.tenants  # a tenant no longer made is probed no more
+    assert web.post("/admin/tenants", json={"id": "acme"}, headers=ADMIN).status_code == 201  # a new customer takes the id
+    assert web.get("/admin/tenants/acme/integrations", headers=ADMIN).get_json()["integrations"] == []
+    assert not store.client.exists(store.integrations_key("acme"), store.results_key("acme"))
+    key = web.post("/admin/tenants/acme/keys", headers=ADMIN).get_json()["key"]
+    assert rows(web, key) == {}
+
+
+def test_a_deletion_retried_after_a_crash_removes_what_the_crash_left(web, acme, upstream, prober) -> None:
+    from status_service.store.admin import _DELETE_TENANT, AUDIT_RETENTION_S, Admin
+
+    put(web, "old", upstream.url("/old"))
+    store, admin = prober.store, Admin(prober.store)
+    keys = [store.api_tenants_key(), store.tenants_key(), store.keys_key(), store.generation_key(), admin.audit_key(),
+            store.api_keys_key("acme")]
+    store._script(_DELETE_TENANT, keys, ["acme", "ops", "then", AUDIT_RETENTION_S * 1000, store.channel])
+    assert web.delete("/admin/tenants/acme", headers=ADMIN).status_code == 204
+    assert not store.client.exists(store.integrations_key("acme"), store.report_key("acme"))
+    assert web.delete("/admin/tenants/acme", headers=ADMIN).status_code == 404
+
+
+def test_a_tenant_creation_a_crash_cut_short_is_finished_by_the_next_call(web, prober) -> None:
+    from status_service.store.admin import _CREATE_TENANT, AUDIT_RETENTION_S, Admin
+
+    store, admin = prober.store, Admin(prober.store)
+    made = json.dumps({"created_at": "then", "inc": "f00d"})
+    store._script(_CREATE_TENANT, [store.api_tenants_key(), store.tenants_key(), admin.audit_key()],
+                  ["acme", made, "ops", "then", AUDIT_RETENTION_S * 1000])  # then the worker died
+    key = web.post("/admin/tenants/acme/keys", headers=ADMIN).get_json()["key"]
+    assert web.get("/status", headers={"Authorization": f"Bearer {key}"}).status_code == 503  # no report yet
+    assert put(web, "a", "https://api.example.com/v1").status_code == 201
+    assert list(rows(web, key)) == ["a"]
+
+
+def test_a_definition_this_prober_cannot_decrypt_is_left_to_the_others_and_read_again(redis_url, prefix, web, acme, upstream, registry_open,
+                                                                                     make_prober, caplog) -> None:
+    import logging
+
+    from cryptography.fernet import Fernet
+
+    new_key = Fernet.generate_key().decode()
+    behind = make_prober(registry_open, cipher=Cipher([TEST_SECRET_KEY]))  # not given the new key yet
+    run_round(behind)
+    put(web, "a", upstream.url("/a"))
+    rolled = make_web(redis_url, prefix, secret_keys=f"{new_key},{TEST_SECRET_KEY}")
+    put(rolled, "x", upstream.url("/x"))
+    with caplog.at_level(logging.ERROR, logger="status_service"):
+        run_round(behind, rounds=3)
+    assert caplog.text.count("registry.unreadable") == 1 and "x" not in behind.catalog.tenants["acme"].integrations
+    assert upstream.count("/x") == 0 and upstream.count("/a") == 1
+    put(web, "y", upstream.url("/y"))  # a later change, readable: applied
+    run_round(behind)
+    assert upstream.count("/y") == 1
+    ahead = make_prober(registry_open, cipher=Cipher([new_key, TEST_SECRET_KEY]))
+    behind.store.client.zadd(behind.store.due_key(), {"acme\x1fx": 0})  # handed back for 5 s: as if they passed
+    run_round(ahead)
+    assert upstream.count("/x") == 1  # probed by a prober that can read it
+    assert list(rows(web, acme)) == ["a", "x", "y"]
+
+
+def test_an_integration_removed_and_made_again_moves_to_the_end_for_every_prober(web, acme, upstream, registry_open, make_prober) -> None:
+    cipher = Cipher([TEST_SECRET_KEY])
+    first = make_prober(registry_open, cipher=cipher)
+    for iid in "abc":
+        put(web, iid, upstream.url(f"/{iid}"))
+    run_round(first)
+    web.delete("/admin/tenants/acme/integrations/a", headers=ADMIN)
+    put(web, "a", upstream.url("/a"))
+    assert list(rows(web, acme)) == ["b", "c", "a"]
+    run_round(first)  # learns of both changes at once
+    assert [i.id for i in first.integrations_of("acme")] == ["b", "c", "a"] and list(rows(web, acme)) == ["b", "c", "a"]
+    fresh = make_prober(registry_open, cipher=cipher)
+    run_round(fresh)
+    assert [i.id for i in fresh.integrations_of("acme")] == ["b", "c", "a"] and list(rows(web, acme)) == ["b", "c", "a"]
