@@ -28,7 +28,7 @@ from . import checks, report
 from .catalog import Catalog
 from .cipher import Cipher
 from .fetch import Fetcher
-from .model import Integration, Outcome, Registry, State, split_member, tenant_fingerprint
+from .model import Integration, Outcome, ProbeSpec, Registry, State, split_member, tenant_fingerprint
 from .registry import ConfigError, load
 from .settings import SettingsError, configure_logging, credentials_cipher, from_env, redis_url
 from .store import Claim, Fenced, OlderGeneration, Recorded, Store, StoreUnavailable, TenantConflict, connect
@@ -38,6 +38,7 @@ log = logging.getLogger("status_service.prober")
 
 HEARTBEAT_INTERVALS = 3  # a heartbeat stays fresh for this many default probe intervals
 LEASE_SLACK_S = 1.0  # a lease outlives a probe's deadline, watchdog and two ticks by at least this
+LEASE_SHARE_CAP_S = 15.0  # and by a quarter of its interval, up to this: a long interval holds no claim for hours
 FOREIGN_RETRY_S = 5.0  # when to hand back an integration this prober's config does not know
 WATCHDOG_GRACE_S = 1.0  # past its deadline plus this, a probe stuck in DNS or headers counts as a timeout
 MAX_BACKOFF_S = 30.0
@@ -148,24 +149,19 @@ class Prober:
         # Each touched tenant's states and report as of a results version, kept one write at a time.
         self.views: dict[str, View] = {}
         self.dirty: dict[str, float] = {}  # tenant -> time.monotonic() its report may be written again
-        self.lease_s = 0.0
-        self.extend_lease(registry.integrations)
+        # Every claim is made with the lease the config file's integrations need; one of the admin
+        # API's that needs a longer one has its claim extended (see _claim_and_submit).
+        self.lease_s = max((self.lease_for(i) for i in registry.integrations), default=self.lease_for(None))
 
-    def extend_lease(self, integrations: Iterable[Integration]) -> None:
-        """Make claims long enough for these integrations too.
+    def lease_for(self, integration: Integration | None) -> float:
+        """Return how long a claim of this integration (None: one with the default probe) is held.
 
-        A claim outlives the longest probe deadline, its watchdog, two ticks and a share of the
-        shortest interval, so a busy prober records before its lease ends.
+        It outlives the probe's deadline, its watchdog, two ticks and a share of its interval, so a
+        busy prober records before its lease ends.
         """
-        probes = [i.probe for i in integrations]
-        if not probes:
-            return
-        self.lease_s = max(self.lease_s, (
-            max(p.timeout_s for p in probes)
-            + WATCHDOG_GRACE_S
-            + 2 * self.registry.prober.tick_s
-            + max(LEASE_SLACK_S, min(p.interval_s for p in probes) / 4)
-        ))
+        probe = integration.probe if integration is not None else ProbeSpec(url="")
+        share = min(LEASE_SHARE_CAP_S, max(LEASE_SLACK_S, probe.interval_s / 4))
+        return probe.timeout_s + WATCHDOG_GRACE_S + 2 * self.registry.prober.tick_s + share
 
     def integration(self, member: str) -> Integration | None:
         """Return the integration with this schedule name, from the admin API or the config file.
@@ -297,7 +293,6 @@ class Prober:
                 self.unreadable.discard(tenant_id)
             if applied is None:
                 continue
-            self.extend_lease(applied.fresh)
             scheduled.update((i.member, 0.0) for i in applied.fresh)
             self.behind.discard(tenant_id)
             made = self.catalog.tenants.get(tenant_id)
@@ -382,12 +377,19 @@ class Prober:
             # Made through the admin API a moment ago, most likely: catch up now rather than hand it back.
             with self.flushing:
                 self.follow(now, {split_member(member)[0] for member in unknown})
-        for claim in claims:
-            integration = self.integration(claim.member)
+        known = [(c, self.integration(c.member)) for c in claims]
+        longer = {c.member: c.lease_ms + int((self.lease_for(i) - self.lease_s) * 1000)
+                  for c, i in known if i is not None and self.lease_for(i) > self.lease_s}
+        kept = self.store.extend([(c, longer[c.member]) for c, _ in known if c.member in longer]) if longer else set()
+        for claim, integration in known:
             if integration is None:
                 # Registered by a prober with a newer or other config: hand it back for one that knows it.
                 foreign.append((claim, now + FOREIGN_RETRY_S))
                 continue
+            if claim.member in longer:
+                if claim.member not in kept:
+                    continue  # removed or made due again meanwhile: not ours any more
+                claim = replace(claim, lease_ms=longer[claim.member])
             entry = InFlight(claim, integration)
             with self.lock:
                 self.inflight[claim.member] = entry

@@ -517,3 +517,21 @@ def test_an_integration_removed_and_made_again_moves_to_the_end_for_every_prober
     fresh = make_prober(registry_open, cipher=cipher)
     run_round(fresh)
     assert [i.id for i in fresh.integrations_of("acme")] == ["b", "c", "a"] and list(rows(web, acme)) == ["b", "c", "a"]
+
+
+def test_each_claim_is_leased_for_its_own_probe(web, acme, upstream, prober) -> None:
+    import time as clock
+
+    run_round(prober)
+    upstream.routes["/file"].delay_s = 1.0
+    put(web, "long", upstream.url("/long", delay_s=1.0), timeout_seconds=60, interval_seconds=3600)
+    store = prober.store
+    store.client.zadd(store.due_key(), {"filecorp\x1f1": 0})
+    prober.start_probes(wait=True)  # claims both, learning of "long" from its claim
+    wait_for(lambda: upstream.count("/long") == 1 and upstream.count("/file") >= 2)
+    now_ms = clock.time() * 1000
+    long_lease = store.client.zscore(store.due_key(), "acme\x1flong") - now_ms
+    file_lease = store.client.zscore(store.due_key(), "filecorp\x1f1") - now_ms
+    assert 60_000 < long_lease < 90_000  # its 60 s deadline, and more
+    assert file_lease < 20_000  # a long probe of another tenant does not hold this claim for longer
+    prober.drain()

@@ -101,6 +101,19 @@ end
 return done
 """
 
+# Push held claims' leases further out (ARGV: member, lease held, new lease); a member removed or
+# re-claimed meanwhile is left alone. Returns the members extended.
+_EXTEND = """
+local kept = {}
+for i = 1, #ARGV, 3 do
+  if tonumber(redis.call('ZSCORE', KEYS[1], ARGV[i])) == tonumber(ARGV[i + 1]) then
+    redis.call('ZADD', KEYS[1], 'XX', ARGV[i + 2], ARGV[i])
+    kept[#kept + 1] = ARGV[i]
+  end
+end
+return kept
+"""
+
 # Write states under their fences, bump the version if anything was written, and return every state
 # changed since the caller's version (all of them if the caller has none, or Redis lost its data
 # since): a caller that keeps the tenant's states gets a consistent copy one write at a time.
@@ -669,6 +682,13 @@ class Store:
         if not args:
             return 0
         return int(self._call(lambda: self._script(_COMPLETE, [self.due_key()], args)))
+
+    def extend(self, items: Iterable[tuple[Claim, int]]) -> set[str]:
+        """Give held claims longer leases (ms); return the members whose claims were still held, now extended."""
+        args = [x for claim, lease_ms in items for x in (claim.member, str(claim.lease_ms), lease_ms)]
+        if not args:
+            return set()
+        return {_text(m) for m in self._call(lambda: self._script(_EXTEND, [self.due_key()], args))}
 
     def states(self, wanted: Mapping[str, Iterable[str]]) -> dict[str, dict[str, State]]:
         """Return the stored states of the wanted integrations (tenant -> ids), those that have one."""
