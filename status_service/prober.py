@@ -279,7 +279,7 @@ class Prober:
             return
         known = self.catalog.known()
         changes = self.stored_catalog.read({t: known.get(t, ("", "")) for t in touched})
-        scheduled: dict[str, float] = {}
+        scheduled: list[str] = []
         rebuilt: list[str] = []  # tenants whose views are built anew
         edited: dict[str, list[str]] = {}  # tenant -> ids new or changed, in views edited in place
         for tenant_id, change in changes.items():
@@ -293,7 +293,7 @@ class Prober:
                 self.unreadable.discard(tenant_id)
             if applied is None:
                 continue
-            scheduled.update((i.member, 0.0) for i in applied.fresh)
+            scheduled += [i.member for i in applied.fresh]
             self.behind.discard(tenant_id)
             made = self.catalog.tenants.get(tenant_id)
             if made is None:  # deleted
@@ -314,7 +314,7 @@ class Prober:
                 view.report.put(integration, now)
             edited[tenant_id] = [i.id for i in applied.fresh]
         # One that a crash left out of the schedule is added; the others keep their due times.
-        self.stored_catalog.schedule(scheduled, only_new=True)
+        self.stored_catalog.schedule_missing(scheduled)
         # A result of the new definition may have landed before this prober learnt of it.
         for tenant_id, states in self.store.states(edited).items():
             self.views[tenant_id].report.apply(states, now)
@@ -381,10 +381,13 @@ class Prober:
         longer = {c.member: c.lease_ms + int((self.lease_for(i) - self.lease_s) * 1000)
                   for c, i in known if i is not None and self.lease_for(i) > self.lease_s}
         kept = self.store.extend([(c, longer[c.member]) for c, _ in known if c.member in longer]) if longer else set()
+        orphans = self.stored_catalog.orphans([c.member for c, i in known if i is None]) if unknown else set()
+        self.stored_catalog.forget((c.member, c.lease_ms) for c, _ in known if c.member in orphans)  # removed: a crash or race left it
         for claim, integration in known:
             if integration is None:
-                # Registered by a prober with a newer or other config: hand it back for one that knows it.
-                foreign.append((claim, now + FOREIGN_RETRY_S))
+                if claim.member not in orphans:
+                    # Registered by a prober with a newer or other config: hand it back for one that knows it.
+                    foreign.append((claim, now + FOREIGN_RETRY_S))
                 continue
             if claim.member in longer:
                 if claim.member not in kept:

@@ -535,3 +535,30 @@ def test_each_claim_is_leased_for_its_own_probe(web, acme, upstream, prober) -> 
     assert 60_000 < long_lease < 90_000  # its 60 s deadline, and more
     assert file_lease < 20_000  # a long probe of another tenant does not hold this claim for longer
     prober.drain()
+
+
+def test_a_late_unschedule_never_takes_out_an_integration_put_again(web, acme, upstream, prober) -> None:
+    from status_service.store.catalog import Catalog
+
+    store = prober.store
+    put(web, "x", upstream.url("/x"))
+    before = store.client.zscore(store.due_key(), "acme\x1fx")
+    web.delete("/admin/tenants/acme/integrations/x", headers=ADMIN)
+    assert store.client.zscore(store.due_key(), "acme\x1fx") is None
+    put(web, "x", upstream.url("/x2"))
+    Catalog(store).unschedule_if("acme\x1fx", before)  # the deletion's last step, had it run after the new put
+    assert store.client.zscore(store.due_key(), "acme\x1fx") is not None
+    run_round(prober)
+    assert upstream.count("/x2") == 1
+
+
+def test_a_member_nothing_defines_is_taken_out_of_the_schedule_by_the_prober_that_claims_it(web, acme, upstream, prober) -> None:
+    store = prober.store
+    put(web, "x", upstream.url("/x"))
+    run_round(prober)
+    web.delete("/admin/tenants/acme", headers=ADMIN)
+    store.client.zadd(store.due_key(), {"acme\x1fx": 0, "acme\x1flate": 0, "nobody\x1f1": 0})  # a put that lost a race, say
+    run_round(prober)
+    assert store.client.zscore(store.due_key(), "acme\x1fx") is None and store.client.zscore(store.due_key(), "nobody\x1f1") is None
+    assert store.client.zscore(store.due_key(), "acme\x1flate") is None
+    assert store.client.zscore(store.due_key(), "filecorp\x1f1") is not None  # the file's: defined, kept

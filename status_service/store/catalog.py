@@ -13,9 +13,11 @@ feed entry lost to a crash between the two delays a change by a minute, never fo
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
+from ..model import schedule_member, split_member
 from . import Store, _text
 from .admin import _AUDIT, AUDIT_RETENTION_S
 
@@ -61,6 +63,10 @@ if ARGV[5] ~= '' then
 end
 if old then return {0, rev} end
 return {1, rev}
+"""
+
+_UNSCHEDULE = """
+if tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1])) == tonumber(ARGV[2]) then redis.call('ZREM', KEYS[1], ARGV[1]) end
 """
 
 _NOTE = _AUDIT + """
@@ -118,6 +124,7 @@ class Snapshot:
     """What an edit is made from: the tenant's registry value, its report, and the integration's definition."""
 
     seeded: str | None
+    due: float | None  # the integration's score in the schedule, None if it is not there
     version: str  # of the report, "" if it has none
     body: bytes | None
     stale: bytes
@@ -154,11 +161,13 @@ class Catalog:
             pipe.get(s.registry_key(tenant_id))
             pipe.hmget(s.report_key(tenant_id), ["v", "body", "stale"])
             pipe.hget(s.integrations_key(tenant_id), integration_id)
+            pipe.zscore(s.due_key(), schedule_member(tenant_id, integration_id))
             return pipe.execute()
 
-        seeded, (version, body, stale), raw = s._call(run)
+        seeded, (version, body, stale), raw, due = s._call(run)
         return Snapshot(
             seeded=_text(seeded) if seeded is not None else None,
+            due=due,
             version=_text(version) if version is not None else "",
             body=body,
             stale=stale or b"{}",
@@ -191,11 +200,40 @@ class Catalog:
         """Tell probers the tenant changed (a deletion, whose audit entry is written with it)."""
         self.store._call(lambda: self.store.client.xadd(self.store.feed_key(), {"t": tenant_id}, maxlen=FEED_KEPT, approximate=True))
 
-    def schedule(self, due: Mapping[str, float], only_new: bool = False) -> None:
-        """Make members due at these times (epoch seconds); with only_new, leave those scheduled already."""
-        if due:
-            mapping = {m: int(t * 1000) for m, t in due.items()}
-            self.store._call(lambda: self.store.client.zadd(self.store.due_key(), mapping, nx=only_new))
+    def make_due(self, member: str) -> None:
+        """Make a member due at once, with a score no other write gives it (see unschedule_if)."""
+        self.store._call(lambda: self.store.client.zadd(self.store.due_key(), {member: -random.random()}))
+
+    def unschedule_if(self, member: str, due: float) -> None:
+        """Take a member out of the schedule if its score is still `due`: a racing put or claim has changed it."""
+        self.store._call(lambda: self.store._script(_UNSCHEDULE, [self.store.due_key()], [member, repr(due)]))
+
+    def orphans(self, members: list[str]) -> set[str]:
+        """Return the members that nothing defines: no seeded config file tenant, no admin API integration."""
+        s = self.store
+
+        def run() -> list[Any]:
+            pipe = s.client.pipeline(transaction=False)
+            for member in members:
+                tenant_id, integration_id = split_member(member)
+                pipe.sismember(s.tenants_key(), tenant_id)
+                pipe.hexists(s.api_tenants_key(), tenant_id)
+                pipe.hexists(s.integrations_key(tenant_id), integration_id)
+            return pipe.execute()
+
+        found = s._call(run) if members else []
+        return {m for n, m in enumerate(members) if not found[3 * n] and not (found[3 * n + 1] and found[3 * n + 2])}
+
+    def forget(self, held: Iterable[tuple[str, int]]) -> None:
+        """Take claimed members (member, lease held) out of the schedule, unless put or claimed again since."""
+        for member, lease_ms in held:
+            self.unschedule_if(member, float(lease_ms))
+
+    def schedule_missing(self, members: Iterable[str]) -> None:
+        """Make due at once the members the schedule lacks (a crash between two steps of a put, say)."""
+        mapping = {m: 0 for m in members}
+        if mapping:
+            self.store._call(lambda: self.store.client.zadd(self.store.due_key(), mapping, nx=True))
 
     def unschedule(self, members: Iterable[str]) -> None:
         """Take members out of the probe schedule."""

@@ -364,7 +364,7 @@ def put_integration(tenant_id: str, integration_id: str) -> tuple[Response, int]
     else:
         raise AdminError(503, "busy", "the tenant is being changed by other calls; try again")
     created, _rev = done
-    _catalog().schedule({schedule_member(tenant_id, integration_id): 0.0})  # due at once
+    _catalog().make_due(schedule_member(tenant_id, integration_id))
     _catalog().note(tenant_id, g.admin, "integration.create" if created else "integration.replace",
                     f"tenants/{tenant_id}/integrations/{integration_id}", at)
     shown = {**definition, "created_at": at if created else seen.definition["created_at"]}  # type: ignore[index]
@@ -421,6 +421,8 @@ def delete_integration(tenant_id: str, integration_id: str) -> tuple[str, int]:
             break
     else:
         raise AdminError(503, "busy", "the tenant is being changed by other calls; try again")
-    _catalog().unschedule([schedule_member(tenant_id, integration_id)])
+    if seen.due is not None:
+        # Unless a racing put made it due again, or a prober claimed it: that prober then drops it.
+        _catalog().unschedule_if(schedule_member(tenant_id, integration_id), seen.due)
     _catalog().note(tenant_id, g.admin, "integration.delete", f"tenants/{tenant_id}/integrations/{integration_id}", _now())
     return "", 204
