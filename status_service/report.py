@@ -101,7 +101,7 @@ def expire(document: dict[str, Any], stale_at: Mapping[str, float], now: float) 
     """
     rows = [
         {**entry, "status": Health.UNKNOWN.value, "reason": "stale"}
-        if stale_at.get(entry["id"], float("inf")) < now
+        if stale_at.get(entry["id"], float("inf")) < now and entry["checked_at"] is not None  # no result: not stale
         else entry
         for entry in document["data"]["integrations"]
     ]
@@ -111,49 +111,6 @@ def expire(document: dict[str, Any], stale_at: Mapping[str, float], now: float) 
 def encode(document: dict[str, Any]) -> bytes:
     """Serialize a report compactly, once, so serving it is a byte copy."""
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
-_ROWS_END = b'],"healthy_integrations_count":'  # a '"' after ',' is never inside a JSON string
-
-
-def edit(body: bytes, integration_id: str, new: Row | None, now: float) -> bytes:
-    """Return an encoded report with one integration's row replaced, added at the end, or (new None) removed.
-
-    The rows are spliced as bytes and only the counts are parsed, so editing a report of 10,000
-    integrations costs a copy of it, not a rebuild.
-    """
-    start = body.index(b'"integrations":[') + len(b'"integrations":[')
-    end = body.index(_ROWS_END, start)
-    rows = body[start:end]
-    tail = json.loads(b"{" + body[end + 2:-1])  # the data's other members: counts and generated_at
-    counts = {kind: [s["healthy_count"], s["total_count"]] for kind, s in tail["stats_by_integration_type"].items()}
-    pieces = [encode(new)] if new is not None else []
-    at = rows.find(b'{"id":' + json.dumps(integration_id, ensure_ascii=False).encode() + b',"status":')
-    if at >= 0:
-        old, size = json.JSONDecoder().raw_decode(rows[at:].decode("utf-8"))
-        stop = at + len(json.dumps(old, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
-        counts[old["type"]][0] -= old["status"] == Health.HEALTHY.value
-        counts[old["type"]][1] -= 1
-        if not counts[old["type"]][1]:
-            del counts[old["type"]]
-        rows = [rows[:at].rstrip(b","), *pieces, rows[stop:].lstrip(b",")]
-    else:
-        rows = [rows, *pieces]
-    if new is not None:
-        kind = counts.setdefault(new["type"], [0, 0])
-        kind[0] += new["status"] == Health.HEALTHY.value
-        kind[1] += 1
-    head = encode(_document([], counts, iso(now)))
-    return head.replace(b'"integrations":[]', b'"integrations":[' + b",".join(r for r in rows if r) + b"]", 1)
-
-
-def without_stale(stale: bytes, integration_id: str) -> bytes:
-    """Return a report's stale times (JSON: id -> epoch seconds) without one integration's."""
-    if json.dumps(integration_id).encode() not in stale:
-        return stale  # the common case, a new integration: no parse
-    times = json.loads(stale)
-    times.pop(integration_id, None)
-    return json.dumps(times).encode()
 
 
 class TenantReport:

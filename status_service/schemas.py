@@ -228,7 +228,9 @@ class IntegrationBodySchema(Schema):
     """The body of PUT /admin/tenants/<tid>/integrations/<iid>: the config file's integration, id optional."""
 
     id = Id()
-    type = Text(required=True, validate=validate.Length(min=1, max=64))
+    # No '"', '\\' or control character: the report is edited in Redis without a JSON encoder (store/catalog.py).
+    type = Text(required=True, validate=[validate.Length(min=1, max=64),
+                                         validate.Regexp(r'^[^"\\\x00-\x1f\x7f]*\Z', error='may not hold ", \\ or control characters')])
     probe = fields.Nested(ProbeSchema, required=True)
 
     @validates_schema

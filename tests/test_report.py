@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from status_service.model import Health, Integration, ProbeSpec, State
-from status_service.report import TenantReport, build_report, edit, encode, expire, percentage, row, without_stale
+from status_service.report import TenantReport, build_report, encode, expire, percentage
 
 NOW = 1_800_000_000.0
 SPEC = ProbeSpec(url="http://127.0.0.1/", interval_s=30, stale_after_s=90)
@@ -201,59 +201,6 @@ def test_a_report_kept_result_by_result_equals_one_built_from_scratch(types, upd
             kept.apply({integrations[n % len(integrations)].id: state}, now)
         assert kept.body(now) == encode(build_report(integrations, states, now))
     assert kept.body(now + 500) == encode(build_report(integrations, states, now + 500))
-
-
-# -- editing an encoded report in place (the admin API's changes) ------------------------------------
-_kinds = st.sampled_from(["MJ", "DALL-E", "Runway", 'we"ird ],"healthy_integrations_count":'])
-_health = st.sampled_from([None, Health.HEALTHY, Health.UNHEALTHY])
-
-
-@given(
-    start=st.lists(st.tuples(_kinds, _health), max_size=8),
-    edits=st.lists(st.tuples(st.integers(0, 10), st.one_of(st.none(), st.tuples(_kinds, _health))), max_size=8),
-)
-@settings(max_examples=300, deadline=None)
-def test_an_edited_report_is_the_report_built_from_the_edited_integrations(start, edits) -> None:
-    now = 1_800_000_000.0
-    spec = ProbeSpec(url="http://x")
-    order: list[str] = []
-    kinds: dict[str, str] = {}
-    states: dict[str, State] = {}
-
-    def put(iid: str, kind: str, health) -> None:
-        if iid not in kinds:
-            order.append(iid)
-        kinds[iid] = kind
-        states.pop(iid, None)
-        if health is not None:
-            states[iid] = State(health, now - 1, latency_ms=3)
-
-    for n, (kind, health) in enumerate(start):
-        put(str(n), kind, health)
-
-    def built() -> dict:
-        return build_report([Integration("t", i, kinds[i], spec) for i in order], states, now)
-
-    body = encode(built())
-    for target, change in edits:
-        iid = str(target)
-        if change is None:
-            if iid in kinds:
-                order.remove(iid)
-                del kinds[iid]
-                states.pop(iid, None)
-            body = edit(body, iid, None, now)
-        else:
-            kind, _ = change
-            put(iid, kind, None)  # an edit starts over: unknown, not checked yet
-            body = edit(body, iid, row(Integration("t", iid, kind, spec), None, now), now)
-        assert json.loads(body) == built()
-
-
-def test_without_stale_drops_one_integration_and_only_parses_when_it_is_there() -> None:
-    stale = json.dumps({"a": 1.0, "b": 2.0}).encode()
-    assert json.loads(without_stale(stale, "a")) == {"b": 2.0}
-    assert without_stale(stale, "c") is stale
 
 
 @settings(max_examples=200, deadline=None)

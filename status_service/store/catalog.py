@@ -24,22 +24,87 @@ from .admin import _AUDIT, AUDIT_RETENTION_S
 TENANT_CHANGES_KEPT = 1000  # a prober further behind than this on one tenant reads all of it again
 FEED_KEPT = 100_000  # a prober further behind than this on the feed re-reads every tenant's REV
 
-# Put (ARGV[2] a definition) or remove (ARGV[2] empty) one integration, if the tenant's registry and
-# report are still those the caller read (ARGV[3], ARGV[4]): else 'retry', and the caller reads again,
-# so two racing calls lose no update. ARGV[5] is the edited report body ('' leaves the report alone).
-# Returns 'missing' (no such admin API tenant), 'full', 'absent' (nothing to remove), or {created, rev}.
-_CHANGE = """
+# The tenant's report with one row replaced in place, added at the end, or (no new row) removed, as
+# report.build_report would give it (but for the order of the per-type stats: JSON objects have none).
+# The rows are spliced as bytes and only the counts rebuilt, so an edit of a report of 10,000 rows
+# costs a copy of it in Redis. Types of the admin API's integrations hold no '"' or '\\' (see schemas.py).
+_EDIT_REPORT = """
+local function percentage(h, t)
+  if t == 0 then return '100.0' end
+  local cents = math.floor((20000 * h + t) / (2 * t))  -- 100 * h / t rounded half up to hundredths, exactly
+  local whole, part = math.floor(cents / 100), cents % 100
+  if part == 0 then return string.format('%d.0', whole) end
+  if part % 10 == 0 then return string.format('%d.%d', whole, part / 10) end
+  return string.format('%d.%02d', whole, part)
+end
+local function overall(h, t)
+  if h == t then return 'ok' elseif h == 0 then return 'unhealthy' end
+  return 'degraded'
+end
+local function edit_report(body, iid, new_row, new_type, generated_at)
+  local from = select(2, string.find(body, '"integrations":[', 1, true)) + 1
+  local to = string.find(body, '],"healthy_integrations_count":', from, true)  -- a '"' after ',' is no string's
+  local rows, tail = string.sub(body, from, to - 1), string.sub(body, to)
+  local kinds, counts = {}, {}
+  for kind, total, healthy in string.gmatch(tail, '"([^"]*)":{"total_count":(%d+),"healthy_count":(%d+),') do
+    kinds[#kinds + 1] = kind
+    counts[kind] = {tonumber(healthy), tonumber(total)}
+  end
+  local at = string.find(rows, '{"id":"' .. iid .. '","status":"', 1, true)
+  if at then
+    local stop = string.find(rows, '},{"id":"', at, true) or #rows
+    local old = string.sub(rows, at, stop)
+    local status, kind = string.match(old, '"status":"(%a+)","type":"([^"]*)"')
+    counts[kind][2] = counts[kind][2] - 1
+    if status == 'healthy' then counts[kind][1] = counts[kind][1] - 1 end
+    local before, after = string.sub(rows, 1, at - 1), string.sub(rows, stop + 1)
+    if new_row ~= '' then
+      rows = before .. new_row .. after
+    elseif after ~= '' then
+      rows = before .. string.sub(after, 2)
+    else
+      rows = string.sub(before, 1, -2)
+    end
+  elseif new_row ~= '' then
+    rows = rows == '' and new_row or rows .. ',' .. new_row
+  end
+  if new_row ~= '' then
+    if not counts[new_type] then kinds[#kinds + 1] = new_type; counts[new_type] = {0, 0} end
+    counts[new_type][2] = counts[new_type][2] + 1  -- a new row is unknown, not healthy
+  end
+  local stats, healthy, total = {}, 0, 0
+  for _, kind in ipairs(kinds) do
+    local h, t = counts[kind][1], counts[kind][2]
+    if t > 0 then
+      healthy, total = healthy + h, total + t
+      stats[#stats + 1] = string.format('"%s":{"total_count":%d,"healthy_count":%d,"healthy_percentage":%s,"status":"%s"}',
+                                        kind, t, h, percentage(h, t), overall(h, t))
+    end
+  end
+  return string.format('{"status":"%s","data":{"integrations":[', overall(healthy, total)) .. rows ..
+    string.format('],"healthy_integrations_count":%d,"total_integrations_count":%d,"healthy_percentage":%s,' ..
+                  '"stats_by_integration_type":{%s},"generated_at":"%s"}}',
+                  healthy, total, percentage(healthy, total), table.concat(stats, ','), generated_at)
+end
+"""
+
+# Put (ARGV[2] a definition, ARGV[3] its row: unknown, not checked yet) or remove (both empty) one
+# integration of an admin API tenant, and edit its report to match, in one step: no prober or other
+# call can come in between, so two racing calls lose no update. Returns 'missing' (no such admin API
+# tenant), 'full', 'absent' (nothing to remove), or {created, rev}.
+_CHANGE = _EDIT_REPORT + """
 local seeded = redis.call('GET', KEYS[1])
 if not seeded or string.sub(seeded, 1, 4) ~= 'api:' then return 'missing' end
-if seeded ~= ARGV[3] or (redis.call('HGET', KEYS[6], 'v') or '') ~= ARGV[4] then return 'retry' end
 local old = redis.call('HGET', KEYS[2], ARGV[1])
 if ARGV[2] == '' and not old then return 'absent' end
-if ARGV[2] ~= '' and not old and redis.call('HLEN', KEYS[2]) >= tonumber(ARGV[7]) then return 'full' end
-local rev = redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[10], '*', 'i', ARGV[1])
+if ARGV[2] ~= '' and not old and redis.call('HLEN', KEYS[2]) >= tonumber(ARGV[5]) then return 'full' end
+local rev = redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[8], '*', 'i', ARGV[1])
+local new_type = ''
 if ARGV[2] == '' then
   redis.call('HDEL', KEYS[2], ARGV[1])
 else
   local def = cjson.decode(ARGV[2])
+  new_type = def['type']
   def['rev'] = rev
   def['order'] = rev
   if old then
@@ -51,15 +116,15 @@ end
 redis.call('HDEL', KEYS[3], ARGV[1])  -- a changed integration starts over: unknown, not checked yet
 redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('SET', KEYS[1], string.match(seeded, '^(api:[^:]*:)') .. rev)
-if ARGV[5] ~= '' then
+local report = redis.call('HMGET', KEYS[6], 'v', 'body')
+if report[2] then  -- none only if a crash cut the tenant's creation short: its probers write one
   local version = redis.call('INCR', KEYS[5])
-  local current = tonumber(ARGV[4] ~= '' and ARGV[4] or '0')
-  if version <= current then  -- a report made with the tenant came before any results version
-    version = current + 1
+  if version <= tonumber(report[1]) then  -- the report made with the tenant came before any results version
+    version = tonumber(report[1]) + 1
     redis.call('SET', KEYS[5], version)
   end
-  redis.call('HSET', KEYS[6], 'v', version, 'body', ARGV[5], 'stale', ARGV[6])
-  redis.call('PUBLISH', ARGV[8], 'r ' .. ARGV[9] .. ' ' .. version)
+  redis.call('HSET', KEYS[6], 'v', version, 'body', edit_report(report[2], ARGV[1], ARGV[3], new_type, ARGV[4]))
+  redis.call('PUBLISH', ARGV[6], 'r ' .. ARGV[7] .. ' ' .. version)
 end
 if old then return {0, rev} end
 return {1, rev}
@@ -121,13 +186,10 @@ return out
 
 @dataclass(frozen=True)
 class Snapshot:
-    """What an edit is made from: the tenant's registry value, its report, and the integration's definition."""
+    """What an edit starts from: the tenant's registry value, the integration's definition and schedule score."""
 
     seeded: str | None
     due: float | None  # the integration's score in the schedule, None if it is not there
-    version: str  # of the report, "" if it has none
-    body: bytes | None
-    stale: bytes
     definition: dict[str, Any] | None
 
 
@@ -153,37 +215,30 @@ class Catalog:
 
     # -- the admin API's side ------------------------------------------------------------------
     def snapshot(self, tenant_id: str, integration_id: str) -> Snapshot:
-        """Read what an edit of one integration starts from, in one round trip."""
+        """Read an integration's tenant registry value, definition and place in the schedule, in one round trip."""
         s = self.store
 
         def run() -> list[Any]:
             pipe = s.client.pipeline(transaction=False)
             pipe.get(s.registry_key(tenant_id))
-            pipe.hmget(s.report_key(tenant_id), ["v", "body", "stale"])
             pipe.hget(s.integrations_key(tenant_id), integration_id)
             pipe.zscore(s.due_key(), schedule_member(tenant_id, integration_id))
             return pipe.execute()
 
-        seeded, (version, body, stale), raw, due = s._call(run)
-        return Snapshot(
-            seeded=_text(seeded) if seeded is not None else None,
-            due=due,
-            version=_text(version) if version is not None else "",
-            body=body,
-            stale=stale or b"{}",
-            definition=json.loads(raw) if raw is not None else None,
-        )
+        seeded, raw, due = s._call(run)
+        return Snapshot(seeded=_text(seeded) if seeded is not None else None, due=due,
+                        definition=json.loads(raw) if raw is not None else None)
 
     def change(
-        self, tenant_id: str, integration_id: str, definition: dict[str, Any] | None, seen: Snapshot,
-        body: bytes | None, stale: bytes, max_integrations: int,
+        self, tenant_id: str, integration_id: str, definition: dict[str, Any] | None, row: bytes, generated_at: str,
+        max_integrations: int = 0,
     ) -> str | tuple[bool, str]:
-        """Put (or, with no definition, remove) an integration if the tenant is as `seen`; see _CHANGE."""
+        """Put (or, with no definition, remove) an integration and edit the report to match; see _CHANGE."""
         s = self.store
         keys = [s.registry_key(tenant_id), s.integrations_key(tenant_id), s.results_key(tenant_id), s.changed_key(tenant_id),
                 s.version_key(tenant_id), s.report_key(tenant_id), s.tenant_changes_key(tenant_id)]
-        args = [integration_id, json.dumps(definition) if definition else "", seen.seeded or "", seen.version,
-                body or b"", stale, max_integrations, s.channel, tenant_id, TENANT_CHANGES_KEPT]
+        args = [integration_id, json.dumps(definition) if definition else "", row, generated_at, max_integrations,
+                s.channel, tenant_id, TENANT_CHANGES_KEPT]
         reply = s._call(lambda: s._script(_CHANGE, keys, args))
         if isinstance(reply, bytes):
             return reply.decode()

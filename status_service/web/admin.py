@@ -30,7 +30,6 @@ bp = Blueprint("admin", __name__, url_prefix="/admin")
 MAX_BODY_BYTES = 1024 * 1024
 KEY_PREFIX = "sst_"  # lets a leaked key be recognised (and searched for) as this service's
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
-EDIT_ATTEMPTS = 20  # rounds of an edit that racing edits of the same tenant overtook
 RESOLVE_TIMEOUT_S = 2.0  # a name that does not resolve by then is checked when it is probed
 MASK = "***"
 # A few threads for registration-time lookups: a hanging resolver holds one of them, never a request.
@@ -346,40 +345,26 @@ def put_integration(tenant_id: str, integration_id: str) -> tuple[Response, int]
         bad = _refusals(data["probe"])
         if bad:
             raise AdminError(400, "invalid_request", "the probe may not go there", bad)
-    wanted = {"type": data["type"], "probe": data["probe"]}
-    for _ in range(EDIT_ATTEMPTS):
-        seen = _snapshot(tenant_id, integration_id)
-        if seen.definition is not None and {"type": seen.definition["type"], "probe": _opened(seen.definition)} == wanted:
-            return jsonify(_integration_json(integration_id, seen.definition, data["probe"])), 200
-        at, now = _now(), time.time()
-        integration = Integration(tenant_id, integration_id, data["type"], probe_spec(data["probe"]))
-        definition = {"type": data["type"], "probe": _cipher().seal(json.dumps(data["probe"])), "created_at": at, "updated_at": at}
-        done = _edit(tenant_id, integration_id, definition, seen, report.row(integration, None, now), now,
-                     settings["max_integrations_per_tenant"])
-        if done == "full":
-            raise AdminError(409, "limit_reached",
-                             f"tenant {tenant_id} has {settings['max_integrations_per_tenant']} integrations, the most allowed")
-        if not isinstance(done, str):
-            break
-    else:
-        raise AdminError(503, "busy", "the tenant is being changed by other calls; try again")
+    seen = _snapshot(tenant_id, integration_id)
+    if seen.definition is not None and (seen.definition["type"], _opened(seen.definition)) == (data["type"], data["probe"]):
+        return jsonify(_integration_json(integration_id, seen.definition, data["probe"])), 200
+    at, now = _now(), time.time()
+    row = report.row(Integration(tenant_id, integration_id, data["type"], probe_spec(data["probe"])), None, now)
+    definition = {"type": data["type"], "probe": _cipher().seal(json.dumps(data["probe"])), "created_at": at, "updated_at": at}
+    done = _catalog().change(tenant_id, integration_id, definition, report.encode(row), report.iso(now),
+                             settings["max_integrations_per_tenant"])
+    if done == "missing":
+        raise AdminError(404, "not_found", f"no tenant {tenant_id}")
+    if done == "full":
+        raise AdminError(409, "limit_reached",
+                         f"tenant {tenant_id} has {settings['max_integrations_per_tenant']} integrations, the most allowed")
     created, _rev = done
     _catalog().make_due(schedule_member(tenant_id, integration_id))
     _catalog().note(tenant_id, g.admin, "integration.create" if created else "integration.replace",
                     f"tenants/{tenant_id}/integrations/{integration_id}", at)
-    shown = {**definition, "created_at": at if created else seen.definition["created_at"]}  # type: ignore[index]
-    return jsonify(_integration_json(integration_id, shown, data["probe"])), 201 if created else 200
-
-
-def _edit(tenant_id: str, integration_id: str, definition: dict[str, Any] | None, seen: Snapshot,
-          row: dict[str, Any] | None, now: float, most: int = 0) -> str | tuple[bool, str]:
-    """Apply one change with the tenant's report edited to match; "retry" if another change came first."""
-    body = report.edit(seen.body, integration_id, row, now) if seen.body else None
-    done = _catalog().change(tenant_id, integration_id, definition, seen, body,
-                             report.without_stale(seen.stale, integration_id), most)
-    if done == "missing":
-        raise AdminError(404, "not_found", f"no tenant {tenant_id}")
-    return done
+    if not created and seen.definition is not None:
+        definition["created_at"] = seen.definition["created_at"]
+    return jsonify(_integration_json(integration_id, definition, data["probe"])), 201 if created else 200
 
 
 @bp.get("/tenants/<tenant_id>/integrations")
@@ -412,15 +397,12 @@ def read_integration(tenant_id: str, integration_id: str) -> Response:
 def delete_integration(tenant_id: str, integration_id: str) -> tuple[str, int]:
     """Remove an integration: it leaves /status at once, and no prober can write it back."""
     _ids(tenant_id=tenant_id, integration_id=integration_id)
-    for _ in range(EDIT_ATTEMPTS):
-        seen = _snapshot(tenant_id, integration_id)
-        done = _edit(tenant_id, integration_id, None, seen, None, time.time())
-        if done == "absent":
-            raise AdminError(404, "not_found", f"tenant {tenant_id} has no integration {integration_id}")
-        if done != "retry":
-            break
-    else:
-        raise AdminError(503, "busy", "the tenant is being changed by other calls; try again")
+    seen = _snapshot(tenant_id, integration_id)
+    done = _catalog().change(tenant_id, integration_id, None, b"", report.iso(time.time()))
+    if done == "missing":
+        raise AdminError(404, "not_found", f"no tenant {tenant_id}")
+    if done == "absent":
+        raise AdminError(404, "not_found", f"tenant {tenant_id} has no integration {integration_id}")
     if seen.due is not None:
         # Unless a racing put made it due again, or a prober claimed it: that prober then drops it.
         _catalog().unschedule_if(schedule_member(tenant_id, integration_id), seen.due)
