@@ -36,14 +36,14 @@ def address_refusal(address: str) -> str | None:
     if isinstance(ip, ipaddress.IPv6Address) and (ip.is_site_local or ip in LOCAL_NAT64):
         return f"{ip} is not a public address"
     for name, refused in (
-        ("loopback", ip.is_loopback),
-        ("link-local", ip.is_link_local),  # 169.254.169.254, cloud metadata, among them
-        ("private", ip.is_private),
-        ("multicast", ip.is_multicast),
-        ("unspecified", ip.is_unspecified),
+        ("an unspecified", ip.is_unspecified),  # before private, which 0.0.0.0 and :: also are
+        ("a loopback", ip.is_loopback),
+        ("a link-local", ip.is_link_local),  # 169.254.169.254, cloud metadata, among them
+        ("a private", ip.is_private),
+        ("a multicast", ip.is_multicast),
     ):
         if refused:
-            return f"{ip} is a {name} address"
+            return f"{ip} is {name} address"
     if not ip.is_global:  # shared, documentation and reserved ranges
         return f"{ip} is not a public address"
     return None

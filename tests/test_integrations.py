@@ -562,3 +562,48 @@ def test_a_member_nothing_defines_is_taken_out_of_the_schedule_by_the_prober_tha
     assert store.client.zscore(store.due_key(), "acme\x1fx") is None and store.client.zscore(store.due_key(), "nobody\x1f1") is None
     assert store.client.zscore(store.due_key(), "acme\x1flate") is None
     assert store.client.zscore(store.due_key(), "filecorp\x1f1") is not None  # the file's: defined, kept
+
+
+def test_a_change_whose_feed_entry_was_lost_is_found_by_the_next_reconcile(web, acme, upstream, prober) -> None:
+    from status_service import report as reports
+    from status_service.store.catalog import Catalog
+
+    put(web, "a", upstream.url("/a"))
+    run_round(prober)
+    definition = {"type": "MJ", "probe": Cipher([TEST_SECRET_KEY]).seal(json.dumps({"url": upstream.url("/lost")})),
+                  "created_at": "t", "updated_at": "t"}
+    row = reports.encode({"id": "lost", "status": "unknown", "type": "MJ", "checked_at": None, "latency_ms": None, "reason": "not_checked_yet"})
+    Catalog(prober.store).change("acme", "lost", definition, row, reports.iso(time.time()), 100)  # then the worker died
+    run_round(prober)
+    assert "lost" not in prober.catalog.tenants["acme"].integrations  # no feed entry named it
+    prober.reconcile_at = 0  # a minute later
+    run_round(prober)
+    assert upstream.count("/lost") == 1 and list(rows(web, acme)) == ["a", "lost"]
+
+
+def test_a_prober_further_behind_than_a_tenant_keeps_reads_it_whole(web, acme, upstream, prober) -> None:
+    put(web, "a", upstream.url("/a"))
+    run_round(prober)
+    put(web, "b", upstream.url("/b"))
+    web.delete("/admin/tenants/acme/integrations/a", headers=ADMIN)
+    put(web, "c", upstream.url("/c"))
+    store = prober.store
+    store.client.xtrim(store.tenant_changes_key("acme"), maxlen=1, approximate=False)  # the entries it needs are trimmed
+    run_round(prober)
+    assert list(prober.catalog.tenants["acme"].integrations) == ["b", "c"]
+    assert upstream.count("/b") == 1 and upstream.count("/c") == 1
+
+
+def test_a_prober_that_missed_feed_entries_reads_every_tenant_again(web, acme, upstream, prober, caplog) -> None:
+    import logging
+
+    put(web, "a", upstream.url("/a"))
+    run_round(prober)
+    put(web, "b", upstream.url("/b"))
+    store = prober.store
+    store.client.delete(store.feed_key())  # lost, with every entry this prober had not read
+    put(web, "c", upstream.url("/c"))
+    with caplog.at_level(logging.WARNING, logger="status_service"):
+        run_round(prober)
+    assert "registry.feed_missed" in caplog.text
+    assert list(prober.catalog.tenants["acme"].integrations) == ["a", "b", "c"]
