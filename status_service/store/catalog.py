@@ -290,11 +290,12 @@ class Catalog:
         if mapping:
             self.store._call(lambda: self.store.client.zadd(self.store.due_key(), mapping, nx=True))
 
-    def unschedule(self, members: Iterable[str]) -> None:
-        """Take members out of the probe schedule."""
+    def due(self, members: Iterable[str]) -> dict[str, float | None]:
+        """Return each member's score in the schedule (None if it is not there)."""
         members = list(members)
-        if members:
-            self.store._call(lambda: self.store.client.zrem(self.store.due_key(), *members))
+        if not members:
+            return {}
+        return dict(zip(members, self.store._call(lambda: self.store.client.zmscore(self.store.due_key(), members))))
 
     def seeded(self, tenant_id: str) -> str | None:
         """Return a tenant's registry value (api:INC:REV for an admin API tenant), or None."""
