@@ -102,7 +102,8 @@ class Catalog:
             tenant.order = {i: tenant.order[i] for i in ids}
         if unreadable:
             tenant.rev = ""
-        return Applied(fresh, removed, whole, unreadable)
+        # Reordered: a view edited in place would not match, so it is built again.
+        return Applied(fresh, removed, whole or unordered, unreadable)
 
     def _integration(self, tenant_id: str, integration_id: str, definition: dict[str, object]) -> Integration:
         probe = json.loads(self.open_probe(str(definition["probe"])))

@@ -97,6 +97,7 @@ def test_a_prober_that_is_running_probes_a_new_integration_and_drops_a_removed_o
     assert "mj-1" not in rows(web, acme)  # at once, before any prober has seen it
     assert status_document(web, acme)["data"]["total_integrations_count"] == 0
     run_round(prober)
+    assert prober.backoff_s == 0  # following a removal is no Redis failure
     store = prober.store
     assert not store.client.hexists(store.results_key("acme"), "mj-1")
     assert store.client.zscore(store.due_key(), "acme\x1fmj-1") is None
@@ -607,3 +608,44 @@ def test_a_prober_that_missed_feed_entries_reads_every_tenant_again(web, acme, u
         run_round(prober)
     assert "registry.feed_missed" in caplog.text
     assert list(prober.catalog.tenants["acme"].integrations) == ["a", "b", "c"]
+
+
+def test_probers_that_learn_of_changes_together_or_one_by_one_agree_on_the_order(web, acme, upstream, registry_open, make_prober) -> None:
+    cipher = Cipher([TEST_SECRET_KEY])
+    first = make_prober(registry_open, cipher=cipher)
+    put(web, "x", upstream.url("/x"))
+    run_round(first)  # it holds a view of acme: [x]
+    put(web, "a", upstream.url("/a"))
+    put(web, "b", upstream.url("/b"))
+    web.delete("/admin/tenants/acme/integrations/a", headers=ADMIN)
+    put(web, "a", upstream.url("/a"))  # made again: after b
+    assert list(rows(web, acme)) == ["x", "b", "a"]
+    run_round(first)  # all four changes in one read
+    assert [i.id for i in first.views["acme"].report.integrations] == ["x", "b", "a"]
+    assert list(rows(web, acme)) == ["x", "b", "a"]
+    second = make_prober(registry_open, cipher=cipher)
+    run_round(second)
+    assert [i.id for i in second.views["acme"].report.integrations] == ["x", "b", "a"]
+
+
+def test_a_late_second_step_of_a_tenant_creation_changes_nothing(web, acme, upstream, prober) -> None:
+    from status_service import report as reports
+    from status_service.store.admin import Admin
+
+    put(web, "x", upstream.url("/x"))
+    store = prober.store
+    before = store.client.get(store.registry_key("acme"))
+    inc = before.decode().split(":")[1]
+    Admin(store)._write("acme", inc, reports.encode(reports.build_report((), {}, time.time())))  # stalled, lands now
+    assert store.client.get(store.registry_key("acme")) == before and list(rows(web, acme)) == ["x"]
+
+
+def test_a_seed_that_drops_a_file_tenant_spares_an_api_tenant_made_of_its_id_meanwhile(store, upstream, make_prober) -> None:
+    admin_keys = [{"id": "ops", "sha256": key_digest("admin-secret")}]
+    run_round(make_prober(make_registry([tenant("t", ["k"], [integration("1", "MJ", upstream.url("/t"))])], generation=1,
+                                        admin_keys=admin_keys)))
+    # Between the next seed's first step and its drop, the admin API made a tenant "t" (here, its data by hand).
+    store.client.set(store.registry_key("t"), "api:inc:0")
+    store.client.hset(store.integrations_key("t"), "a", "{}")
+    store.seed("print", 2, {}, {}, {}, {digest: admin for admin, digest in [(k["id"], k["sha256"]) for k in admin_keys]})
+    assert store.client.get(store.registry_key("t")) == b"api:inc:0" and store.client.hexists(store.integrations_key("t"), "a")

@@ -263,9 +263,11 @@ end
 return 1
 """
 
-# Drop a tenant the config file no longer declares, unless a newer file's seed has reached it.
+# Drop a tenant the config file no longer declares, unless a newer file's seed has reached it, or
+# the admin API has made a tenant of the id since.
 _DROP_TENANT = """
 local seeded = redis.call('GET', KEYS[1])
+if seeded and string.sub(seeded, 1, 4) == 'api:' then return 0 end
 if seeded and tonumber(string.match(seeded, '^(%d+):') or '-1') > tonumber(ARGV[1]) then return 0 end
 for i = 1, #KEYS do redis.call('DEL', KEYS[i]) end
 return 1
@@ -692,7 +694,7 @@ class Store:
 
     def states(self, wanted: Mapping[str, Iterable[str]]) -> dict[str, dict[str, State]]:
         """Return the stored states of the wanted integrations (tenant -> ids), those that have one."""
-        asked = {tenant_id: list(ids) for tenant_id, ids in wanted.items()}
+        asked = {tenant_id: list(ids) for tenant_id, ids in wanted.items() if ids}
 
         def run() -> list[list[bytes | None]]:
             pipe = self.client.pipeline(transaction=False)

@@ -55,8 +55,10 @@ return cjson.decode(made)['inc']
 _WRITE_TENANT = """
 local seeded = redis.call('GET', KEYS[1])
 if seeded == 'gone:' .. ARGV[1] then return 0 end
-if seeded and string.sub(seeded, 1, 4) == 'api:' and string.sub(seeded, 5, 4 + #ARGV[1]) ~= ARGV[1] then
-  for i = 2, #KEYS do redis.call('DEL', KEYS[i]) end  -- a deleted tenant of this id whose data a crash left: not this one's
+if seeded and string.sub(seeded, 1, 5 + #ARGV[1]) == 'api:' .. ARGV[1] .. ':' then return 0 end  -- written already
+if seeded then
+  -- Data of an earlier tenant of this id (a deletion a crash cut short, a config file's): not this one's.
+  for i = 2, #KEYS do redis.call('DEL', KEYS[i]) end
 end
 redis.call('SET', KEYS[1], 'api:' .. ARGV[1] .. ':' .. ARGV[2])
 return 1
