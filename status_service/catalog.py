@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .cipher import CipherError
-from .model import Integration, schedule_member, split_member
+from .model import Integration, split_member
 from .registry import probe_spec
 from .store.catalog import TenantChange
 
@@ -109,8 +109,3 @@ class Catalog:
         probe = json.loads(self.open_probe(str(definition["probe"])))
         return Integration(tenant_id, integration_id, str(definition["type"]),
                            probe_spec(probe, guarded=self.guarded), rev=str(definition["rev"]))
-
-    def members(self, tenant_id: str) -> list[str]:
-        """Return the schedule names of a tenant's integrations."""
-        tenant = self.tenants.get(tenant_id)
-        return [schedule_member(tenant_id, i) for i in tenant.integrations] if tenant else []

@@ -318,11 +318,9 @@ class Prober:
         # A result of the new definition may have landed before this prober learnt of it.
         for tenant_id, states in self.store.states(edited).items():
             self.views[tenant_id].report.apply(states, now)
-        known = {t: (self.views[t].incarnation, self.views[t].version, {}) for t in edited}
-        if rebuilt or known:
-            # Writing nothing gives a new results version, so the report this prober writes replaces
-            # the one the admin API edited; a rebuilt view reads every state.
-            self.sync({**{t: ("", -1, {}) for t in rebuilt}, **known}, now)
+        # A view edited in place writes no report now: the change edited the stored one already.
+        if rebuilt:
+            self.sync({t: ("", -1, {}) for t in rebuilt}, now)  # every state, and a report from it
 
     def reload(self) -> None:
         """Re-read the config file; keep the current registry if the new one is invalid."""

@@ -297,11 +297,6 @@ class Catalog:
             return {}
         return dict(zip(members, self.store._call(lambda: self.store.client.zmscore(self.store.due_key(), members))))
 
-    def seeded(self, tenant_id: str) -> str | None:
-        """Return a tenant's registry value (api:INC:REV for an admin API tenant), or None."""
-        raw = self.store._call(lambda: self.store.client.get(self.store.registry_key(tenant_id)))
-        return _text(raw) if raw is not None else None
-
     def settings(self) -> dict[str, Any]:
         """Return the admin API's settings as the config file last seeded set them ({} before a seed)."""
         raw = self.store._call(lambda: self.store.client.get(self.store.settings_key()))

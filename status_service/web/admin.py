@@ -325,16 +325,11 @@ def _snapshot(tenant_id: str, integration_id: str) -> Snapshot:
     seen = _catalog().snapshot(tenant_id, integration_id)
     if seen.seeded is None and _admin().finish(tenant_id, _empty_report()):
         seen = _catalog().snapshot(tenant_id, integration_id)
-    _api_tenant(tenant_id, seen.seeded)
-    return seen
-
-
-def _api_tenant(tenant_id: str, seeded: str | None) -> None:
-    """Refuse a tenant that does not exist (404) or that the config file declares (409)."""
-    if seeded is None or seeded.startswith("gone:"):
+    if seen.seeded is None or seen.seeded.startswith("gone:"):
         raise AdminError(404, "not_found", f"no tenant {tenant_id}")
-    if not seeded.startswith("api:"):
+    if not seen.seeded.startswith("api:"):
         raise AdminError(409, "conflict", f"tenant {tenant_id} is declared in the config file; change its integrations there")
+    return seen
 
 
 @bp.put("/tenants/<tenant_id>/integrations/<integration_id>")
@@ -376,10 +371,7 @@ def list_integrations(tenant_id: str) -> Response:
     """List a tenant's integrations by id, a page at a time; credentials show as "***"."""
     _ids(tenant_id=tenant_id)
     cursor, limit = _page()
-    seeded = _catalog().seeded(tenant_id)
-    if seeded is None and _admin().finish(tenant_id, _empty_report()):
-        seeded = _catalog().seeded(tenant_id)
-    _api_tenant(tenant_id, seeded)
+    _snapshot(tenant_id, "")  # the tenant's checks; no integration has the empty id
     ids = [i for i in _catalog().ids(tenant_id) if i > cursor]
     page = ids[:limit]
     found = _catalog().definitions(tenant_id, page)
