@@ -373,7 +373,8 @@ def test_real_processes_pick_up_an_integration_added_and_removed_through_the_api
         time.sleep(1.5)  # the prober is running, and idle
         added = time.monotonic()
         response = requests.put(f"{base}/admin/tenants/acme/integrations/mj", headers=ADMIN, timeout=2,
-                                json={"type": "MJ", "probe": {"url": upstream.url("/mj"), "headers": {"Authorization": "Bearer process-secret"}}})
+                                json={"type": "MJ", "probe": {"url": upstream.url("/mj") + "?api_key=process-query-secret",
+                                                              "headers": {"Authorization": "Bearer process-secret"}}})
         assert response.status_code == 201
         wait_for(lambda: upstream.count("/mj") == 1, timeout_s=5, interval_s=0.01)
         assert time.monotonic() - added < 1.5  # one tick (1 s), and the time a probe takes
@@ -383,6 +384,29 @@ def test_real_processes_pick_up_an_integration_added_and_removed_through_the_api
             return next((r["status"] for r in rows if r["id"] == "mj"), None)
 
         wait_for(lambda: status_of_mj() == "healthy", timeout_s=3)
+        # A 10 MB body is refused without being read whole, and the service goes on answering.
+        huge = requests.put(f"{base}/admin/tenants/acme/integrations/big", headers={**ADMIN, "Content-Type": "application/json"},
+                            data=b"{" + b" " * (10 * 1024 * 1024) + b"}", timeout=10)
+        assert huge.status_code == 413 and huge.json()["error"]["code"] == "request_entity_too_large"
+
+        # Two web workers, two clients racing on one tenant: no update lost.
+        def add(name: str) -> None:
+            for n in range(10):
+                requests.put(f"{base}/admin/tenants/acme/integrations/{name}{n}", headers=ADMIN, timeout=5,
+                             json={"type": "RW", "probe": {"url": upstream.url(f"/{name}{n}")}}).raise_for_status()
+
+        racers = [threading.Thread(target=add, args=(name,)) for name in ("p", "q")]
+        for racer in racers:
+            racer.start()
+        for racer in racers:
+            racer.join()
+        listed = requests.get(f"{base}/admin/tenants/acme/integrations?limit=100", headers=ADMIN, timeout=2).json()["integrations"]
+        assert len(listed) == 21
+        document = requests.get(f"{base}/status", headers={"Authorization": f"Bearer {key}"}, timeout=2).json()
+        assert document["data"]["total_integrations_count"] == 21
+        for name in ("p", "q"):
+            for n in range(10):
+                requests.delete(f"{base}/admin/tenants/acme/integrations/{name}{n}", headers=ADMIN, timeout=2).raise_for_status()
         assert requests.delete(f"{base}/admin/tenants/acme/integrations/mj", headers=ADMIN, timeout=2).status_code == 204
         assert status_of_mj() is None
         upstream.url("/mj", status=500)
@@ -393,7 +417,7 @@ def test_real_processes_pick_up_an_integration_added_and_removed_through_the_api
         stop(prober)
         log.close()
     output = (tmp_path / "processes.log").read_text()
-    assert "process-secret" not in output and "Traceback" not in output, output
+    assert "process-secret" not in output and "process-query-secret" not in output and "Traceback" not in output, output
     assert "registry.seeded" in output
 
 
