@@ -126,6 +126,7 @@ class Prober:
         self.pool = ThreadPoolExecutor(registry.prober.concurrency, thread_name_prefix="probe")
         self.inflight: dict[str, InFlight] = {}
         self.busy = 0  # workers running a probe, including ones the watchdog gave up on
+        self.settling = 0  # finished probes whose callbacks are still recording and refilling
         self.finished: list[tuple[InFlight, Outcome, float]] = []
         self.lock = threading.Lock()  # guards inflight and finished, which tick, stop and probes share
         self.refilling = threading.Lock()  # one refill at a time; the others skip rather than wait
@@ -411,17 +412,21 @@ class Prober:
         outcome = future.result()  # Fetcher.probe never raises
         with self.lock:
             self.busy -= 1
+            self.settling += 1
             if self.inflight.get(entry.claim.member) is entry:  # not already reaped as a timeout
                 del self.inflight[entry.claim.member]
                 self.finished.append((entry, outcome, self.clock()))
             free = self.registry.prober.concurrency - self.busy
         # Record and refill now rather than at the next tick, in batches to spare Redis round trips.
-        if not self.stopping and free >= max(1, self.registry.prober.concurrency // REFILL_FRACTION):
-            try:
+        try:
+            if not self.stopping and free >= max(1, self.registry.prober.concurrency // REFILL_FRACTION):
                 self.flush(wait=False)
                 self.start_probes()
-            except StoreUnavailable:
-                pass  # the next tick notices, logs and backs off
+        except StoreUnavailable:
+            pass  # the next tick notices, logs and backs off
+        finally:
+            with self.lock:
+                self.settling -= 1
 
     def reap(self, now: float) -> None:
         """Count probes stuck past their deadline as timeouts (monotonic now); their threads finish later.
@@ -615,12 +620,16 @@ class Prober:
         log.info("prober.stopped prober=%s released=%d", self.id, len(leftover))
 
     def drain(self, timeout_s: float = 10.0) -> None:
-        """Wait until no probe is running, then flush; for tests and tools that drive ticks by hand."""
+        """Wait until no probe is running, then flush; for tests and tools that drive ticks by hand.
+
+        A finished probe's callback may still claim more (a refill): that counts as running too, so
+        nothing this prober does races with what the caller does next.
+        """
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             self.reap(time.monotonic())
             with self.lock:
-                if not self.inflight:
+                if not self.inflight and not self.settling:
                     break
             time.sleep(0.01)
         self.flush()
