@@ -54,6 +54,7 @@ def advance(previous: State | None, outcome: Outcome, spec: ProbeSpec, now: floa
     the first fresh result decides alone.
     """
     checked_at = max(now, previous.checked_at) if previous else now  # never backwards, whatever the clocks
+    shown = shown_status(previous, spec, now)
     if previous is not None and now - previous.checked_at > spec.stale_after_s:
         previous = None
     if outcome.ok:
@@ -78,4 +79,12 @@ def advance(previous: State | None, outcome: Outcome, spec: ProbeSpec, now: floa
         consecutive_failures=fails,
         consecutive_successes=oks,
         fence=fence,
+        since=(previous.since if previous and previous.since is not None else checked_at) if status is shown else checked_at,
     )
+
+
+def shown_status(state: State | None, spec: ProbeSpec, now: float) -> Health:
+    """Return the status /status shows for a state at `now`: unknown when absent or older than stale_after."""
+    if state is None or now - state.checked_at > spec.stale_after_s:
+        return Health.UNKNOWN
+    return state.status

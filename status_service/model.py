@@ -79,6 +79,22 @@ class ProberOptions:
 
 
 @dataclass(frozen=True)
+class HistoryOptions:
+    """What history keeps, and for how long (seconds)."""
+
+    enabled: bool = True
+    raw_s: float = 48 * 3600.0  # every check, and each scope's minute points
+    five_minute_s: float = 14 * 86400.0
+    hourly_s: float = 400 * 86400.0
+    events_s: float = 400 * 86400.0
+    compact_every_s: float = 60.0  # how far behind the newest check rollups and points may fall
+
+    def keep_s(self, size_s: int) -> float:
+        """Return how long data of a resolution (60, 300 or 3600 s) is kept."""
+        return {60: self.raw_s, 300: self.five_minute_s}.get(size_s, self.hourly_s)
+
+
+@dataclass(frozen=True)
 class Registry:
     """Everything the config file declares, validated."""
 
@@ -89,6 +105,7 @@ class Registry:
     admin_keys: tuple[tuple[str, str], ...] = ()  # (id, SHA-256 digest) of each key of the admin API
     allow_private_addresses: bool = False  # integrations made through the admin API may go anywhere
     max_integrations_per_tenant: int = DEFAULT_MAX_INTEGRATIONS
+    history: HistoryOptions = field(default_factory=HistoryOptions)
     integrations: tuple[Integration, ...] = field(init=False, repr=False, compare=False)  # every tenant's, in order
 
     def integration(self, member: str) -> Integration | None:
@@ -152,6 +169,7 @@ class State:
     consecutive_failures: int = 0
     consecutive_successes: int = 0
     fence: int = 0  # the claim token of the probe that produced it; a lower token never overwrites it
+    since: float | None = None  # when the status last changed (None: recorded before this was kept)
 
     def to_json(self) -> dict[str, Any]:
         """Return the JSON-ready form stored in Redis."""
@@ -163,6 +181,7 @@ class State:
             "fails": self.consecutive_failures,
             "oks": self.consecutive_successes,
             "fence": self.fence,
+            "since": self.since,
         }
 
     @classmethod
@@ -176,4 +195,5 @@ class State:
             consecutive_failures=int(raw.get("fails", 0)),
             consecutive_successes=int(raw.get("oks", 0)),
             fence=int(raw.get("fence", 0)),
+            since=raw.get("since"),
         )

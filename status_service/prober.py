@@ -27,12 +27,14 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from . import checks, report
 from .catalog import Catalog
 from .cipher import Cipher
+from .compactor import Compactor
 from .fetch import Fetcher
 from .model import Integration, Outcome, ProbeSpec, Registry, State, split_member, tenant_fingerprint
 from .registry import ConfigError, load
 from .settings import SettingsError, configure_logging, credentials_cipher, from_env, redis_url
 from .store import Claim, Fenced, OlderGeneration, Recorded, Store, StoreUnavailable, TenantConflict, connect
 from .store.catalog import Catalog as StoredCatalog
+from .store.history import History, check_text, event_text
 
 log = logging.getLogger("status_service.prober")
 
@@ -153,6 +155,18 @@ class Prober:
         # Every claim is made with the lease the config file's integrations need; one of the admin
         # API's that needs a longer one has its claim extended (see _claim_and_submit).
         self.lease_s = max((self.lease_for(i) for i in registry.integrations), default=self.lease_for(None))
+
+    def compact(self) -> int:
+        """Fold the history of the tenants this prober keeps views of; return how many were folded."""
+        if not self.registry.history.enabled:
+            return 0
+        with self.flushing:  # the tick edits the views
+            tenants = {t: v.report.integrations[:] for t, v in self.views.items()}
+        compactor = Compactor(History(self.store), self.registry.history, self.id)
+        try:
+            return compactor.run_once(tenants, self.clock())
+        except StoreUnavailable:
+            return 0  # the tick notices, logs and backs off
 
     def lease_for(self, integration: Integration | None) -> float:
         """Return how long a claim of this integration (None: one with the default probe) is held.
@@ -489,17 +503,25 @@ class Prober:
         for _ in range(RECORD_ATTEMPTS):
             writes: dict[str, tuple[str, int, dict[str, tuple[int, State]]]] = {}
             befores: dict[tuple[str, str], State | None] = {}
+            kept: dict[str, dict[str, tuple[str, str]]] = {}  # what history keeps with each state, if it is written
             for (tenant_id, iid), (entry, outcome, at) in pending.items():
                 view = self.views.get(tenant_id)
                 before = befores[tenant_id, iid] = view.report.states.get(iid) if view else None
-                state = checks.advance(before, outcome, entry.integration.probe, at, entry.claim.fence)
+                spec = entry.integration.probe
+                state = checks.advance(before, outcome, spec, at, entry.claim.fence)
                 known = (view.incarnation, view.version) if view else ("", -1)
                 writes.setdefault(tenant_id, (*known, {}))[2][iid] = (before.fence if before else 0, state)
+                if self.registry.history.enabled:
+                    shown = checks.shown_status(before, spec, state.checked_at)
+                    event = "" if shown is state.status else event_text(
+                        state.checked_at, "integration", {"id": iid, "type": entry.integration.type}, shown.value,
+                        state.status.value, state.reason)
+                    kept.setdefault(tenant_id, {})[iid] = (check_text(state, outcome.ok), event)
             revs: dict[str, dict[str, str]] = {}
             for entry, _, _ in pending.values():
                 if entry.integration.rev:
                     revs.setdefault(entry.integration.tenant_id, {})[entry.integration.id] = entry.integration.rev
-            recorded = self.sync(writes, self.clock(), revs)
+            recorded = self.sync(writes, self.clock(), revs, kept)
             for tenant_id, result in recorded.items():
                 if isinstance(result, Fenced):  # the tenant's seeded registry is another, or lost: write nothing
                     gone = [pending.pop((tenant_id, iid)) for iid in writes[tenant_id][2]]
@@ -538,13 +560,15 @@ class Prober:
 
     def sync(
         self, writes: Mapping[str, tuple[str, int, Mapping[str, tuple[int, State]]]], now: float,
-        revs: Mapping[str, Mapping[str, str]] | None = None,
+        revs: Mapping[str, Mapping[str, str]] | None = None, kept: Mapping[str, Mapping[str, tuple[str, str]]] | None = None,
     ) -> dict[str, Recorded | Fenced]:
-        """Write states, bring each tenant's view up to the version written, and mark its report due.
+        """Write states (and the history `kept` with them), bring each tenant's view up to the version written, and mark its report due.
 
         A tenant maps to Fenced when the seeded registry of it is not this prober's: nothing was written.
         """
-        recorded = self.store.record(writes, self.tenant_prints, revs)
+        options = self.registry.history
+        keep = (_ms(now - options.raw_s), _ms(now - options.events_s)) if kept else (0, 0)
+        recorded = self.store.record(writes, self.tenant_prints, revs, kept, keep)
         for tenant_id, result in recorded.items():
             if isinstance(result, Fenced):
                 continue
@@ -565,7 +589,7 @@ class Prober:
         """Store the reports that changed, each at most once per REPORT_BYTES_PER_S share of its size."""
         ready = time.monotonic()
         due = [t for t, at in self.dirty.items() if force or at <= ready]
-        reports = []
+        reports, statuses = [], {}
         for tenant_id in due:
             del self.dirty[tenant_id]
             view = self.views.get(tenant_id)
@@ -576,7 +600,12 @@ class Prober:
             view.next_write = ready + len(body) / REPORT_BYTES_PER_S
             stale = view.report.stale_at
             reports.append((tenant_id, view.version, body, stale, report.next_stale(stale, now)))
-        self.store.put_reports(reports, self.tenant_prints)
+            statuses[tenant_id] = view.report.statuses()
+        options = self.registry.history
+        if options.enabled:
+            self.store.put_reports(reports, self.tenant_prints, statuses, now, _ms(now - options.events_s))
+        else:
+            self.store.put_reports(reports, self.tenant_prints)
 
     def _log_probe(self, i: Integration, outcome: Outcome, before: State | None, after: State) -> None:
         log.debug(
@@ -637,6 +666,10 @@ class Prober:
             self.write_reports(self.clock(), force=True)
 
 
+def _ms(at: float) -> int:
+    return max(0, int(at * 1000))
+
+
 def main() -> int:
     """Run a prober until SIGTERM or SIGINT; reload its config on SIGHUP."""
     try:
@@ -669,6 +702,8 @@ def main() -> int:
     # The first tick runs at once: unknown should last seconds, not a tick.
     scheduler.add_job(prober.tick, "interval", seconds=registry.prober.tick_s, max_instances=1, coalesce=True,
                       next_run_time=datetime.now(timezone.utc))
+    # Beside the tick, on its own thread: folding history never delays a claim.
+    scheduler.add_job(prober.compact, "interval", seconds=min(10.0, registry.history.compact_every_s), max_instances=1, coalesce=True)
     if settings.redis_url is None:
         # The embedded Redis has no supervisor but its users: bring it back (from its AOF) if it died.
         scheduler.add_job(redis_url, "interval", args=[settings], seconds=EMBEDDED_CHECK_S, max_instances=1)

@@ -11,7 +11,7 @@ from marshmallow import ValidationError
 from .model import (
     DEFAULT_CONCURRENCY, DEFAULT_FAILURE_THRESHOLD, DEFAULT_MAX_INTEGRATIONS, DEFAULT_INTERVAL_S, DEFAULT_MAX_BODY_BYTES,
     DEFAULT_SUCCESS_THRESHOLD, DEFAULT_TICK_S, DEFAULT_TIMEOUT_S, STALE_AFTER_INTERVALS,
-    Integration, ProberOptions, ProbeSpec, Registry, Tenant,
+    HistoryOptions, Integration, ProberOptions, ProbeSpec, Registry, Tenant,
 )
 from .schemas import ConfigSchema
 
@@ -174,6 +174,20 @@ def _build(data: dict[str, Any]) -> Registry:
         admin_keys=tuple((k["id"], k["sha256"].lower()) for k in data["admin_keys"]),
         allow_private_addresses=defaults.get("allow_private_addresses", False),
         max_integrations_per_tenant=data["admin"].get("max_integrations_per_tenant", DEFAULT_MAX_INTEGRATIONS),
+        history=history_options(data["history"]),
+    )
+
+
+def history_options(h: dict[str, Any]) -> HistoryOptions:
+    """Return what history keeps, with the built-in defaults for what the file leaves out."""
+    base = HistoryOptions()
+    return HistoryOptions(
+        enabled=h.get("enabled", base.enabled),
+        raw_s=h.get("raw_hours", base.raw_s / 3600) * 3600.0,
+        five_minute_s=h.get("five_minute_days", base.five_minute_s / 86400) * 86400.0,
+        hourly_s=h.get("hourly_days", base.hourly_s / 86400) * 86400.0,
+        events_s=h.get("events_days", base.events_s / 86400) * 86400.0,
+        compact_every_s=float(h.get("compact_every_seconds", base.compact_every_s)),
     )
 
 

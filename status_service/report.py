@@ -197,6 +197,12 @@ class TenantReport:
         # The rows are spliced in already encoded: the first '"integrations":[]' is that key's.
         return head.replace(b'"integrations":[]', b'"integrations":[' + b",".join(self._encoded) + b"]", 1)
 
+    def statuses(self) -> dict[str, str]:
+        """Return the overall status (key "") and each type's ("type:<type>"), as the last body said them."""
+        out = {f"type:{t}": overall(h, n) for t, (h, n) in self._counts.items()}
+        out[""] = overall(sum(h for h, _ in self._counts.values()), sum(n for _, n in self._counts.values()))
+        return out
+
     def _render(self, n: int, now: float) -> None:
         integration = self.integrations[n]
         was_healthy = self._rows[n]["status"] == Health.HEALTHY.value

@@ -169,6 +169,26 @@ class AdminSettingsSchema(Schema):
     max_integrations_per_tenant = Count(validate=validate.Range(min=0, max=1_000_000))  # default 10,000
 
 
+class HistorySchema(Schema):
+    """What history keeps, and for how long."""
+
+    enabled = Flag()
+    raw_hours = Number(validate=validate.Range(min=1, max=24 * 14))
+    five_minute_days = Number(validate=validate.Range(min=1, max=400))
+    hourly_days = Number(validate=validate.Range(min=1, max=3650))
+    events_days = Number(validate=validate.Range(min=1, max=3650))
+    compact_every_seconds = Number(validate=validate.Range(min=1, max=3600))
+
+    @validates_schema
+    def coarser_lasts_longer(self, data: dict[str, Any], **kwargs: Any) -> None:
+        """Refuse tiers that end before the finer ones: a window would find no data for its age."""
+        raw, five, hourly = data.get("raw_hours", 48) / 24, data.get("five_minute_days", 14), data.get("hourly_days", 400)
+        if five < raw:
+            raise ValidationError("must be at least raw_hours / 24", "five_minute_days")
+        if hourly < five:
+            raise ValidationError("must be at least five_minute_days", "hourly_days")
+
+
 class ConfigSchema(Schema):
     """The whole config file."""
 
@@ -177,6 +197,7 @@ class ConfigSchema(Schema):
     probe = fields.Nested(FileProbeDefaultsSchema, load_default=dict)
     prober = fields.Nested(ProberSchema, load_default=dict)
     admin = fields.Nested(AdminSettingsSchema, load_default=dict)
+    history = fields.Nested(HistorySchema, load_default=dict)
     tenants = fields.List(fields.Nested(TenantSchema), required=True)
     admin_keys = fields.List(fields.Nested(AdminKeySchema), load_default=list)
 

@@ -114,6 +114,46 @@ end
 return kept
 """
 
+# Append an event ("<ms> <json>") to a tenant's stream under an id that only grows and reads as its
+# time in ms: the event's own, or one past the newest id when that is not later.
+_EVENT_LUA = """
+local function add_event(base, events_min, text)
+  local ms = tonumber(string.match(text, '^(%d+)'))
+  local last = redis.call('GET', base .. 'events:last')
+  local id = string.format('%d-0', ms)
+  if last then
+    local lms, lseq = string.match(last, '^(%d+)-(%d+)$')
+    if ms <= tonumber(lms) then id = lms .. '-' .. string.format('%d', tonumber(lseq) + 1) end
+  end
+  local made = redis.pcall('XADD', base .. 'events', 'MINID', '~', events_min, id, 'e', text)
+  if type(made) == 'table' and made.err then  -- the stream is ahead of its marker (restored apart): let Redis pick
+    made = redis.call('XADD', base .. 'events', 'MINID', '~', events_min, '*', 'e', text)
+  end
+  redis.call('SET', base .. 'events:last', made)
+end
+"""
+
+
+# Lua helpers for a script whose KEYS[1] is a tenant's registry key: the tenant's key prefix, and the
+# removal of history (see store/history.py) with an integration (an id) or with the whole tenant (nil).
+_HISTORY_LUA = """
+local function tenant_base() return string.sub(KEYS[1], 1, #KEYS[1] - #'registry') end
+local function drop_history(id)
+  local base = tenant_base()
+  if id then
+    for _, name in ipairs({'checks:' .. id, 'r300:' .. id, 'r3600:' .. id}) do
+      redis.call('DEL', base .. name)
+      redis.call('SREM', base .. 'history:keys', name)
+    end
+    return
+  end
+  for _, name in ipairs(redis.call('SMEMBERS', base .. 'history:keys')) do redis.call('DEL', base .. name) end
+  redis.call('DEL', base .. 'history:keys', base .. 'events', base .. 'events:last', base .. 'history:cursor',
+             base .. 'history:late', base .. 'history:lock')
+end
+"""
+
+
 # Write states under their fences, bump the version if anything was written, and return every state
 # changed since the caller's version (all of them if the caller has none, or Redis lost its data
 # since): a caller that keeps the tenant's states gets a consistent copy one write at a time.
@@ -124,7 +164,10 @@ return kept
 # caller whose registry of the tenant is not the one last seeded writes nothing ({-1}): it would
 # bring back an integration that was removed while it was probing it. For a tenant of the admin API,
 # a state whose integration was removed or changed (its definition's rev is not the caller's) is dropped.
-_RECORD = """
+# With each state written goes its history, in the same step, so a check is kept exactly once: the raw
+# check (ARGV[i + 5]) on the integration's stream, and the event of a transition (ARGV[i + 6]) on the
+# tenant's, under an id that only grows and reads as the transition's time in ms (see store/history.py).
+_RECORD = _EVENT_LUA + """
 local seeded = redis.call('GET', KEYS[5])
 if not seeded then return {-2} end  -- lost (with its shard, say): the tenant must be seeded again
 -- A tenant of the admin API is fenced integration by integration (below), so its changes hold up no other result.
@@ -139,7 +182,8 @@ if not incarnation then
 end
 if incarnation ~= ARGV[2] then known = -1 end
 local conflicts, dropped, written, outdated = {}, {}, {}, {}
-for i = 5, #ARGV, 5 do
+local base, raw_min, events_min = ARGV[5], ARGV[6], ARGV[7]
+for i = 8, #ARGV, 7 do
   local stored = redis.call('HGET', KEYS[1], ARGV[i])
   local fence = 0
   if stored then fence = tonumber(cjson.decode(stored)['fence'] or 0) end
@@ -155,10 +199,21 @@ for i = 5, #ARGV, 5 do
   else
     redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 3])
     written[#written + 1] = ARGV[i]
+    if ARGV[i + 5] ~= '' then
+      redis.call('XADD', base .. 'checks:' .. ARGV[i], 'MINID', '~', raw_min, '*', 'c', ARGV[i + 5])
+      redis.call('SADD', base .. 'history:keys', 'checks:' .. ARGV[i])
+      local at = tonumber(string.match(ARGV[i + 5], '^(%d+)'))
+      local cursor = tonumber(redis.call('GET', base .. 'history:cursor') or '0')
+      local late = tonumber(redis.call('GET', base .. 'history:late') or '-1')
+      if at < cursor and (late < 0 or at < late) then  -- behind the rollups: the next compaction goes back for it
+        redis.call('SET', base .. 'history:late', string.format('%d', at))
+      end
+    end
+    if ARGV[i + 6] ~= '' then add_event(base, events_min, ARGV[i + 6]) end
   end
 end
 local version = before
-if #written > 0 or #ARGV == 4 then
+if #written > 0 or #ARGV == 7 then
   version = redis.call('INCR', KEYS[2])
   for _, id in ipairs(written) do redis.call('ZADD', KEYS[3], version, id) end
 end
@@ -179,13 +234,32 @@ return {version, conflicts, dropped, 0, changed, incarnation, outdated}
 """
 
 # Keep the report built from the newest results version and the seeded registry; an older rebuild,
-# or one by a prober that has not reloaded yet, never overwrites it.
-_PUT_REPORT = """
+# or one by a prober that has not reloaded yet, never overwrites it. The overall and per-type statuses
+# it says (ARGV[8], JSON) are compared with the report's it replaces: each one that changed is an
+# event (at ARGV[9] ms, kept from ARGV[10] ms; ARGV[8] empty: history is off), once, however many write.
+_PUT_REPORT = _EVENT_LUA + """
 if string.match(redis.call('GET', KEYS[2]) or '', '([^:]*)$') ~= ARGV[7] then return 0 end  -- another registry's
 local current = tonumber(redis.call('HGET', KEYS[1], 'v') or '-1')
 if tonumber(ARGV[1]) > current then
+  local said = redis.call('HGET', KEYS[1], 's')
   redis.call('HSET', KEYS[1], 'v', ARGV[1], 'body', ARGV[2], 'until', ARGV[3], 'stale', ARGV[4])
   redis.call('PUBLISH', ARGV[5], 'r ' .. ARGV[6] .. ' ' .. ARGV[1])  -- web workers drop their copy
+  if ARGV[8] ~= '' then
+    redis.call('HSET', KEYS[1], 's', ARGV[8])
+    if said then
+      local old, new, scopes = cjson.decode(said), cjson.decode(ARGV[8]), {}
+      for scope in pairs(new) do scopes[#scopes + 1] = scope end
+      table.sort(scopes)  -- the overall status ('') first, then the types: one order for every writer
+      local base = string.sub(KEYS[2], 1, #KEYS[2] - #'registry')
+      for _, scope in ipairs(scopes) do
+        if old[scope] and old[scope] ~= new[scope] then  -- a type that appears or goes is no transition
+          local body = {scope = 'status', integration = cjson.null, previous = old[scope], current = new[scope], reason = cjson.null}
+          if scope ~= '' then body['scope'], body['type'] = 'type', string.sub(scope, 6) end
+          add_event(base, ARGV[10], ARGV[9] .. ' ' .. cjson.encode(body))
+        end
+      end
+    end
+  end
   return 1
 end
 return 0
@@ -252,23 +326,25 @@ return 1
 
 # A seed's step for one tenant, unless a newer file's seed has reached the tenant already: its
 # fingerprint, and the results of its removed integrations gone.
-_SEED_TENANT = """
+_SEED_TENANT = _HISTORY_LUA + """
 local seeded = redis.call('GET', KEYS[1])
 if seeded and tonumber(string.match(seeded, '^(%d+):') or '-1') > tonumber(ARGV[1]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[1] .. ':' .. ARGV[2])
 for i = 3, #ARGV do
   redis.call('HDEL', KEYS[2], ARGV[i])
   redis.call('ZREM', KEYS[3], ARGV[i])
+  drop_history(ARGV[i])
 end
 return 1
 """
 
 # Drop a tenant the config file no longer declares, unless a newer file's seed has reached it, or
 # the admin API has made a tenant of the id since.
-_DROP_TENANT = """
+_DROP_TENANT = _HISTORY_LUA + """
 local seeded = redis.call('GET', KEYS[1])
 if seeded and string.sub(seeded, 1, 4) == 'api:' then return 0 end
 if seeded and tonumber(string.match(seeded, '^(%d+):') or '-1') > tonumber(ARGV[1]) then return 0 end
+drop_history(nil)
 for i = 1, #KEYS do redis.call('DEL', KEYS[i]) end
 return 1
 """
@@ -490,6 +566,10 @@ class Store:
         """Return the key of the seed marker."""
         return f"{self.prefix}{{reg}}:config"
 
+    def tenant_base(self, tenant_id: str) -> str:
+        """Return the prefix of every key of a tenant's own data: one hash slot, whatever follows it."""
+        return f"{self.prefix}{{t:{tenant_id}}}:"
+
     def results_key(self, tenant_id: str) -> str:
         """Return the key of a tenant's states."""
         return f"{self.prefix}{{t:{tenant_id}}}:results"
@@ -710,12 +790,15 @@ class Store:
     def record(
         self, writes: Mapping[str, tuple[str, int, Mapping[str, tuple[int, State]]]], prints: Mapping[str, str],
         revs: Mapping[str, Mapping[str, str]] | None = None,
+        history: Mapping[str, Mapping[str, tuple[str, str]]] | None = None, keep: tuple[int, int] = (0, 0),
     ) -> dict[str, Recorded | Fenced]:
         """Write states per tenant: (incarnation and version the caller knows, or "" and -1; id -> (fence followed, new state)).
 
         `prints` holds the caller's fingerprint of each tenant's integrations; a tenant whose stored
         one differs (or is lost) is written nothing and maps to Fenced. `revs` holds the rev of each
         admin API integration probed (tenant -> id -> rev); a state whose integration has another is dropped.
+        `history` holds, per tenant and id, the raw check and the event (or "") kept with a state if it
+        is written; `keep` the oldest ms of raw checks and of events to keep.
         """
         tenant_ids = list(writes)
 
@@ -725,30 +808,37 @@ class Store:
             for tenant_id in tenant_ids:
                 incarnation, known, states = writes[tenant_id]
                 rev = (revs or {}).get(tenant_id, {})
+                kept = (history or {}).get(tenant_id, {})
                 args = [x for iid, (follows, s) in states.items()
-                        for x in (iid, s.fence, follows, json.dumps(s.to_json()), rev.get(iid, ""))]
+                        for x in (iid, s.fence, follows, json.dumps(s.to_json()), rev.get(iid, ""), *kept.get(iid, ("", "")))]
                 keys = [self.results_key(tenant_id), self.version_key(tenant_id), self.changed_key(tenant_id),
                         self.incarnation_key(tenant_id), self.registry_key(tenant_id), self.integrations_key(tenant_id)]
                 pipe.execute_command(
-                    "EVAL", _RECORD, len(keys), *keys, known, incarnation, uuid.uuid4().hex, prints.get(tenant_id, ""), *args,
+                    "EVAL", _RECORD, len(keys), *keys, known, incarnation, uuid.uuid4().hex, prints.get(tenant_id, ""),
+                    self.tenant_base(tenant_id), *keep, *args,
                 )
             return pipe.execute()
 
         replies = self._call(run) if tenant_ids else []
         return {tenant_id: _recorded(reply) for tenant_id, reply in zip(tenant_ids, replies)}
 
-    def put_reports(self, reports: Iterable[tuple[str, int, bytes, Mapping[str, float], float]], prints: Mapping[str, str]) -> None:
+    def put_reports(self, reports: Iterable[tuple[str, int, bytes, Mapping[str, float], float]], prints: Mapping[str, str],
+                    statuses: Mapping[str, Mapping[str, str]] | None = None, at: float = 0.0, events_from: int = 0) -> None:
         """Store prebuilt reports (tenant, results version, body, stale time per id, next stale time).
 
-        A report is kept only if `prints` holds the tenant's seeded fingerprint (see record()).
+        A report is kept only if `prints` holds the tenant's seeded fingerprint (see record()). With
+        `statuses` (tenant -> scope -> status), each one that changed is an event at `at`, kept from
+        `events_from` (ms).
         """
 
         def run() -> None:
             pipe = self.client.pipeline(transaction=False)  # plain EVAL, as in record()
             for tenant_id, version, body, stale, until in reports:
+                said = (statuses or {}).get(tenant_id)
                 pipe.execute_command(
                     "EVAL", _PUT_REPORT, 2, self.report_key(tenant_id), self.registry_key(tenant_id),
                     version, body, _until_arg(until), json.dumps(stale), self.channel, tenant_id, prints.get(tenant_id, ""),
+                    json.dumps(said, sort_keys=True) if said is not None else "", round(at * 1000), events_from,
                 )
             pipe.execute()
 

@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from . import Store, _text
+from . import _HISTORY_LUA, Store, _text
 
 AUDIT_RETENTION_S = 90 * 24 * 3600
 
@@ -52,12 +52,13 @@ return cjson.decode(made)['inc']
 # A tenant's own data is written after its creation and dropped after its deletion, each in its own
 # slot; the incarnation orders them, so a creation racing a deletion of the same id leaves no data
 # of a deleted tenant behind, and a deletion never takes a newer tenant's data.
-_WRITE_TENANT = """
+_WRITE_TENANT = _HISTORY_LUA + """
 local seeded = redis.call('GET', KEYS[1])
 if seeded == 'gone:' .. ARGV[1] then return 0 end
 if seeded and string.sub(seeded, 1, 5 + #ARGV[1]) == 'api:' .. ARGV[1] .. ':' then return 0 end  -- written already
 if seeded then
   -- Data of an earlier tenant of this id (a deletion a crash cut short, a config file's): not this one's.
+  drop_history(nil)
   for i = 2, #KEYS do redis.call('DEL', KEYS[i]) end
 end
 redis.call('SET', KEYS[1], 'api:' .. ARGV[1] .. ':' .. ARGV[2])
@@ -65,10 +66,11 @@ return 1
 """
 
 # Returns the ids of the integrations dropped, for the schedule.
-_DROP_TENANT = """
+_DROP_TENANT = _HISTORY_LUA + """
 local seeded = redis.call('GET', KEYS[1])
 if seeded and string.sub(seeded, 1, 4) == 'api:' and string.sub(seeded, 5, 4 + #ARGV[1]) ~= ARGV[1] then return {} end
 local ids = redis.call('HKEYS', KEYS[7])
+drop_history(nil)
 for i = 1, #KEYS do redis.call('DEL', KEYS[i]) end
 redis.call('SET', KEYS[1], 'gone:' .. ARGV[1], 'PX', 600000)  -- a late write of this incarnation is refused
 return ids

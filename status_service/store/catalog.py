@@ -19,6 +19,7 @@ from typing import Any, Iterable, Mapping
 
 from ..model import schedule_member, split_member
 from . import Store, _text
+from . import _HISTORY_LUA
 from .admin import _AUDIT, AUDIT_RETENTION_S
 
 TENANT_CHANGES_KEPT = 1000  # a prober further behind than this on one tenant reads all of it again
@@ -92,7 +93,7 @@ end
 # integration of an admin API tenant, and edit its report to match, in one step: no prober or other
 # call can come in between, so two racing calls lose no update. Returns 'missing' (no such admin API
 # tenant), 'full', 'absent' (nothing to remove), or {created, rev}.
-_CHANGE = _EDIT_REPORT + """
+_CHANGE = _EDIT_REPORT + _HISTORY_LUA + """
 local seeded = redis.call('GET', KEYS[1])
 if not seeded or string.sub(seeded, 1, 4) ~= 'api:' then return 'missing' end
 local old = redis.call('HGET', KEYS[2], ARGV[1])
@@ -102,6 +103,7 @@ local rev = redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[8], '*', 'i', ARGV[1
 local new_type = ''
 if ARGV[2] == '' then
   redis.call('HDEL', KEYS[2], ARGV[1])
+  drop_history(ARGV[1])  -- a removed integration leaves no data behind
 else
   local def = cjson.decode(ARGV[2])
   new_type = def['type']

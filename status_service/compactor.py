@@ -1,0 +1,98 @@
+"""The compactor: folds each tenant's raw checks into rollups and series points, once, whichever prober does it."""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+from . import rollup
+from .model import HistoryOptions, Integration
+from .store import StoreUnavailable
+from .store.history import FIVE_MINUTES, HOUR, MINUTE, History
+
+log = logging.getLogger(__name__)
+
+SETTLE_S = 10.0  # a check lands this long after its time at most (a flush, a tick): compact only behind it
+LOCK_S = 60.0
+
+
+@dataclass
+class Compactor:
+    """Compacts the tenants a prober knows, each at most every `options.compact_every_s`."""
+
+    history: History
+    options: HistoryOptions
+    holder: str  # this prober's id, for the lock
+
+    def run_once(self, tenants: Mapping[str, Sequence[Integration]], now: float) -> int:
+        """Compact every tenant that is due; return how many were compacted."""
+        done = 0
+        for tenant_id, integrations in tenants.items():
+            try:
+                done += self.compact(tenant_id, integrations, now)
+            except StoreUnavailable:
+                raise
+            except Exception:  # a tenant's bad data must not stop the others' history
+                log.exception("history.compact_failed tenant=%s", tenant_id)
+        return done
+
+    def compact(self, tenant_id: str, integrations: Sequence[Integration], now: float) -> bool:
+        """Fold one tenant's checks up to now - SETTLE_S into points and rollups, if due and not taken."""
+        if not integrations:
+            return False
+        cursor, late = self.history.cursor(tenant_id)
+        end = now - SETTLE_S
+        if cursor is not None and late is None and end - cursor < self.options.compact_every_s:
+            return False
+        if not self.history.lock(tenant_id, self.holder, LOCK_S):
+            return False
+        try:
+            return self._compact(tenant_id, integrations, cursor, late, now, end)
+        finally:
+            self.history.unlock(tenant_id)
+
+    def _compact(self, tenant_id: str, integrations: Sequence[Integration], cursor: float | None, late: float | None,
+                 now: float, end: float) -> bool:
+        ids = [i.id for i in integrations]
+        longest = max(i.probe.stale_after_s for i in integrations)
+        oldest = now - self.options.raw_s + longest  # raw checks before this are gone: nothing to fold there
+        if cursor is None:
+            first = [cs[0].at for cs in self.history.checks(tenant_id, ids, oldest).values() if cs]
+            if not first:
+                return False  # nothing checked yet: history begins with the first check
+            start = min(first)
+        else:
+            start = min(cursor, late) if late is not None else cursor
+        start = _floor(max(start, oldest), FIVE_MINUTES)
+        if end <= start:
+            return False
+        hour = _floor(start, HOUR)
+        raw = self.history.checks(tenant_id, ids, start - longest)
+        tracks = [rollup.Track(i.id, i.type, i.probe.stale_after_s, tuple(raw.get(i.id, ()))) for i in integrations]
+        rows: list[tuple[str, float, str]] = []
+        trims: dict[str, float] = {}
+        for scope, minutes in rollup.scope_points(tracks, start, end, MINUTE).items():
+            earlier = self.history.points(tenant_id, scope, FIVE_MINUTES, hour, start)
+            fives = rollup.merge_points(minutes, FIVE_MINUTES)
+            hours = rollup.merge_points(earlier + fives, HOUR)
+            for size, points in ((MINUTE, minutes), (FIVE_MINUTES, fives), (HOUR, hours)):
+                name = f"s{size}:{scope}"
+                rows += [(name, p.start, p.encode()) for p in points]
+                trims[name] = now - self.options.keep_s(size)
+        stored = self.history.stored_buckets(tenant_id, ids, hour, start)
+        for track in tracks:
+            fives_b = rollup.integration_buckets(track, start, end, FIVE_MINUTES)
+            hours_b = rollup.merge_buckets(stored.get(track.id, []) + fives_b, HOUR)
+            for size, buckets in ((FIVE_MINUTES, fives_b), (HOUR, hours_b)):
+                name = f"r{size}:{track.id}"
+                rows += [(name, b.start, b.encode()) for b in buckets]
+                trims[name] = now - self.options.keep_s(size)
+        written = self.history.write(tenant_id, cursor, end, late, rows, trims)
+        log.debug("history.compacted tenant=%s from=%.0f to=%.0f written=%s", tenant_id, start, end, written)
+        return written
+
+
+def _floor(at: float, size_s: float) -> float:
+    return math.floor(at / size_s) * size_s
+

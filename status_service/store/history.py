@@ -1,0 +1,179 @@
+"""History in Redis: raw checks, rollups, series points and events, all per tenant (one hash slot).
+
+Keys, under the tenant's base (see Store.tenant_base):
+- `checks:<id>`: a stream of an integration's raw checks, written with its state (store.record), trimmed by MINID;
+- `r300:<id>`, `r3600:<id>`: sorted sets of its 5-minute and hourly rollups, scored by bucket start (ms);
+- `s60:<scope>`, `s300:<scope>`, `s3600:<scope>`: sorted sets of a scope's healthy-percentage points;
+- `events` (+ `events:last`): a stream of transitions whose ids read as their time in ms;
+- `history:cursor`: up to when the rollups and points are complete (ms); `history:late`: the earliest
+  check written behind the cursor, so the next compaction goes back for it.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+from ..model import State
+from ..rollup import Bucket, Check, Point
+from . import Store
+
+MINUTE, FIVE_MINUTES, HOUR = 60, 300, 3600
+CURSOR, LATE = "history:cursor", "history:late"
+
+# Write one tenant's compaction, unless another prober moved the cursor meanwhile (ARGV[1]: the cursor
+# read; ARGV[2]: the new one; ARGV[3]: the late mark read; then key, score, member triples, each
+# replacing what its key holds at that score; then after '--', key and oldest score to keep).
+_COMPACT = """
+local base = KEYS[1]
+local seeded = redis.call('GET', base .. 'registry')
+if not seeded or string.sub(seeded, 1, 5) == 'gone:' then return 0 end  -- deleted meanwhile: write nothing back
+if (redis.call('GET', base .. 'history:cursor') or '') ~= ARGV[1] then return 0 end
+if (redis.call('GET', base .. 'history:late') or '') ~= ARGV[3] then return 0 end
+redis.call('SET', base .. 'history:cursor', ARGV[2])
+redis.call('DEL', base .. 'history:late')
+local i = 4
+while ARGV[i] ~= '--' do
+  local key = base .. ARGV[i]
+  local id = string.match(ARGV[i], '^r%d+:(.*)$')
+  -- An integration removed meanwhile has no checks stream any more: its rollups are not written back.
+  if not id or redis.call('EXISTS', base .. 'checks:' .. id) == 1 then
+    redis.call('ZREMRANGEBYSCORE', key, ARGV[i + 1], ARGV[i + 1])
+    redis.call('ZADD', key, ARGV[i + 1], ARGV[i + 2])
+    redis.call('SADD', base .. 'history:keys', ARGV[i])
+  end
+  i = i + 3
+end
+for j = i + 1, #ARGV, 2 do redis.call('ZREMRANGEBYSCORE', base .. ARGV[j], '-inf', '(' .. ARGV[j + 1]) end
+return 1
+"""
+
+
+def check_text(state: State, ok: bool) -> str:
+    """Return a raw check as kept on its stream: ms|ok|status|latency|reason."""
+    latency = "" if state.latency_ms is None else str(state.latency_ms)
+    return f"{round(state.checked_at * 1000)}|{int(ok)}|{state.status.value}|{latency}|{state.reason or ''}"
+
+
+def parse_check(text: str) -> Check:
+    """Read a raw check back."""
+    at, ok, status, latency, reason = text.split("|", 4)
+    return Check(int(at) / 1000, ok == "1", status, int(latency) if latency else None, reason or None)
+
+
+def event_text(at: float, scope: str, integration: Mapping[str, str] | None, previous: str, current: str,
+               reason: str | None) -> str:
+    """Return an event as kept on the tenant's stream: its time in ms, a space, then its JSON."""
+    body = {"scope": scope, "integration": integration, "previous": previous, "current": current, "reason": reason}
+    return f"{round(at * 1000)} {json.dumps(body, separators=(',', ':'))}"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One transition as the events feed shows it."""
+
+    id: str
+    body: dict[str, Any]
+
+    @property
+    def at(self) -> float:
+        """Return the event's time (its id's ms)."""
+        return int(self.id.split("-")[0]) / 1000
+
+
+class History:
+    """Everything of history that Redis keeps, over the Store's client and key space."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def key(self, tenant_id: str, name: str) -> str:
+        """Return the full name of one of a tenant's history keys (see the module's docstring)."""
+        return self.store.tenant_base(tenant_id) + name
+
+    # -- reads -----------------------------------------------------------------------------------
+    def last_checks(self, tenant_id: str, integration_id: str, count: int) -> list[Check]:
+        """Return an integration's newest raw checks, newest first."""
+        raw = self.store._call(lambda: self.store.client.xrevrange(self.key(tenant_id, f"checks:{integration_id}"), count=count))
+        return [parse_check(_text(fields[b"c"])) for _, fields in raw]
+
+    def checks(self, tenant_id: str, ids: Sequence[str], since: float) -> dict[str, list[Check]]:
+        """Return each integration's raw checks written since `since` (epoch s), oldest first."""
+        start = f"{max(0, int(since * 1000))}-0"
+
+        def run() -> list[Any]:
+            pipe = self.store.client.pipeline(transaction=False)
+            for iid in ids:
+                pipe.xrange(self.key(tenant_id, f"checks:{iid}"), min=start)
+            return pipe.execute()
+
+        replies = self.store._call(run) if ids else []
+        out = {}
+        for iid, raw in zip(ids, replies):
+            got = sorted((parse_check(_text(fields[b"c"])) for _, fields in raw), key=lambda c: c.at)
+            out[iid] = got
+        return out
+
+    def buckets(self, tenant_id: str, integration_id: str, size_s: int, since: float) -> list[Bucket]:
+        """Return an integration's rollups of size_s that start at or after `since`."""
+        raw = self.store._call(lambda: self.store.client.zrangebyscore(
+            self.key(tenant_id, f"r{size_s}:{integration_id}"), int(since * 1000), "+inf"))
+        return [Bucket.decode(_text(m)) for m in raw]
+
+    def points(self, tenant_id: str, scope: str, size_s: int, since: float, until: float) -> list[Point]:
+        """Return a scope's points of size_s that start within [since, until)."""
+        raw = self.store._call(lambda: self.store.client.zrangebyscore(
+            self.key(tenant_id, f"s{size_s}:{scope}"), int(since * 1000), f"({int(until * 1000)}"))
+        return [Point.decode(_text(m)) for m in raw]
+
+    def cursor(self, tenant_id: str) -> tuple[float | None, float | None]:
+        """Return (cursor, late mark) of a tenant's compaction, in epoch seconds; None where unset."""
+        raw = self.store._call(lambda: self.store.client.mget([self.key(tenant_id, CURSOR), self.key(tenant_id, LATE)]))
+        return tuple(int(v) / 1000 if v else None for v in raw)  # type: ignore[return-value]
+
+    def events(self, tenant_id: str, after: str | None, limit: int) -> list[Event]:
+        """Return up to `limit` events after the id `after` (oldest first), or the newest `limit` without it."""
+        key = self.key(tenant_id, "events")
+        if after is None:
+            raw = list(reversed(self.store._call(lambda: self.store.client.xrevrange(key, count=limit))))
+        else:
+            raw = self.store._call(lambda: self.store.client.xrange(key, min=f"({after}", count=limit))
+        return [Event(_text(eid), json.loads(_text(fields[b"e"]).split(" ", 1)[1])) for eid, fields in raw]
+
+    # -- compaction --------------------------------------------------------------------------------
+    def lock(self, tenant_id: str, holder: str, ttl_s: float) -> bool:
+        """Take a tenant's compaction for ttl_s unless another prober holds it: spares doing it twice."""
+        return bool(self.store._call(lambda: self.store.client.set(
+            self.key(tenant_id, "history:lock"), holder, nx=True, px=int(ttl_s * 1000))))
+
+    def unlock(self, tenant_id: str) -> None:
+        """Release a tenant's compaction."""
+        self.store._call(lambda: self.store.client.delete(self.key(tenant_id, "history:lock")))
+
+    def stored_buckets(self, tenant_id: str, ids: Sequence[str], since: float, until: float) -> dict[str, list[Bucket]]:
+        """Return each integration's 5-minute rollups within [since, until)."""
+        def run() -> list[Any]:
+            pipe = self.store.client.pipeline(transaction=False)
+            for iid in ids:
+                pipe.zrangebyscore(self.key(tenant_id, f"r{FIVE_MINUTES}:{iid}"), int(since * 1000), f"({int(until * 1000)}")
+            return pipe.execute()
+
+        replies = self.store._call(run) if ids else []
+        return {iid: [Bucket.decode(_text(m)) for m in raw] for iid, raw in zip(ids, replies)}
+
+    def write(self, tenant_id: str, cursor: float | None, new_cursor: float, late: float | None,
+              rows: Iterable[tuple[str, float, str]], trims: Mapping[str, float]) -> bool:
+        """Replace rollups and points (key name, start, member) and move the cursor, unless it moved meanwhile."""
+        args: list[Any] = ["" if cursor is None else str(round(cursor * 1000)), str(round(new_cursor * 1000)),
+                           "" if late is None else str(round(late * 1000))]
+        for name, start, member in rows:
+            args += [name, round(start * 1000), member]
+        args.append("--")
+        for name, oldest in trims.items():
+            args += [name, round(oldest * 1000)]
+        base = self.store.tenant_base(tenant_id)
+        return bool(self.store._call(lambda: self.store._script(_COMPACT, [base], args)))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
