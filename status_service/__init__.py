@@ -7,7 +7,7 @@ from flask import Flask
 
 from .settings import Settings, configure_logging, credentials_cipher, from_env, redis_url
 from .store import Store, connect
-from .web import admin, errors, health, status
+from .web import admin, errors, health, history, status
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -26,6 +26,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     # No endpoint reads a larger body; one byte more, so the admin API can tell a chunked body is too long.
     app.config["MAX_CONTENT_LENGTH"] = admin.MAX_BODY_BYTES + 1
     app.register_blueprint(status.bp)
+    app.register_blueprint(history.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(admin.bp)
     errors.register(app)

@@ -54,6 +54,7 @@ class Compactor:
 
     def _compact(self, tenant_id: str, integrations: Sequence[Integration], cursor: float | None, late: float | None,
                  now: float, end: float) -> bool:
+        """Fold [cursor, end) onto what is folded already; after a late check, the hours from its own afresh."""
         ids = [i.id for i in integrations]
         longest = max(i.probe.stale_after_s for i in integrations)
         oldest = now - self.options.raw_s + longest  # raw checks before this are gone: nothing to fold there
@@ -61,32 +62,30 @@ class Compactor:
             first = [cs[0].at for cs in self.history.checks(tenant_id, ids, oldest).values() if cs]
             if not first:
                 return False  # nothing checked yet: history begins with the first check
-            start = min(first)
+            start = _floor(max(min(first), oldest), HOUR)
+        elif late is not None:
+            start = _floor(max(min(cursor, late), oldest), HOUR)  # what was folded from there is replaced whole
         else:
-            start = min(cursor, late) if late is not None else cursor
-        start = _floor(max(start, oldest), FIVE_MINUTES)
+            start = max(cursor, oldest)
         if end <= start:
             return False
-        hour = _floor(start, HOUR)
+        hour = _floor(start, HOUR)  # coarser buckets that start holds half-folded are merged with what is kept
         raw = self.history.checks(tenant_id, ids, start - longest)
         tracks = [rollup.Track(i.id, i.type, i.probe.stale_after_s, tuple(raw.get(i.id, ()))) for i in integrations]
         rows: list[tuple[str, float, str]] = []
         trims: dict[str, float] = {}
-        for scope, minutes in rollup.scope_points(tracks, start, end, MINUTE).items():
-            earlier = self.history.points(tenant_id, scope, FIVE_MINUTES, hour, start)
-            fives = rollup.merge_points(minutes, FIVE_MINUTES)
-            hours = rollup.merge_points(earlier + fives, HOUR)
-            for size, points in ((MINUTE, minutes), (FIVE_MINUTES, fives), (HOUR, hours)):
+        for scope, fresh in rollup.scope_points(tracks, start, end, MINUTE).items():
+            minutes = rollup.merge_points(self.history.points(tenant_id, scope, MINUTE, hour, start) + fresh, MINUTE)
+            for size in (MINUTE, FIVE_MINUTES, HOUR):
                 name = f"s{size}:{scope}"
-                rows += [(name, p.start, p.encode()) for p in points]
+                rows += [(name, p.start, p.encode()) for p in rollup.merge_points(minutes, size) if p.start >= _floor(start, size)]
                 trims[name] = now - self.options.keep_s(size)
-        stored = self.history.stored_buckets(tenant_id, ids, hour, start)
+        kept = self.history.stored_buckets(tenant_id, ids, hour, start)
         for track in tracks:
-            fives_b = rollup.integration_buckets(track, start, end, FIVE_MINUTES)
-            hours_b = rollup.merge_buckets(stored.get(track.id, []) + fives_b, HOUR)
-            for size, buckets in ((FIVE_MINUTES, fives_b), (HOUR, hours_b)):
+            fives = rollup.merge_buckets(kept.get(track.id, []) + rollup.integration_buckets(track, start, end, FIVE_MINUTES), FIVE_MINUTES)
+            for size in (FIVE_MINUTES, HOUR):
                 name = f"r{size}:{track.id}"
-                rows += [(name, b.start, b.encode()) for b in buckets]
+                rows += [(name, b.start, b.encode()) for b in rollup.merge_buckets(fives, size) if b.start >= _floor(start, size)]
                 trims[name] = now - self.options.keep_s(size)
         written = self.history.write(tenant_id, cursor, end, late, rows, trims)
         log.debug("history.compacted tenant=%s from=%.0f to=%.0f written=%s", tenant_id, start, end, written)
@@ -95,4 +94,3 @@ class Compactor:
 
 def _floor(at: float, size_s: float) -> float:
     return math.floor(at / size_s) * size_s
-

@@ -245,8 +245,10 @@ class Prober:
         tenant_ids = [t.id for t in self.registry.tenants]
         try:
             admins = {digest: admin_id for admin_id, digest in self.registry.admin_keys}
+            kept = self.registry.history
             settings = {"allow_private_addresses": self.registry.allow_private_addresses,
-                        "max_integrations_per_tenant": self.registry.max_integrations_per_tenant}
+                        "max_integrations_per_tenant": self.registry.max_integrations_per_tenant,
+                        "history": {"raw_s": kept.raw_s, "five_minute_s": kept.five_minute_s, "hourly_s": kept.hourly_s}}
             file_prints = {t.id: self.tenant_prints[t.id] for t in self.registry.tenants}
             removed = self.store.seed(mine, self.registry.generation, owners, file_prints, members, admins, settings)
         except (OlderGeneration, TenantConflict) as exc:

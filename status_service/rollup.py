@@ -132,7 +132,7 @@ def integration_buckets(track: Track, start: float, end: float, size_s: float) -
     buckets = []
     stretches = segments(track, start, end)
     for at in _steps(start, end, size_s):
-        stop = min(at + size_s, end)
+        stop = min(_floor(at, size_s) + size_s, end)
         inside = [c for c in track.checks if at <= c.at < stop]
         latency: dict[int, int] = {}
         for c in inside:
@@ -170,7 +170,7 @@ def scope_points(tracks: Sequence[Track], start: float, end: float, size_s: floa
 def _sweep(changes: list[tuple[float, int]], total: int, start: float, end: float, size_s: float) -> list[Point]:
     points, healthy, n = [], 0, 0
     for at in _steps(start, end, size_s):
-        stop = min(at + size_s, end)
+        stop = min(_floor(at, size_s) + size_s, end)
         while n < len(changes) and changes[n][0] <= at:
             healthy += changes[n][1]
             n += 1

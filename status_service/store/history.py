@@ -131,14 +131,19 @@ class History:
         raw = self.store._call(lambda: self.store.client.mget([self.key(tenant_id, CURSOR), self.key(tenant_id, LATE)]))
         return tuple(int(v) / 1000 if v else None for v in raw)  # type: ignore[return-value]
 
-    def events(self, tenant_id: str, after: str | None, limit: int) -> list[Event]:
-        """Return up to `limit` events after the id `after` (oldest first), or the newest `limit` without it."""
+    def events(self, tenant_id: str, start: str | None, limit: int) -> list[Event]:
+        """Return up to `limit` events from the id `start` on (oldest first; "(" before it: after it), or the newest `limit`."""
         key = self.key(tenant_id, "events")
-        if after is None:
+        if start is None:
             raw = list(reversed(self.store._call(lambda: self.store.client.xrevrange(key, count=limit))))
         else:
-            raw = self.store._call(lambda: self.store.client.xrange(key, min=f"({after}", count=limit))
+            raw = self.store._call(lambda: self.store.client.xrange(key, min=start, count=limit))
         return [Event(_text(eid), json.loads(_text(fields[b"e"]).split(" ", 1)[1])) for eid, fields in raw]
+
+    def state(self, tenant_id: str, integration_id: str) -> State | None:
+        """Return an integration's recorded state, if it has one."""
+        raw = self.store._call(lambda: self.store.client.hget(self.store.results_key(tenant_id), integration_id))
+        return State.from_json(json.loads(raw)) if raw else None
 
     # -- compaction --------------------------------------------------------------------------------
     def lock(self, tenant_id: str, holder: str, ttl_s: float) -> bool:

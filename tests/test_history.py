@@ -1,0 +1,298 @@
+"""History: pure rollups and uptime by hand and by property, then the endpoints over a real prober and Redis."""
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from status_service import rollup
+from status_service.compactor import SETTLE_S, Compactor
+from status_service.rollup import Bucket, Check, Point, Track
+from status_service.store.history import History
+from tests.conftest import integration, make_registry, run_round, tenant
+
+H, U = "healthy", "unhealthy"
+
+
+def checks(*items: tuple[float, str]) -> tuple[Check, ...]:
+    return tuple(Check(at, status == H, status, latency_ms=100) for at, status in items)
+
+
+# -- pure ------------------------------------------------------------------------------------------
+
+def test_a_status_holds_until_the_next_check_or_until_it_turns_stale() -> None:
+    track = Track("1", "MJ", 90, checks((0, H), (30, U), (200, H)))
+    assert rollup.segments(track, 0, 300) == [(0, 30, H), (30, 120, U), (200, 290, H)]
+    assert rollup.segments(track, 100, 250) == [(100, 120, U), (200, 250, H)]  # cut by the range
+
+
+def test_minute_points_are_exact_for_checks_every_30_seconds() -> None:
+    # 1 fails at 30 and recovers at 90; 2 stays healthy. Percentages: 100 for 30 s, 50 for 60 s, 100 after.
+    tracks = [Track("1", "MJ", 90, checks((0, H), (30, U), (60, U), (90, H), (120, H), (150, H))),
+              Track("2", "DALL-E", 90, checks((0, H), (30, H), (60, H), (90, H), (120, H), (150, H)))]
+    points = rollup.scope_points(tracks, 0, 180, 60)
+    overall = points[rollup.OVERALL]
+    assert [(p.start, p.covered_s, p.integral / p.covered_s, p.low, p.high) for p in overall] == [
+        (0, 60, 75.0, 50.0, 100.0), (60, 60, 75.0, 50.0, 100.0), (120, 60, 100.0, 100.0, 100.0)]
+    assert [(p.integral / 60, p.low, p.high) for p in points["type:MJ"]] == [(50.0, 0.0, 100.0), (50.0, 0.0, 100.0), (100.0, 100.0, 100.0)]
+    assert [p.integral / 60 for p in points["type:DALL-E"]] == [100.0, 100.0, 100.0]
+    series = rollup.series(overall, 0, 180, 180)
+    assert series == [{"at": 0, "healthy_percentage": 83.33, "min": 50.0, "max": 100.0, "status": "degraded"}]
+
+
+def test_unknown_time_counts_as_not_healthy_in_a_percentage_and_in_neither_part_of_uptime() -> None:
+    # A gap from 90 (stale after 60 s of silence) to 300.
+    track = Track("1", "MJ", 90, checks((0, H), (300, H)))
+    points = rollup.scope_points([track], 0, 360, 60)[rollup.OVERALL]
+    assert [p.integral / p.covered_s for p in points] == [100.0, 50.0, 0.0, 0.0, 0.0, 100.0]
+    buckets = rollup.integration_buckets(track, 0, 360, 300)
+    assert [(b.start, b.covered_s, b.checks, b.healthy_s, b.unhealthy_s) for b in buckets] == [(0, 300, 1, 90, 0), (300, 60, 1, 60, 0)]
+    assert rollup.uptime(buckets, 0, 360) == (100.0, 41.667)  # 150 s known of 360
+
+
+def test_uptime_is_time_weighted_and_a_bucket_cut_by_the_window_counts_in_proportion() -> None:
+    buckets = [Bucket(0, 300, healthy_s=300), Bucket(300, 300, healthy_s=100, unhealthy_s=200)]
+    assert rollup.uptime(buckets, 0, 600) == (round(100 * 400 / 600, 3), 100.0)
+    # From 450: half of the second bucket, 50 s healthy and 100 s unhealthy.
+    assert rollup.uptime(buckets, 450, 600) == (round(100 * 50 / 150, 3), 100.0)
+    assert rollup.uptime([], 0, 600) == (None, 0.0)
+
+
+def test_quantiles_come_from_a_histogram_within_ten_percent() -> None:
+    histogram: dict[int, int] = {}
+    for ms in range(1, 1001):
+        k = rollup.latency_index(ms)
+        histogram[k] = histogram.get(k, 0) + 1
+    got = rollup.quantiles(histogram, (0.5, 0.95, 0.99))
+    for q, exact in ((0.5, 500), (0.95, 950), (0.99, 990)):
+        assert exact <= got[q] <= exact * 1.1
+    assert rollup.quantiles({}, (0.5,)) == {0.5: None}
+    assert rollup.latency_bound(rollup.latency_index(0)) == 1
+
+
+def test_rollups_and_points_read_back_as_written() -> None:
+    b = Bucket(1800000000.0, 300.0, 10, 2, 250.5, 49.5, {3: 4, 70: 6})
+    assert Bucket.decode(b.encode()) == b
+    p = Point(1800000000.0, 60.0, 4500.0, 50.0, 100.0)
+    assert Point.decode(p.encode()) == p
+
+
+statuses = st.sampled_from([H, U, "unknown"])
+check_lists = st.lists(st.tuples(st.integers(0, 3000), statuses, st.booleans(), st.integers(0, 20000)), max_size=40)
+
+
+def _track(iid: str, kind: str, raw: list) -> Track:
+    items = sorted({at: (status, ok, ms) for at, status, ok, ms in raw}.items())
+    return Track(iid, kind, 90, tuple(Check(float(at), ok, status, ms) for at, (status, ok, ms) in items))
+
+
+@settings(max_examples=150, deadline=None)
+@given(check_lists, check_lists, st.integers(1, 2999))
+def test_folding_in_two_pieces_equals_folding_at_once(a: list, b: list, cut: int) -> None:
+    """What the compactor does each pass (fold up to a cursor, then on from it) must equal one fold."""
+    tracks = [_track("1", "MJ", a), _track("2", "MJ", b)]
+    whole = rollup.integration_buckets(tracks[0], 0, 3000, 300)
+    pieces = rollup.merge_buckets(rollup.integration_buckets(tracks[0], 0, cut, 300)
+                                  + rollup.integration_buckets(tracks[0], cut, 3000, 300), 300)
+    assert [(x.start, x.covered_s, x.checks, x.failures, x.latency) for x in whole] == \
+           [(x.start, x.covered_s, x.checks, x.failures, x.latency) for x in pieces]
+    for x, y in zip(whole, pieces):
+        assert math.isclose(x.healthy_s, y.healthy_s, abs_tol=1e-6) and math.isclose(x.unhealthy_s, y.unhealthy_s, abs_tol=1e-6)
+    once = rollup.merge_points(rollup.scope_points(tracks, 0, 3000, 60)[rollup.OVERALL], 300)
+    twice = rollup.merge_points(rollup.scope_points(tracks, 0, cut, 60)[rollup.OVERALL]
+                                + rollup.scope_points(tracks, cut, 3000, 60)[rollup.OVERALL], 300)
+    assert [(p.start, p.covered_s, p.low, p.high) for p in once] == [(p.start, p.covered_s, p.low, p.high) for p in twice]
+    for x, y in zip(once, twice):
+        assert math.isclose(x.integral, y.integral, abs_tol=1e-6)
+        assert x.low <= x.integral / x.covered_s + 1e-9 <= x.high + 2e-9
+
+
+@settings(max_examples=100, deadline=None)
+@given(check_lists, st.integers(0, 3000), st.integers(1, 3000))
+def test_uptime_is_between_0_and_100_and_coverage_never_exceeds_the_window(raw: list, start: int, span: int) -> None:
+    track = _track("1", "MJ", raw)
+    buckets = rollup.integration_buckets(track, 0, 6000, 300)
+    up, coverage = rollup.uptime(buckets, start, start + span)
+    assert 0.0 <= coverage <= 100.0
+    assert up is None or 0.0 <= up <= 100.0
+    assert (up is None) == (coverage == 0.0)
+
+
+# -- over a real prober and Redis ------------------------------------------------------------------
+
+KEY, OTHER_KEY = "acme-history-key", "globex-history-key"
+
+
+class Clock:
+    def __init__(self, at: float) -> None:
+        self.at = at
+
+    def __call__(self) -> float:
+        return self.at
+
+
+@pytest.fixture
+def lived(upstream, make_prober, store):
+    """acme: integration 1 fails at 30 s and recovers at 90 s, 2 stays healthy; ten minutes, an hour ago."""
+    reg = make_registry([
+        tenant("acme", [KEY], [integration("1", "MJ", upstream.url("/one")),
+                               integration("2", "DALL-E", upstream.url("/two"))]),
+        tenant("globex", [OTHER_KEY], [integration("g", "MJ", upstream.url("/g"))]),
+    ], probe={"interval_seconds": 30, "failure_threshold": 1})
+    t0 = math.floor(time.time() / 3600) * 3600 - 3600
+    clock = Clock(t0)
+    prober = make_prober(reg, clock=clock)
+    for n in range(20):
+        clock.at = t0 + 30 * n
+        upstream.routes["/one"].status = 500 if n in (1, 2) else 200
+        run_round(prober)
+    clock.at = t0 + 600 + SETTLE_S
+    assert prober.compact() == 2
+    return t0, prober
+
+
+def get(client, path: str, key: str = KEY):
+    return client.get(path, headers={"Authorization": f"Bearer {key}"})
+
+
+def test_each_transition_is_an_event_once_in_time_order(client, lived) -> None:
+    t0, prober = lived
+    body = get(client, "/status/events").get_json()
+    mine = [(e["scope"], (e["integration"] or {}).get("id") or e.get("type"), e["previous"], e["current"]) for e in body["events"]]
+    changes = [m for m in mine if m[0] == "integration"]
+    assert sorted(changes[:2]) == [("integration", "1", "unknown", H), ("integration", "2", "unknown", H)]  # probed together
+    assert changes[2:] == [("integration", "1", H, U), ("integration", "1", U, H)]
+    assert ("status", None, "ok", "degraded") in mine and ("status", None, "degraded", "ok") in mine
+    assert ("type", "MJ", "ok", "unhealthy") in mine
+    ids = [e["id"] for e in body["events"]]
+    assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-")))) and len(set(ids)) == len(ids)
+    failed = next(e for e in body["events"] if e["scope"] == "integration" and e["current"] == U)
+    assert failed["at"].endswith("Z") and failed["reason"] == "http_500" and failed["integration"] == {"id": "1", "type": "MJ"}
+    # Paged by the cursor: every event once, none missing.
+    seen, since = [], None
+    while True:
+        page = get(client, "/status/events?limit=2" + (f"&since={since}" if since else "&since=2000-01-01T00:00:00Z")).get_json()
+        seen += [e["id"] for e in page["events"]]
+        if not page["events"]:
+            break
+        since = page["next"]
+    assert seen == ids
+
+
+def test_an_integration_shows_its_state_checks_uptime_and_latency(client, lived) -> None:
+    t0, _ = lived
+    body = get(client, "/status/integrations/1").get_json()
+    assert body["id"] == "1" and body["type"] == "MJ" and body["consecutive_failures"] == 0
+    assert body["since"] == rollup_iso(t0 + 90)
+    assert len(body["last_checks"]) == 20 and body["last_checks"][0]["at"] == rollup_iso(t0 + 570)
+    assert [c["ok"] for c in body["last_checks"]][-3:] == [False, False, True]  # newest first
+    # Checked from t0 to t0 + 570, then known for 90 s more: 660 s known, 60 unhealthy (30-90).
+    assert body["uptime"]["24h"] == round(100 * 600 / 660, 3)
+    assert body["coverage"]["24h"] == round(100 * 660 / 86400, 3)
+    assert body["uptime"]["30d"] == body["uptime"]["7d"] == body["uptime"]["24h"]  # from hourly rollups, the same
+    assert body["coverage"]["30d"] == round(100 * 660 / (30 * 86400), 3)
+    assert body["latency_ms_24h"]["p50"] is not None
+
+
+def test_history_points_are_the_minute_values_a_hand_computes(client, lived) -> None:
+    t0, _ = lived
+    body = get(client, "/status/history?window=2h&step=1m").get_json()
+    points = {p["at"]: p for p in body["points"]}
+    assert points[rollup_iso(t0)] == {"at": rollup_iso(t0), "healthy_percentage": 75.0, "min": 50.0, "max": 100.0, "status": "degraded"}
+    assert points[rollup_iso(t0 + 60)]["healthy_percentage"] == 75.0
+    assert points[rollup_iso(t0 + 120)] == {"at": rollup_iso(t0 + 120), "healthy_percentage": 100.0, "min": 100.0, "max": 100.0, "status": "ok"}
+    mj = get(client, "/status/history?window=2h&step=1h&type=MJ").get_json()["points"]
+    assert mj[0]["at"] == rollup_iso(t0) and mj[0]["min"] == 0.0 and mj[0]["status"] == "unhealthy"
+    assert body["complete_until"] == rollup_iso(t0 + 600)
+
+
+def rollup_iso(epoch: float) -> str:
+    from status_service.report import iso
+    return iso(epoch)
+
+
+def test_a_tenant_never_sees_another_tenants_history(client, lived) -> None:
+    assert get(client, "/status/integrations/g").status_code == 404  # globex's id, asked by acme
+    assert get(client, "/status/integrations/nope").status_code == 404
+    assert get(client, "/status/integrations/g", OTHER_KEY).status_code == 200
+    theirs = get(client, "/status/events", OTHER_KEY).get_json()["events"]
+    assert theirs and all((e["integration"] or {}).get("id", "g") == "g" for e in theirs)
+    assert get(client, "/status/history?window=2h&step=1m&type=DALL-E", OTHER_KEY).get_json()["points"] == []
+
+
+@pytest.mark.parametrize("query,name", [
+    ("window=0h", "window"), ("window=30m", "window"), ("window=401d", "window"), ("window=24", "window"),
+    ("window=1w", "window"), ("window=-1h", "window"), ("window=%00", "window"), ("window=" + "9" * 40 + "d", "window"),
+    ("step=0m", "step"), ("step=2d", "step"), ("step=30s", "step"), ("step=1.5h", "step"),
+    ("window=7d&step=1m", "step"),  # 10,080 points
+    ("window=30d&step=5m", "step"),  # 8,640 points
+    ("window=20d&step=15m", "step"),  # 1,920 points, but 20 days ago only hourly data is kept
+    ("window=3d&step=7m", "step"),  # 3 days ago only 5-minute data is kept
+    ("type=", "type"), ("type=a%0Ab", "type"), ("type=" + "x" * 201, "type"),
+])
+def test_every_bad_history_parameter_gets_400_naming_it(client, lived, query: str, name: str) -> None:
+    response = get(client, f"/status/history?{query}")
+    assert response.status_code == 400
+    body = response.get_json()
+    assert body["error"]["code"] == "invalid_request" and list(body["fields"]) == [f"query.{name}"]
+    assert body["error"]["message"].startswith(f"{name}: ")
+
+
+def test_a_step_too_fine_for_the_age_names_the_finest_step_allowed(client, lived) -> None:
+    message = get(client, "/status/history?window=20d&step=15m").get_json()["error"]["message"]
+    assert "1h" in message
+    assert get(client, "/status/history?window=20d&step=1h").status_code == 200
+    assert get(client, "/status/history?window=400d&step=1d").status_code == 200
+    assert get(client, "/status/history?window=3d&step=10m").status_code == 200
+
+
+@pytest.mark.parametrize("query,name", [
+    ("limit=0", "limit"), ("limit=1001", "limit"), ("limit=x", "limit"), ("limit=", "limit"),
+    ("since=yesterday", "since"), ("since=2026-01-01T00:00:00", "since"), ("since=1-2-3", "since"),
+    ("since=99999999999999999999-0", "since"), ("since=1999-01-01T00:00:00Z", "since"),
+])
+def test_every_bad_events_parameter_gets_400_naming_it(client, lived, query: str, name: str) -> None:
+    response = get(client, f"/status/events?{query}")
+    assert response.status_code == 400 and list(response.get_json()["fields"]) == [f"query.{name}"]
+
+
+def test_history_needs_the_same_key_as_status(client, lived) -> None:
+    for path in ("/status/history", "/status/integrations/1", "/status/events"):
+        assert client.get(path).status_code == 401
+        assert client.get(path, headers={"Authorization": "Bearer wrong"}).status_code == 401
+
+
+def test_a_late_check_behind_the_cursor_is_folded_in_by_the_next_compaction(store, upstream, make_prober) -> None:
+    reg = make_registry([tenant("acme", [KEY], [integration("1", "MJ", upstream.url("/one")),
+                                                integration("2", "MJ", upstream.url("/two"))])],
+                        probe={"interval_seconds": 30, "failure_threshold": 1})
+    t0 = math.floor(time.time() / 3600) * 3600 - 3600
+    clock = Clock(t0)
+    prober = make_prober(reg, clock=clock)
+    run_round(prober)
+    clock.at = t0 + 120 + SETTLE_S
+    prober.compact()
+    history = History(store)
+    # Probed at t0 + 60 but recorded only now, behind the cursor (a prober that stalled).
+    clock.at = t0 + 60
+    upstream.routes["/two"].status = 500
+    store.client.zadd(store.due_key(), {"acme\x1f2": 0})
+    prober.tick()
+    prober.drain()
+    assert history.cursor("acme")[1] == t0 + 60  # the late mark
+    clock.at = t0 + 125 + SETTLE_S
+    prober.compact()
+    assert history.cursor("acme")[1] is None
+    minutes = history.points("acme", rollup.OVERALL, 60, t0, t0 + 120)
+    assert [p.integral / p.covered_s for p in minutes] == [100.0, 50.0]
+
+
+def test_a_removed_tenant_and_a_removed_integration_leave_no_history(store, lived, make_prober) -> None:
+    t0, prober = lived
+    base = store.tenant_base("acme")
+    assert store.client.exists(base + "checks:1", base + "r300:1", base + "events", base + "s60:")
+    reg = make_registry([tenant("globex", [OTHER_KEY], [integration("g", "MJ", "http://127.0.0.1:9/")])], generation=1)
+    make_prober(reg).tick()
+    assert list(store.client.scan_iter(match=base.replace("{", "[{]").replace("}", "[}]") + "*")) == []
