@@ -54,7 +54,7 @@ def advance(previous: State | None, outcome: Outcome, spec: ProbeSpec, now: floa
     the first fresh result decides alone.
     """
     checked_at = max(now, previous.checked_at) if previous else now  # never backwards, whatever the clocks
-    shown = shown_status(previous, spec, now)
+    last = previous  # what was recorded, stale or not: a gap in checks is no change of status
     if previous is not None and now - previous.checked_at > spec.stale_after_s:
         previous = None
     if outcome.ok:
@@ -79,12 +79,5 @@ def advance(previous: State | None, outcome: Outcome, spec: ProbeSpec, now: floa
         consecutive_failures=fails,
         consecutive_successes=oks,
         fence=fence,
-        since=(previous.since if previous and previous.since is not None else checked_at) if status is shown else checked_at,
+        since=last.since if last is not None and last.status is status and last.since is not None else checked_at,
     )
-
-
-def shown_status(state: State | None, spec: ProbeSpec, now: float) -> Health:
-    """Return the status /status shows for a state at `now`: unknown when absent or older than stale_after."""
-    if state is None or now - state.checked_at > spec.stale_after_s:
-        return Health.UNKNOWN
-    return state.status

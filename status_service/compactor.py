@@ -13,7 +13,7 @@ from .store.history import FIVE_MINUTES, HOUR, MINUTE, History
 
 log = logging.getLogger(__name__)
 
-SETTLE_S = 10.0  # a check lands this long after its time at most (a flush, a tick): compact only behind it
+SETTLE_S = 2.0  # most checks land within this of their time (a flush, a tick); a later one is folded in again (the late mark)
 LOCK_S = 60.0
 
 
@@ -41,30 +41,33 @@ class Compactor:
         """Fold one tenant's checks up to now - SETTLE_S into points and rollups, if due and not taken."""
         if not integrations:
             return False
-        cursor, late = self.history.cursor(tenant_id)
+        cursor, late, began = self.history.cursor(tenant_id)
         end = now - SETTLE_S
         if cursor is not None and late is None and end - cursor < self.options.compact_every_s:
             return False
         if not self.history.lock(tenant_id, self.holder, LOCK_S):
             return False
         try:
-            return self._compact(tenant_id, integrations, cursor, late, now, end)
+            return self._compact(tenant_id, integrations, (cursor, late, began), now, end)
         finally:
             self.history.unlock(tenant_id)
 
-    def _compact(self, tenant_id: str, integrations: Sequence[Integration], cursor: float | None, late: float | None,
+    def _compact(self, tenant_id: str, integrations: Sequence[Integration], marks: tuple[float | None, ...],
                  now: float, end: float) -> bool:
         """Fold [cursor, end) onto what is folded already; after a late check, the hours from its own afresh."""
+        cursor, late, began = marks
         ids = [i.id for i in integrations]
         longest = max(i.probe.stale_after_s for i in integrations)
         oldest = now - self.options.raw_s + longest  # raw checks before this are gone: nothing to fold there
-        if cursor is None:
+        if began is None:
             first = [cs[0].at for cs in self.history.checks(tenant_id, ids, oldest).values() if cs]
             if not first:
                 return False  # nothing checked yet: history begins with the first check
-            start = _floor(max(min(first), oldest), HOUR)
-        elif late is not None:
-            start = _floor(max(min(cursor, late), oldest), HOUR)  # what was folded from there is replaced whole
+            began = max(min(first), oldest)
+        if cursor is None:
+            start = began
+        elif late is not None:  # what was folded from its hour on is replaced whole
+            start = max(_floor(max(min(cursor, late), oldest), HOUR), began)
         else:
             start = max(cursor, oldest)
         if end <= start:
@@ -87,7 +90,7 @@ class Compactor:
                 name = f"r{size}:{track.id}"
                 rows += [(name, b.start, b.encode()) for b in rollup.merge_buckets(fives, size) if b.start >= _floor(start, size)]
                 trims[name] = now - self.options.keep_s(size)
-        written = self.history.write(tenant_id, cursor, end, late, rows, trims)
+        written = self.history.write(tenant_id, cursor, end, late, began, rows, trims)
         log.debug("history.compacted tenant=%s from=%.0f to=%.0f written=%s", tenant_id, start, end, written)
         return written
 

@@ -514,9 +514,10 @@ class Prober:
                 known = (view.incarnation, view.version) if view else ("", -1)
                 writes.setdefault(tenant_id, (*known, {}))[2][iid] = (before.fence if before else 0, state)
                 if self.registry.history.enabled:
-                    shown = checks.shown_status(before, spec, state.checked_at)
-                    event = "" if shown is state.status else event_text(
-                        state.checked_at, "integration", {"id": iid, "type": entry.integration.type}, shown.value,
+                    # A transition of what was recorded: a gap in checks (stale) is no change of the integration's.
+                    previous = before.status.value if before else "unknown"
+                    event = "" if previous == state.status.value else event_text(
+                        state.checked_at, "integration", {"id": iid, "type": entry.integration.type}, previous,
                         state.status.value, state.reason)
                     kept.setdefault(tenant_id, {})[iid] = (check_text(state, outcome.ok), event)
             revs: dict[str, dict[str, str]] = {}

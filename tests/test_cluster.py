@@ -35,9 +35,12 @@ def slot(key: str) -> int:
     return key_slot(key.encode())
 
 
-def tenant_keys(store: Store, tenant_id: str) -> list[str]:
+def tenant_keys(store: Store, tenant_id: str, ids: list[str] | None = None) -> list[str]:
+    """Return a tenant's keys; with the ids of its probed integrations, its history keys too."""
+    base = store.tenant_base(tenant_id)
+    history = [] if ids is None else [base + f"checks:{i}" for i in ids] + [base + n for n in ("history:keys", "events", "events:last")]
     return [store.results_key(tenant_id), store.version_key(tenant_id), store.changed_key(tenant_id),
-            store.incarnation_key(tenant_id), store.report_key(tenant_id), store.registry_key(tenant_id)]
+            store.incarnation_key(tenant_id), store.report_key(tenant_id), store.registry_key(tenant_id), *history]
 
 
 def expected_health(tenant_id: str) -> dict[str, str]:
@@ -192,7 +195,8 @@ def test_seed_probe_report_serve_and_reload_on_a_real_cluster(
     for tag, keys in found.items():
         assert len({slot(k) for k in keys}) == 1, (tag, keys)
     for t in kept:
-        assert sorted(found[f"{{t:{t}}}"]) == sorted(tenant_keys(store, t))
+        ids = ["1", "3"] if t == TRIMMED_TENANT else list(expected_health(t))
+        assert sorted(found[f"{{t:{t}}}"]) == sorted(tenant_keys(store, t, ids))  # none of a removed integration's
 
     # /readyz is 200 whether or not a prober's heartbeat is fresh, and says which.
     assert web.get("/readyz").get_json()["checks"]["prober"] == "ok"
@@ -245,7 +249,7 @@ def _get(port: int, path: str, headers: dict[str, str] | None = None) -> int | N
         return None
 
 
-def test_web_memory_follows_changes_on_a_cluster(redis_cluster_url, cluster_store, cluster_probers, prefix, upstream) -> None:
+def test_web_memory_and_history_follow_changes_on_a_cluster(redis_cluster_url, cluster_store, cluster_probers, prefix, upstream) -> None:
     reg = make_registry([tenant("acme", ["acme-key"], [integration("1", "MJ", upstream.url("/c"), failure_threshold=1)])])
     prober = Prober(reg, cluster_store)
     cluster_probers.append(prober)
@@ -262,6 +266,13 @@ def test_web_memory_follows_changes_on_a_cluster(redis_cluster_url, cluster_stor
     wait_for(lambda: web.get("/status", headers=auth).get_json()["status"] == "unhealthy", timeout_s=1, interval_s=0.01)
     time.sleep(2.5)  # past a few pings: the link holds
     assert mirror.live
+    # History on a cluster: the compaction script and every read find the tenant's keys on its node.
+    assert prober.compact() == 1
+    events = web.get("/status/events", headers=auth).get_json()["events"]
+    assert [(e["previous"], e["current"]) for e in events if e["scope"] == "integration"] == [("unknown", "healthy"), ("healthy", "unhealthy")]
+    assert web.get("/status/history?window=1h&step=1m", headers=auth).get_json()["points"]
+    detail = web.get("/status/integrations/1", headers=auth).get_json()
+    assert detail["status"] == "unhealthy" and len(detail["last_checks"]) == 2 and detail["uptime"]["1h"] is not None
     app.extensions["status_web"].close()
 
 

@@ -296,3 +296,63 @@ def test_a_removed_tenant_and_a_removed_integration_leave_no_history(store, live
     reg = make_registry([tenant("globex", [OTHER_KEY], [integration("g", "MJ", "http://127.0.0.1:9/")])], generation=1)
     make_prober(reg).tick()
     assert list(store.client.scan_iter(match=base.replace("{", "[{]").replace("}", "[}]") + "*")) == []
+
+
+def test_two_prober_processes_keep_each_check_and_each_transition_once(tmp_path, upstream, redis_url, prefix, settings, store) -> None:
+    import os
+    import signal
+
+    import yaml
+
+    from status_service import create_app
+    from tests.conftest import environment, key_digest, start_prober, stop, wait_for
+
+    ids = ["1", "2", "3"]
+    document = {
+        "probe": {"interval_seconds": 1, "timeout_seconds": 0.5, "failure_threshold": 1},
+        "prober": {"tick_seconds": 0.2},
+        "history": {"compact_every_seconds": 1},
+        "tenants": [{"id": "acme", "api_keys": [{"sha256": key_digest(KEY)}],
+                     "integrations": [integration(i, "MJ", upstream.url(f"/{i}")) for i in ids]}],
+    }
+    config = tmp_path / "status.yaml"
+    config.write_text(yaml.safe_dump(document))
+    env = environment(redis_url, prefix, config)
+    with open(tmp_path / "probers.log", "wb") as log:
+        probers = [start_prober(env, log), start_prober(env, log)]
+        try:
+            wait_for(lambda: all(upstream.count(f"/{i}") >= 3 for i in ids), timeout_s=20)
+            upstream.routes["/1"].status = 500  # down...
+            wait_for(lambda: _current(store, "1") == U, timeout_s=10)
+            time.sleep(1.5)
+            upstream.routes["/1"].status = 200  # ...and up again
+            wait_for(lambda: _current(store, "1") == H, timeout_s=10)
+            probers[0].send_signal(signal.SIGKILL)  # the other goes on alone
+            probers[0].wait(5)
+            before = {i: store.client.xlen(store.tenant_base("acme") + f"checks:{i}") for i in ids}
+            time.sleep(3)
+        finally:
+            for p in probers:
+                stop(p)  # SIGTERM: in-flight probes are recorded before it exits
+    web = create_app(settings).test_client()
+    events = get(web, "/status/events?limit=1000").get_json()["events"]
+    by_integration = {i: [(e["previous"], e["current"]) for e in events if (e["integration"] or {}).get("id") == i] for i in ids}
+    assert by_integration == {"1": [("unknown", H), (H, U), (U, H)], "2": [("unknown", H)], "3": [("unknown", H)]}
+    base = store.tenant_base("acme")
+    for i in ids:
+        kept = [c for _, c in store.client.xrange(base + f"checks:{i}")]
+        at = [int(c[b"c"].split(b"|")[0]) for c in kept]
+        assert len(kept) >= before[i] + 2  # the survivor went on writing
+        assert at == sorted(at) and len(set(at)) == len(at)  # none doubled
+        # Each probe that reached the upstream is one check; only a probe cut off by SIGKILL may be missing.
+        assert upstream.count(f"/{i}") - 1 <= len(kept) <= upstream.count(f"/{i}")
+    points = get(web, "/status/history?window=1h&step=1m").get_json()["points"]
+    assert points and any(p["min"] < 100.0 for p in points)  # the minute when 1 was down
+    assert all(p["max"] > 0.0 for p in points)  # none before the first check: history begins there
+
+
+def _current(store, iid: str) -> str | None:
+    import json as _json
+
+    raw = store.client.hget(store.results_key("acme"), iid)
+    return _json.loads(raw)["status"] if raw else None

@@ -149,7 +149,7 @@ local function drop_history(id)
   end
   for _, name in ipairs(redis.call('SMEMBERS', base .. 'history:keys')) do redis.call('DEL', base .. name) end
   redis.call('DEL', base .. 'history:keys', base .. 'events', base .. 'events:last', base .. 'history:cursor',
-             base .. 'history:late', base .. 'history:lock')
+             base .. 'history:late', base .. 'history:lock', base .. 'history:began')
 end
 """
 

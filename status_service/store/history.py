@@ -6,7 +6,9 @@ Keys, under the tenant's base (see Store.tenant_base):
 - `s60:<scope>`, `s300:<scope>`, `s3600:<scope>`: sorted sets of a scope's healthy-percentage points;
 - `events` (+ `events:last`): a stream of transitions whose ids read as their time in ms;
 - `history:cursor`: up to when the rollups and points are complete (ms); `history:late`: the earliest
-  check written behind the cursor, so the next compaction goes back for it.
+  check written behind the cursor, so the next compaction goes back for it; `history:began`: the first
+  check's time, before which there is no history (not a stretch of unknown);
+- `history:keys`: the names of the keys above that exist, so a tenant's removal finds them all.
 """
 from __future__ import annotations
 
@@ -19,10 +21,11 @@ from ..rollup import Bucket, Check, Point
 from . import Store
 
 MINUTE, FIVE_MINUTES, HOUR = 60, 300, 3600
-CURSOR, LATE = "history:cursor", "history:late"
+CURSOR, LATE, BEGAN = "history:cursor", "history:late", "history:began"
 
 # Write one tenant's compaction, unless another prober moved the cursor meanwhile (ARGV[1]: the cursor
-# read; ARGV[2]: the new one; ARGV[3]: the late mark read; then key, score, member triples, each
+# read; ARGV[2]: the new one; ARGV[3]: the late mark read; ARGV[4]: when history began, kept from the
+# first compaction on; then key, score, member triples, each
 # replacing what its key holds at that score; then after '--', key and oldest score to keep).
 _COMPACT = """
 local base = KEYS[1]
@@ -31,8 +34,9 @@ if not seeded or string.sub(seeded, 1, 5) == 'gone:' then return 0 end  -- delet
 if (redis.call('GET', base .. 'history:cursor') or '') ~= ARGV[1] then return 0 end
 if (redis.call('GET', base .. 'history:late') or '') ~= ARGV[3] then return 0 end
 redis.call('SET', base .. 'history:cursor', ARGV[2])
+redis.call('SET', base .. 'history:began', ARGV[4], 'NX')
 redis.call('DEL', base .. 'history:late')
-local i = 4
+local i = 5
 while ARGV[i] ~= '--' do
   local key = base .. ARGV[i]
   local id = string.match(ARGV[i], '^r%d+:(.*)$')
@@ -126,9 +130,9 @@ class History:
             self.key(tenant_id, f"s{size_s}:{scope}"), int(since * 1000), f"({int(until * 1000)}"))
         return [Point.decode(_text(m)) for m in raw]
 
-    def cursor(self, tenant_id: str) -> tuple[float | None, float | None]:
-        """Return (cursor, late mark) of a tenant's compaction, in epoch seconds; None where unset."""
-        raw = self.store._call(lambda: self.store.client.mget([self.key(tenant_id, CURSOR), self.key(tenant_id, LATE)]))
+    def cursor(self, tenant_id: str) -> tuple[float | None, float | None, float | None]:
+        """Return (cursor, late mark, beginning) of a tenant's compaction, in epoch seconds; None where unset."""
+        raw = self.store._call(lambda: self.store.client.mget([self.key(tenant_id, k) for k in (CURSOR, LATE, BEGAN)]))
         return tuple(int(v) / 1000 if v else None for v in raw)  # type: ignore[return-value]
 
     def events(self, tenant_id: str, start: str | None, limit: int) -> list[Event]:
@@ -166,11 +170,11 @@ class History:
         replies = self.store._call(run) if ids else []
         return {iid: [Bucket.decode(_text(m)) for m in raw] for iid, raw in zip(ids, replies)}
 
-    def write(self, tenant_id: str, cursor: float | None, new_cursor: float, late: float | None,
+    def write(self, tenant_id: str, cursor: float | None, new_cursor: float, late: float | None, began: float,
               rows: Iterable[tuple[str, float, str]], trims: Mapping[str, float]) -> bool:
         """Replace rollups and points (key name, start, member) and move the cursor, unless it moved meanwhile."""
         args: list[Any] = ["" if cursor is None else str(round(cursor * 1000)), str(round(new_cursor * 1000)),
-                           "" if late is None else str(round(late * 1000))]
+                           "" if late is None else str(round(late * 1000)), str(round(began * 1000))]
         for name, start, member in rows:
             args += [name, round(start * 1000), member]
         args.append("--")

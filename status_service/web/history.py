@@ -115,7 +115,7 @@ def history() -> Response:
                                  f"the finest step allowed for this window is {_say(finest)} (or a multiple of it)")
     scope = rollup.OVERALL if kind is None else f"type:{kind}"
     points = store.points(found.tenant_id, scope, finest, start, now)
-    cursor, _ = store.cursor(found.tenant_id)
+    cursor, _, _ = store.cursor(found.tenant_id)
     body = {
         "window": _say(window), "step": _say(step), "type": kind,
         "complete_until": _iso(cursor) if cursor else None,  # data after this is not folded in yet
@@ -138,7 +138,7 @@ def integration(integration_id: str) -> Response:
         return error_response(404, "not_found", "no integration with this id")
     tenant_id = found.tenant_id
     state = store.state(tenant_id, integration_id)
-    cursor, _ = store.cursor(tenant_id)
+    cursor, _, _ = store.cursor(tenant_id)
     stale_after = (stale_at[integration_id] - state.checked_at) if state and integration_id in stale_at else 0.0
     fives = store.buckets(tenant_id, integration_id, FIVE_MINUTES, now - UPTIME_WINDOWS["24h"] - FIVE_MINUTES)
     hours = store.buckets(tenant_id, integration_id, HOUR, now - UPTIME_WINDOWS["30d"] - HOUR)
