@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run the benchmarks: `bash bench/run.sh` runs all of them, `bash bench/run.sh serve probe` only those named.
-# Names: serve, probe, scale, scaleout, bigtenant, admin. Each prints a table of value / baseline / ratio / target.
+# Names: serve, probe, scale, scaleout, bigtenant, admin, history. Each prints a table of value / baseline / ratio / target.
 # Output is also kept in var/bench/last-run.log. Settings are BENCH_* variables (see docs/benchmarks.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,9 +8,9 @@ cd "$(dirname "$0")/.."
 . .venv/bin/activate
 
 names=("$@")
-[ ${#names[@]} -gt 0 ] || names=(serve probe scale scaleout bigtenant admin)
+[ ${#names[@]} -gt 0 ] || names=(serve probe scale scaleout bigtenant admin history)
 for name in "${names[@]}"; do
-  case "$name" in serve|probe|scale|scaleout|bigtenant|admin) ;; *) echo "unknown benchmark: $name (serve, probe, scale, scaleout, bigtenant, admin)" >&2; exit 2 ;; esac
+  case "$name" in serve|probe|scale|scaleout|bigtenant|admin|history) ;; *) echo "unknown benchmark: $name (serve, probe, scale, scaleout, bigtenant, admin, history)" >&2; exit 2 ;; esac
 done
 
 mkdir -p var/bench
@@ -32,6 +32,7 @@ for name in "${names[@]}"; do
     scaleout) command=(python -m bench.scale scaleout) ;;
     bigtenant) command=(python -m bench.bigtenant) ;;
     admin) command=(python -m bench.admin) ;;
+    history) command=(python -m bench.history) ;;
   esac
   started=$SECONDS
   set +e

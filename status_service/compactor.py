@@ -9,7 +9,7 @@ from typing import Mapping, Sequence
 from . import rollup
 from .model import HistoryOptions, Integration
 from .store import StoreUnavailable
-from .store.history import FIVE_MINUTES, HOUR, MINUTE, History
+from .store.history import DAY, FIVE_MINUTES, HOUR, MINUTE, PACK, History, packed
 
 log = logging.getLogger(__name__)
 
@@ -72,27 +72,43 @@ class Compactor:
             start = max(cursor, oldest)
         if end <= start:
             return False
-        hour = _floor(start, HOUR)  # coarser buckets that start holds half-folded are merged with what is kept
-        raw = self.history.checks(tenant_id, ids, start - longest)
+        # What start leaves half-folded is merged with what is kept: the packs it falls in are rewritten whole.
+        hour, day = _floor(start, HOUR), _floor(start, DAY)
+        raw = self.history.checks(tenant_id, ids, start)
         tracks = [rollup.Track(i.id, i.type, i.probe.stale_after_s, tuple(raw.get(i.id, ()))) for i in integrations]
+        fresh_points = rollup.scope_points(tracks, start, end, MINUTE)
+        hourly = [f"s{HOUR}:{scope}" for scope in fresh_points] + [f"r{HOUR}:{i}" for i in ids]  # packed by day
+        finer = [f"s{size}:{scope}" for scope in fresh_points for size in (MINUTE, FIVE_MINUTES)] + [f"r{FIVE_MINUTES}:{i}" for i in ids]
+        kept = {**self.history.packs(tenant_id, finer, hour, start), **self.history.packs(tenant_id, hourly, day, start)}
+        names = finer + hourly
         rows: list[tuple[str, float, str]] = []
-        trims: dict[str, float] = {}
-        for scope, fresh in rollup.scope_points(tracks, start, end, MINUTE).items():
-            minutes = rollup.merge_points(self.history.points(tenant_id, scope, MINUTE, hour, start) + fresh, MINUTE)
+        for scope, fresh in fresh_points.items():
+            minutes = rollup.merge_points(kept[f"s{MINUTE}:{scope}"] + fresh, MINUTE)
             for size in (MINUTE, FIVE_MINUTES, HOUR):
-                name = f"s{size}:{scope}"
-                rows += [(name, p.start, p.encode()) for p in rollup.merge_points(minutes, size) if p.start >= _floor(start, size)]
-                trims[name] = now - self.options.keep_s(size)
-        kept = self.history.stored_buckets(tenant_id, ids, hour, start)
+                rows += self._refold(f"s{size}:{scope}", kept, rollup.merge_points(minutes, size), start)
         for track in tracks:
-            fives = rollup.merge_buckets(kept.get(track.id, []) + rollup.integration_buckets(track, start, end, FIVE_MINUTES), FIVE_MINUTES)
-            for size in (FIVE_MINUTES, HOUR):
-                name = f"r{size}:{track.id}"
-                rows += [(name, b.start, b.encode()) for b in rollup.merge_buckets(fives, size) if b.start >= _floor(start, size)]
-                trims[name] = now - self.options.keep_s(size)
+            fives = rollup.merge_buckets(kept[f"r{FIVE_MINUTES}:{track.id}"]
+                                         + rollup.integration_buckets(track, start, end, FIVE_MINUTES), FIVE_MINUTES)
+            rows += self._refold(f"r{FIVE_MINUTES}:{track.id}", kept, fives, start)
+            hours = [b.summarized() for b in rollup.merge_buckets(fives, HOUR)]
+            rows += self._refold(f"r{HOUR}:{track.id}", kept, hours, start)
+        trims = {name: now - self.options.keep_s(_size(name)) for name in names}
         written = self.history.write(tenant_id, cursor, end, late, began, rows, trims)
         log.debug("history.compacted tenant=%s from=%.0f to=%.0f written=%s", tenant_id, start, end, written)
         return written
+
+    @staticmethod
+    def _refold(name: str, kept: Mapping[str, list], fresh: list, start: float) -> list[tuple[str, float, str]]:
+        """Return the rows rewriting the packs of `name` from start's: what is kept before it, then what is fresh."""
+        size = _size(name)
+        cut = _floor(start, size)  # the first entry start touches is recomputed whole from finer data
+        pack = PACK[size]
+        earlier = [e for e in kept[name] if _floor(cut, pack) <= e.start < cut]
+        return packed(name, earlier + [e for e in fresh if e.start >= cut])
+
+
+def _size(name: str) -> int:
+    return int(name[1:].split(":", 1)[0])
 
 
 def _floor(at: float, size_s: float) -> float:

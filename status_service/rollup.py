@@ -6,12 +6,15 @@ in uptime, and as not healthy in a tenant's healthy percentage, as /status count
 """
 from __future__ import annotations
 
+import itertools
 import math
-from dataclasses import dataclass, field
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping, Sequence
 
 HEALTHY, UNHEALTHY = "healthy", "unhealthy"
 LATENCY_BASE = 1.1  # histogram buckets grow by 10 %: a quantile is off by at most that much
+QUANTILES = (0.5, 0.95, 0.99)
 OVERALL = ""  # the scope of a tenant's whole series; a type's scope is its name prefixed "type:"
 
 
@@ -38,7 +41,11 @@ class Track:
 
 @dataclass(frozen=True)
 class Bucket:
-    """One integration's rollup of [start, start + covered_s): checks, failures, healthy and unhealthy seconds, latencies."""
+    """One integration's rollup of [start, start + covered_s): checks, failures, healthy and unhealthy seconds, latencies.
+
+    A fine bucket keeps its latency histogram, so buckets merge exactly; a coarse one keeps only the
+    quantiles (p50, p95, p99) its histogram gave, which is all it is read for and a tenth of the bytes.
+    """
 
     start: float
     covered_s: float
@@ -47,18 +54,27 @@ class Bucket:
     healthy_s: float = 0.0
     unhealthy_s: float = 0.0
     latency: Mapping[int, int] = field(default_factory=dict)  # histogram: bucket index -> count
+    quantiles: tuple[int | None, ...] = ()  # p50, p95, p99 in ms, once the histogram is dropped
 
-    def encode(self) -> str:
-        """Return the compact text kept in Redis."""
+    def summarized(self) -> "Bucket":
+        """Return this bucket with its histogram replaced by its quantiles."""
+        q = quantiles(self.latency, QUANTILES)
+        return replace(self, latency={}, quantiles=tuple(q[x] for x in QUANTILES))
+
+    def encode(self, origin: float = 0.0) -> str:
+        """Return the compact text kept in Redis, its start in seconds after `origin`."""
         hist = ",".join(f"{k}.{n}" for k, n in sorted(self.latency.items()))
-        return f"{_ms(self.start)}:{_ms(self.covered_s)}:{self.checks}:{self.failures}:{_ms(self.healthy_s)}:{_ms(self.unhealthy_s)}:{hist}"
+        q = ",".join("" if v is None else str(v) for v in self.quantiles)
+        return f"{_num(self.start - origin)}:{_ms(self.covered_s)}:{self.checks}:{self.failures}:{_ms(self.healthy_s)}:{_ms(self.unhealthy_s)}:{hist}:{q}"
 
     @classmethod
-    def decode(cls, text: str) -> "Bucket":
+    def decode(cls, text: str, origin: float = 0.0) -> "Bucket":
         """Read a bucket back from its compact text."""
-        start, covered, checks, failures, healthy, unhealthy, hist = text.split(":")
+        start, covered, checks, failures, healthy, unhealthy, hist, q = text.split(":")
         latency = {int(k): int(n) for k, _, n in (item.partition(".") for item in hist.split(",") if item)}
-        return cls(int(start) / 1000, int(covered) / 1000, int(checks), int(failures), int(healthy) / 1000, int(unhealthy) / 1000, latency)
+        summary = tuple(int(v) if v else None for v in q.split(",")) if q else ()
+        return cls(origin + float(start), int(covered) / 1000, int(checks), int(failures), int(healthy) / 1000,
+                   int(unhealthy) / 1000, latency, summary)
 
 
 @dataclass(frozen=True)
@@ -71,15 +87,20 @@ class Point:
     low: float
     high: float
 
-    def encode(self) -> str:
-        """Return the compact text kept in Redis."""
-        return f"{_ms(self.start)}:{_ms(self.covered_s)}:{self.integral:.3f}:{self.low:g}:{self.high:g}"
+    def encode(self, origin: float = 0.0) -> str:
+        """Return the compact text kept in Redis, its start in seconds after `origin`."""
+        return f"{_num(self.start - origin)}:{_ms(self.covered_s)}:{_num(self.integral)}:{_num(self.low)}:{_num(self.high)}"
 
     @classmethod
-    def decode(cls, text: str) -> "Point":
+    def decode(cls, text: str, origin: float = 0.0) -> "Point":
         """Read a point back from its compact text."""
         start, covered, integral, low, high = text.split(":")
-        return cls(int(start) / 1000, int(covered) / 1000, float(integral), float(low), float(high))
+        return cls(origin + float(start), int(covered) / 1000, float(integral), float(low), float(high))
+
+
+def _num(x: float) -> str:
+    """Return a number to the thousandth, without trailing zeros: 60, 66.667, 1800000000."""
+    return f"{x:.3f}".rstrip("0").rstrip(".")
 
 
 def _ms(seconds: float) -> int:
@@ -131,16 +152,24 @@ def integration_buckets(track: Track, start: float, end: float, size_s: float) -
     """Roll one integration up into buckets of size_s from `start` (aligned) to `end`; the last may be partial."""
     buckets = []
     stretches = segments(track, start, end)
+    times = [c.at for c in track.checks]
+    first = 0
     for at in _steps(start, end, size_s):
         stop = min(_floor(at, size_s) + size_s, end)
-        inside = [c for c in track.checks if at <= c.at < stop]
+        inside = track.checks[bisect_left(times, at):bisect_left(times, stop)]
         latency: dict[int, int] = {}
         for c in inside:
             if c.latency_ms is not None:
                 k = latency_index(c.latency_ms)
                 latency[k] = latency.get(k, 0) + 1
-        healthy = sum(_overlap(a, b, at, stop) for a, b, s in stretches if s == HEALTHY)
-        unhealthy = sum(_overlap(a, b, at, stop) for a, b, s in stretches if s == UNHEALTHY)
+        while first < len(stretches) and stretches[first][1] <= at:
+            first += 1  # stretches are in order and do not overlap: those before this bucket are done
+        healthy = unhealthy = 0.0
+        for a, b, status in itertools.takewhile(lambda x: x[0] < stop, itertools.islice(stretches, first, None)):
+            if status == HEALTHY:
+                healthy += _overlap(a, b, at, stop)
+            else:
+                unhealthy += _overlap(a, b, at, stop)
         buckets.append(Bucket(at, stop - at, len(inside), sum(not c.ok for c in inside), healthy, unhealthy, latency))
     return buckets
 
@@ -195,13 +224,13 @@ def merge_buckets(buckets: Iterable[Bucket], size_s: float) -> list[Bucket]:
         at = _floor(b.start, size_s)
         was = out.get(at)
         if was is None:
-            out[at] = Bucket(at, b.start + b.covered_s - at, b.checks, b.failures, b.healthy_s, b.unhealthy_s, dict(b.latency))
+            out[at] = Bucket(at, b.start + b.covered_s - at, b.checks, b.failures, b.healthy_s, b.unhealthy_s, dict(b.latency), b.quantiles)
             continue
         latency = dict(was.latency)
         for k, count in b.latency.items():
             latency[k] = latency.get(k, 0) + count
         out[at] = Bucket(at, max(was.covered_s, b.start + b.covered_s - at), was.checks + b.checks, was.failures + b.failures,
-                         was.healthy_s + b.healthy_s, was.unhealthy_s + b.unhealthy_s, latency)
+                         was.healthy_s + b.healthy_s, was.unhealthy_s + b.unhealthy_s, latency, was.quantiles)
     return [out[at] for at in sorted(out)]
 
 
@@ -216,22 +245,59 @@ def merge_points(points: Iterable[Point], size_s: float) -> list[Point]:
     return [out[at] for at in sorted(out)]
 
 
+class Ledger:
+    """Buckets in order with running sums: healthy and unhealthy time over any window in O(log n)."""
+
+    def __init__(self, buckets: Iterable[Bucket]) -> None:
+        self.buckets = sorted((b for b in buckets if b.covered_s > 0), key=lambda b: b.start)
+        self.starts = [b.start for b in self.buckets]
+        self.ends = [b.start + b.covered_s for b in self.buckets]
+        self.healthy, self.unhealthy = [0.0], [0.0]
+        for b in self.buckets:
+            self.healthy.append(self.healthy[-1] + b.healthy_s)
+            self.unhealthy.append(self.unhealthy[-1] + b.unhealthy_s)
+        self._latency: dict[int, dict[int, int]] = {}
+
+    def sums(self, start: float, end: float) -> tuple[float, float]:
+        """Return (healthy, unhealthy) seconds within [start, end); a bucket the window cuts counts in proportion."""
+        i, j = bisect_right(self.ends, start), bisect_left(self.starts, end)
+        if i >= j:
+            return 0.0, 0.0
+        healthy, unhealthy = self.healthy[j] - self.healthy[i], self.unhealthy[j] - self.unhealthy[i]
+        for k in {i, j - 1}:  # the edges: take back the share outside the window
+            b = self.buckets[k]
+            outside = 1.0 - _overlap(b.start, b.start + b.covered_s, start, end) / b.covered_s
+            healthy -= b.healthy_s * outside
+            unhealthy -= b.unhealthy_s * outside
+        return max(0.0, healthy), max(0.0, unhealthy)
+
+    def latency(self, since: float) -> dict[int, int]:
+        """Return the latency histogram of the buckets that start at or after `since` (kept per first bucket)."""
+        k = bisect_left(self.starts, since)
+        merged = self._latency.get(k)
+        if merged is None:
+            merged = {}
+            for b in self.buckets[k:]:
+                for index, count in b.latency.items():
+                    merged[index] = merged.get(index, 0) + count
+            self._latency = {k: merged}  # one window start at a time: it moves only with the clock
+        return merged
+
+
+def ratio(healthy_s: float, unhealthy_s: float, span_s: float) -> tuple[float | None, float]:
+    """Return (uptime %, coverage %): healthy over known time (None without any), and known time over the span."""
+    known = healthy_s + unhealthy_s
+    coverage = min(100.0, 100.0 * known / span_s) if span_s > 0 else 0.0
+    return (round(100.0 * healthy_s / known, 3) if known else None), round(coverage, 3)
+
+
 def uptime(buckets: Iterable[Bucket], start: float, end: float) -> tuple[float | None, float]:
     """Return (uptime %, coverage %) over [start, end) from buckets; a bucket cut by the window counts in proportion.
 
     Uptime is healthy time over healthy plus unhealthy time (None when there is neither); coverage is
     the share of the window with either.
     """
-    healthy = unhealthy = 0.0
-    for b in buckets:
-        if b.covered_s <= 0:
-            continue
-        share = _overlap(b.start, b.start + b.covered_s, start, end) / b.covered_s
-        healthy += b.healthy_s * share
-        unhealthy += b.unhealthy_s * share
-    known = healthy + unhealthy
-    coverage = min(100.0, 100.0 * known / (end - start)) if end > start else 0.0
-    return (round(100.0 * healthy / known, 3) if known else None), round(coverage, 3)
+    return ratio(*Ledger(buckets).sums(start, end), end - start)
 
 
 def series(points: Sequence[Point], start: float, end: float, step_s: float) -> list[dict[str, float | str]]:

@@ -340,8 +340,8 @@ def test_two_prober_processes_keep_each_check_and_each_transition_once(tmp_path,
     assert by_integration == {"1": [("unknown", H), (H, U), (U, H)], "2": [("unknown", H)], "3": [("unknown", H)]}
     base = store.tenant_base("acme")
     for i in ids:
-        kept = [c for _, c in store.client.xrange(base + f"checks:{i}")]
-        at = [int(c[b"c"].split(b"|")[0]) for c in kept]
+        kept = store.client.xrange(base + f"checks:{i}")
+        at = [int(eid.split(b"-")[0]) for eid, _ in kept]
         assert len(kept) >= before[i] + 2  # the survivor went on writing
         assert at == sorted(at) and len(set(at)) == len(at)  # none doubled
         # Each probe that reached the upstream is one check; only a probe cut off by SIGKILL may be missing.
@@ -356,3 +356,23 @@ def _current(store, iid: str) -> str | None:
 
     raw = store.client.hget(store.results_key("acme"), iid)
     return _json.loads(raw)["status"] if raw else None
+
+
+buckets_strategy = st.lists(st.tuples(st.integers(0, 100), st.integers(1, 300), st.integers(0, 300), st.integers(0, 300)), max_size=30)
+
+
+@settings(max_examples=200, deadline=None)
+@given(buckets_strategy, st.integers(-100, 20000), st.integers(0, 20000))
+def test_a_ledger_sums_any_window_as_adding_every_bucket_in_proportion_does(raw: list, start: int, span: int) -> None:
+    buckets, at = [], 0.0
+    for gap, covered, healthy, unhealthy in raw:  # in order, apart, each no fuller than it is long
+        at += gap
+        buckets.append(Bucket(at, covered, healthy_s=min(healthy, covered), unhealthy_s=min(unhealthy, covered - min(healthy, covered))))
+        at += covered
+    naive_h = naive_u = 0.0
+    for b in buckets:
+        share = max(0.0, min(b.start + b.covered_s, start + span) - max(b.start, start)) / b.covered_s
+        naive_h += b.healthy_s * share
+        naive_u += b.unhealthy_s * share
+    healthy, unhealthy = rollup.Ledger(buckets).sums(start, start + span)
+    assert math.isclose(healthy, naive_h, abs_tol=1e-6) and math.isclose(unhealthy, naive_u, abs_tol=1e-6)

@@ -200,9 +200,19 @@ for i = 8, #ARGV, 7 do
     redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 3])
     written[#written + 1] = ARGV[i]
     if ARGV[i + 5] ~= '' then
-      redis.call('XADD', base .. 'checks:' .. ARGV[i], 'MINID', '~', raw_min, '*', 'c', ARGV[i + 5])
+      -- Under an id that is the check's time in ms (one past the newest if not later), so the id says when.
+      local stream = base .. 'checks:' .. ARGV[i]
+      local ms, check = string.match(ARGV[i + 5], '^(%d+)|(.*)$')
+      local at = tonumber(ms)
+      local id = ms .. '-0'
+      local newest = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)[1]
+      if newest then
+        local lms, lseq = string.match(newest[1], '^(%d+)-(%d+)$')
+        if at <= tonumber(lms) then id = lms .. '-' .. string.format('%d', tonumber(lseq) + 1) end
+      end
+      local made = redis.pcall('XADD', stream, 'MINID', '~', raw_min, id, 'c', check)
+      if type(made) == 'table' and made.err then redis.call('XADD', stream, 'MINID', '~', raw_min, '*', 'c', check) end
       redis.call('SADD', base .. 'history:keys', 'checks:' .. ARGV[i])
-      local at = tonumber(string.match(ARGV[i + 5], '^(%d+)'))
       local cursor = tonumber(redis.call('GET', base .. 'history:cursor') or '0')
       local late = tonumber(redis.call('GET', base .. 'history:late') or '-1')
       if at < cursor and (late < 0 or at < late) then  -- behind the rollups: the next compaction goes back for it

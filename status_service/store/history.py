@@ -1,9 +1,12 @@
 """History in Redis: raw checks, rollups, series points and events, all per tenant (one hash slot).
 
 Keys, under the tenant's base (see Store.tenant_base):
-- `checks:<id>`: a stream of an integration's raw checks, written with its state (store.record), trimmed by MINID;
-- `r300:<id>`, `r3600:<id>`: sorted sets of its 5-minute and hourly rollups, scored by bucket start (ms);
+- `checks:<id>`: a stream of an integration's raw checks, written with its state (store.record) under ids
+  that are their times in ms, trimmed by MINID;
+- `r300:<id>`, `r3600:<id>`: sorted sets of its 5-minute and hourly rollups;
 - `s60:<scope>`, `s300:<scope>`, `s3600:<scope>`: sorted sets of a scope's healthy-percentage points;
+  both packed (see PACK): a member is "<pack start ms>|<entry>;<entry>...", each entry's start in
+  seconds after the pack's, scored by the pack's start;
 - `events` (+ `events:last`): a stream of transitions whose ids read as their time in ms;
 - `history:cursor`: up to when the rollups and points are complete (ms); `history:late`: the earliest
   check written behind the cursor, so the next compaction goes back for it; `history:began`: the first
@@ -13,6 +16,7 @@ Keys, under the tenant's base (see Store.tenant_base):
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -20,7 +24,10 @@ from ..model import State
 from ..rollup import Bucket, Check, Point
 from . import Store
 
-MINUTE, FIVE_MINUTES, HOUR = 60, 300, 3600
+MINUTE, FIVE_MINUTES, HOUR, DAY = 60, 300, 3600, 86400
+# Rollups and points are packed, several to a sorted-set member (scored by the pack's start), so a key
+# holds hundreds of members rather than thousands: a member costs its bytes plus some 70 of overhead.
+PACK = {MINUTE: HOUR, FIVE_MINUTES: HOUR, HOUR: DAY}
 CURSOR, LATE, BEGAN = "history:cursor", "history:late", "history:began"
 
 # Write one tenant's compaction, unless another prober moved the cursor meanwhile (ARGV[1]: the cursor
@@ -53,16 +60,20 @@ return 1
 """
 
 
+_SHORT = {"healthy": "h", "unhealthy": "u", "unknown": "?"}
+_LONG = {v: k for k, v in _SHORT.items()}
+
+
 def check_text(state: State, ok: bool) -> str:
-    """Return a raw check as kept on its stream: ms|ok|status|latency|reason."""
+    """Return a raw check as the record script takes it: ms|ok|status|latency|reason (it keeps the ms as the entry's id)."""
     latency = "" if state.latency_ms is None else str(state.latency_ms)
-    return f"{round(state.checked_at * 1000)}|{int(ok)}|{state.status.value}|{latency}|{state.reason or ''}"
+    return f"{round(state.checked_at * 1000)}|{int(ok)}|{_SHORT[state.status.value]}|{latency}|{state.reason or ''}"
 
 
-def parse_check(text: str) -> Check:
-    """Read a raw check back."""
-    at, ok, status, latency, reason = text.split("|", 4)
-    return Check(int(at) / 1000, ok == "1", status, int(latency) if latency else None, reason or None)
+def parse_check(entry_id: str, text: str) -> Check:
+    """Read a raw check back from its stream entry."""
+    ok, status, latency, reason = text.split("|", 3)
+    return Check(int(entry_id.split("-")[0]) / 1000, ok == "1", _LONG[status], int(latency) if latency else None, reason or None)
 
 
 def event_text(at: float, scope: str, integration: Mapping[str, str] | None, previous: str, current: str,
@@ -96,39 +107,52 @@ class History:
         return self.store.tenant_base(tenant_id) + name
 
     # -- reads -----------------------------------------------------------------------------------
-    def last_checks(self, tenant_id: str, integration_id: str, count: int) -> list[Check]:
-        """Return an integration's newest raw checks, newest first."""
-        raw = self.store._call(lambda: self.store.client.xrevrange(self.key(tenant_id, f"checks:{integration_id}"), count=count))
-        return [parse_check(_text(fields[b"c"])) for _, fields in raw]
-
     def checks(self, tenant_id: str, ids: Sequence[str], since: float) -> dict[str, list[Check]]:
-        """Return each integration's raw checks written since `since` (epoch s), oldest first."""
-        start = f"{max(0, int(since * 1000))}-0"
+        """Return each integration's raw checks from `since` (epoch s) on, and the one before it: the status at `since`."""
+        at = max(1, int(since * 1000))
 
         def run() -> list[Any]:
             pipe = self.store.client.pipeline(transaction=False)
             for iid in ids:
-                pipe.xrange(self.key(tenant_id, f"checks:{iid}"), min=start)
+                key = self.key(tenant_id, f"checks:{iid}")
+                pipe.xrevrange(key, max=f"({at}-0", count=1)
+                pipe.xrange(key, min=f"{at}-0")
             return pipe.execute()
 
         replies = self.store._call(run) if ids else []
         out = {}
-        for iid, raw in zip(ids, replies):
-            got = sorted((parse_check(_text(fields[b"c"])) for _, fields in raw), key=lambda c: c.at)
-            out[iid] = got
+        for n, iid in enumerate(ids):
+            raw = replies[2 * n] + replies[2 * n + 1]  # ids are the checks' times: in order
+            out[iid] = [parse_check(_text(eid), _text(fields[b"c"])) for eid, fields in raw]
+        return out
+
+    def packs(self, tenant_id: str, names: Sequence[str], since: float, until: float = math.inf) -> dict[str, list[Any]]:
+        """Return the rollups or points (by key name, like r300:<id> or s60:<scope>) that start within [since, until)."""
+        def run() -> list[Any]:
+            pipe = self.store.client.pipeline(transaction=False)
+            for name in names:
+                pack = PACK[_size(name)]
+                low = math.floor(since / pack) * pack
+                pipe.zrangebyscore(self.key(tenant_id, name), round(low * 1000), "+inf" if math.isinf(until) else f"({round(until * 1000)}")
+            return pipe.execute()
+
+        replies = self.store._call(run) if names else []
+        out = {}
+        for name, members in zip(names, replies):
+            kind = Point if name.startswith("s") else Bucket
+            entries = [e for m in members for e in _unpack(_text(m), kind)]
+            out[name] = [e for e in entries if since <= e.start < until]
         return out
 
     def buckets(self, tenant_id: str, integration_id: str, size_s: int, since: float) -> list[Bucket]:
         """Return an integration's rollups of size_s that start at or after `since`."""
-        raw = self.store._call(lambda: self.store.client.zrangebyscore(
-            self.key(tenant_id, f"r{size_s}:{integration_id}"), int(since * 1000), "+inf"))
-        return [Bucket.decode(_text(m)) for m in raw]
+        name = f"r{size_s}:{integration_id}"
+        return self.packs(tenant_id, [name], since)[name]
 
     def points(self, tenant_id: str, scope: str, size_s: int, since: float, until: float) -> list[Point]:
         """Return a scope's points of size_s that start within [since, until)."""
-        raw = self.store._call(lambda: self.store.client.zrangebyscore(
-            self.key(tenant_id, f"s{size_s}:{scope}"), int(since * 1000), f"({int(until * 1000)}"))
-        return [Point.decode(_text(m)) for m in raw]
+        name = f"s{size_s}:{scope}"
+        return self.packs(tenant_id, [name], since, until)[name]
 
     def cursor(self, tenant_id: str) -> tuple[float | None, float | None, float | None]:
         """Return (cursor, late mark, beginning) of a tenant's compaction, in epoch seconds; None where unset."""
@@ -144,10 +168,19 @@ class History:
             raw = self.store._call(lambda: self.store.client.xrange(key, min=start, count=limit))
         return [Event(_text(eid), json.loads(_text(fields[b"e"]).split(" ", 1)[1])) for eid, fields in raw]
 
-    def state(self, tenant_id: str, integration_id: str) -> State | None:
-        """Return an integration's recorded state, if it has one."""
-        raw = self.store._call(lambda: self.store.client.hget(self.store.results_key(tenant_id), integration_id))
-        return State.from_json(json.loads(raw)) if raw else None
+    def integration(self, tenant_id: str, integration_id: str, count: int) -> tuple[tuple, State | None, list[Check]]:
+        """Return in one round trip: the tenant's (cursor, late, began), an integration's state, and its newest checks (newest first)."""
+        def run() -> list[Any]:
+            pipe = self.store.client.pipeline(transaction=False)
+            for mark in (CURSOR, LATE, BEGAN):  # no MGET: a cluster pipeline refuses it
+                pipe.get(self.key(tenant_id, mark))
+            pipe.hget(self.store.results_key(tenant_id), integration_id)
+            pipe.xrevrange(self.key(tenant_id, f"checks:{integration_id}"), count=count)
+            return pipe.execute()
+
+        *marks, state, last = self.store._call(run)
+        return (tuple(int(v) / 1000 if v else None for v in marks), State.from_json(json.loads(state)) if state else None,
+                [parse_check(_text(eid), _text(fields[b"c"])) for eid, fields in last])
 
     # -- compaction --------------------------------------------------------------------------------
     def lock(self, tenant_id: str, holder: str, ttl_s: float) -> bool:
@@ -158,17 +191,6 @@ class History:
     def unlock(self, tenant_id: str) -> None:
         """Release a tenant's compaction."""
         self.store._call(lambda: self.store.client.delete(self.key(tenant_id, "history:lock")))
-
-    def stored_buckets(self, tenant_id: str, ids: Sequence[str], since: float, until: float) -> dict[str, list[Bucket]]:
-        """Return each integration's 5-minute rollups within [since, until)."""
-        def run() -> list[Any]:
-            pipe = self.store.client.pipeline(transaction=False)
-            for iid in ids:
-                pipe.zrangebyscore(self.key(tenant_id, f"r{FIVE_MINUTES}:{iid}"), int(since * 1000), f"({int(until * 1000)}")
-            return pipe.execute()
-
-        replies = self.store._call(run) if ids else []
-        return {iid: [Bucket.decode(_text(m)) for m in raw] for iid, raw in zip(ids, replies)}
 
     def write(self, tenant_id: str, cursor: float | None, new_cursor: float, late: float | None, began: float,
               rows: Iterable[tuple[str, float, str]], trims: Mapping[str, float]) -> bool:
@@ -182,6 +204,25 @@ class History:
             args += [name, round(oldest * 1000)]
         base = self.store.tenant_base(tenant_id)
         return bool(self.store._call(lambda: self.store._script(_COMPACT, [base], args)))
+
+
+def packed(name: str, entries: Iterable[Any]) -> list[tuple[str, float, str]]:
+    """Return the rows (key name, pack start, member) that store these rollups or points of one key."""
+    pack = PACK[_size(name)]
+    groups: dict[float, list[Any]] = {}
+    for e in entries:
+        groups.setdefault(math.floor(e.start / pack) * pack, []).append(e)
+    return [(name, start, f"{round(start * 1000)}|" + ";".join(e.encode(start) for e in group)) for start, group in sorted(groups.items())]
+
+
+def _unpack(member: str, kind: type) -> list[Any]:
+    start, _, body = member.partition("|")
+    origin = int(start) / 1000
+    return [kind.decode(text, origin) for text in body.split(";") if text]
+
+
+def _size(name: str) -> int:
+    return int(name[1:].split(":", 1)[0])
 
 
 def _text(value: Any) -> str:

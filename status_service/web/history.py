@@ -4,15 +4,17 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
 import time
+from collections import OrderedDict
 from datetime import datetime, timezone
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, request
 
 from .. import report, rollup
 from ..store import StoredReport
-from ..store.history import FIVE_MINUTES, HOUR, MINUTE, History
+from ..store.history import DAY, FIVE_MINUTES, HOUR, MINUTE, History
 from .auth import candidate_keys, digest
 from .errors import error_response
 from .status import Web
@@ -27,6 +29,7 @@ LAST_CHECKS = 20
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
 MAX_TYPE_LENGTH = 200
 SETTINGS_TTL_S = 5.0
+MEMO_ENTRIES = 4096
 _DURATION = re.compile(r"^([1-9][0-9]{0,6})([mhd])$")
 _CURSOR = re.compile(r"^[0-9]{1,15}-[0-9]{1,15}$")
 # What history keeps when no prober has said otherwise yet (the defaults of the config file).
@@ -94,6 +97,35 @@ def resolution(age_s: float, kept: dict[str, float]) -> int:
     return FIVE_MINUTES if age_s <= kept["five_minute_s"] else HOUR
 
 
+class Memo:
+    """A worker's memory of answers already computed, keyed by what they depend on; bounded, least recent out."""
+
+    def __init__(self, size: int) -> None:
+        self.size, self.items, self.lock = size, OrderedDict(), threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        """Return what is kept under key, or None."""
+        with self.lock:
+            value = self.items.get(key)
+            if value is not None:
+                self.items.move_to_end(key)
+            return value
+
+    def put(self, key: Any, value: Any) -> Any:
+        """Keep a value (dropping the least recently used beyond the bound) and return it."""
+        with self.lock:
+            self.items[key] = value
+            self.items.move_to_end(key)
+            while len(self.items) > self.size:
+                self.items.popitem(last=False)
+        return value
+
+
+# Each entry is a few kilobytes (an integration's month of hourly rollups, a page of points, a
+# report's rows), so this bounds a worker's memory for history to a few tens of megabytes.
+_memo = Memo(MEMO_ENTRIES)
+
+
 @bp.get("/status/history")
 def history() -> Response:
     """Return the healthy percentage of the caller's tenant (or of one type) over a window, step by step."""
@@ -113,15 +145,19 @@ def history() -> Response:
     if step % finest:
         raise QueryError("step", f"data {_say(window)} old is kept in steps of {_say(finest)}: "
                                  f"the finest step allowed for this window is {_say(finest)} (or a multiple of it)")
-    scope = rollup.OVERALL if kind is None else f"type:{kind}"
-    points = store.points(found.tenant_id, scope, finest, start, now)
     cursor, _, _ = store.cursor(found.tenant_id)
-    body = {
-        "window": _say(window), "step": _say(step), "type": kind,
-        "complete_until": _iso(cursor) if cursor else None,  # data after this is not folded in yet
-        "points": [{**p, "at": _iso(p["at"])} for p in rollup.series(points, start, now, step)],
-    }
-    return _json(body)
+    # The answer changes only when the compactor moves the cursor, or the window moves on by a step.
+    key = ("history", found.tenant_id, kind, finest, step, window, start, cursor)
+    body = _memo.get(key)
+    if body is None:
+        scope = rollup.OVERALL if kind is None else f"type:{kind}"
+        points = store.points(found.tenant_id, scope, finest, start, now)
+        body = _memo.put(key, _encode({
+            "window": _say(window), "step": _say(step), "type": kind,
+            "complete_until": _iso(cursor) if cursor else None,  # data after this is not folded in yet
+            "points": [{**p, "at": _iso(p["at"])} for p in rollup.series(points, start, now, step)],
+        }))
+    return _bytes(body)
 
 
 @bp.get("/status/integrations/<integration_id>")
@@ -129,43 +165,60 @@ def integration(integration_id: str) -> Response:
     """Return one integration's state, last checks, uptime with coverage, and latency percentiles."""
     web, found, store = _caller()
     now = time.time()
-    document = json.loads(found.body)
-    stale_at = {iid: float(at) for iid, at in json.loads(found.stale).items()}
-    if found.until < now:
-        document = report.expire(document, stale_at, now)
-    row = next((r for r in document["data"]["integrations"] if r["id"] == integration_id), None)
+    row, stale_at = _row(found, integration_id, now)
     if row is None:  # another tenant's id too: ids do not leak
         return error_response(404, "not_found", "no integration with this id")
     tenant_id = found.tenant_id
-    state = store.state(tenant_id, integration_id)
-    cursor, _, _ = store.cursor(tenant_id)
-    stale_after = (stale_at[integration_id] - state.checked_at) if state and integration_id in stale_at else 0.0
-    fives = store.buckets(tenant_id, integration_id, FIVE_MINUTES, now - UPTIME_WINDOWS["24h"] - FIVE_MINUTES)
-    hours = store.buckets(tenant_id, integration_id, HOUR, now - UPTIME_WINDOWS["30d"] - HOUR)
-    # What the rollups do not hold yet, up to now, from the raw checks: exact.
+    (cursor, _, _), state, last = store.integration(tenant_id, integration_id, LAST_CHECKS)
+    stale_after = (stale_at - state.checked_at) if state and stale_at is not None else 0.0
+    # The rollups up to the cursor, read and summed once per worker each time the compactor moves it.
+    key = ("rollups", tenant_id, integration_id, cursor)
+    rollups = _memo.get(key)
+    if rollups is None:
+        fives = store.buckets(tenant_id, integration_id, FIVE_MINUTES, now - UPTIME_WINDOWS["24h"] - HOUR)
+        hours = store.buckets(tenant_id, integration_id, HOUR, now - UPTIME_WINDOWS["30d"] - DAY)
+        rollups = _memo.put(key, (rollup.Ledger(fives), rollup.Ledger(hours)))
+    fives, hours = rollups
+    # After the cursor, up to now, from the raw checks: exact. The last checks hold them, unless the compactor lags.
     since = cursor if cursor is not None else now - UPTIME_WINDOWS["24h"]
-    raw = store.checks(tenant_id, [integration_id], since - stale_after).get(integration_id, [])
+    raw = list(reversed(last))
+    if len(raw) == LAST_CHECKS and raw[0].at > since:  # they do not reach back to the status at the cursor
+        raw = store.checks(tenant_id, [integration_id], since).get(integration_id, [])
     track = rollup.Track(integration_id, row["type"], stale_after, tuple(raw))
-    tail = rollup.integration_buckets(track, since, now, max(now - since, 1.0))
+    tail = rollup.Ledger(rollup.integration_buckets(track, since, now, max(now - since, 1.0)))
     uptime, coverage = {}, {}
     for name, span in UPTIME_WINDOWS.items():
-        pieces = (fives if span <= UPTIME_WINDOWS["24h"] else hours) + tail
-        uptime[name], coverage[name] = rollup.uptime(pieces, now - span, now)
-    latency: dict[int, int] = {}
-    for b in [b for b in fives if b.start >= now - UPTIME_WINDOWS["24h"]] + tail:
-        for k, n in b.latency.items():
-            latency[k] = latency.get(k, 0) + n
-    quantiles = rollup.quantiles(latency, (0.5, 0.95, 0.99))
-    body = {
+        kept = (fives if span <= UPTIME_WINDOWS["24h"] else hours).sums(now - span, since)
+        recent = tail.sums(now - span, now)
+        uptime[name], coverage[name] = rollup.ratio(kept[0] + recent[0], kept[1] + recent[1], span)
+    latency = dict(fives.latency(now - UPTIME_WINDOWS["24h"]))
+    for k, n in tail.latency(since).items():
+        latency[k] = latency.get(k, 0) + n
+    q = rollup.quantiles(latency, rollup.QUANTILES)
+    return _bytes(_encode({
         "id": integration_id, "type": row["type"], "status": row["status"], "reason": row["reason"],
         "checked_at": row["checked_at"], "latency_ms": row["latency_ms"],
         "since": _iso(state.since) if state and state.since else None,
         "consecutive_failures": state.consecutive_failures if state else 0,
-        "last_checks": [_check(c) for c in store.last_checks(tenant_id, integration_id, LAST_CHECKS)],
+        "last_checks": [_check(c) for c in last],
         "uptime": uptime, "coverage": coverage,
-        "latency_ms_24h": {"p50": quantiles[0.5], "p95": quantiles[0.95], "p99": quantiles[0.99]},
-    }
-    return _json(body)
+        "latency_ms_24h": {"p50": q[0.5], "p95": q[0.95], "p99": q[0.99]},
+    }))
+
+
+def _row(found: StoredReport, integration_id: str, now: float) -> tuple[dict[str, Any] | None, float | None]:
+    """Return an integration's row of the report as of now, and when its result turns stale."""
+    if found.until < now:  # aged by the clock: computed afresh, as /status does
+        stale_at = {iid: float(at) for iid, at in json.loads(found.stale).items()}
+        rows = {r["id"]: r for r in report.expire(json.loads(found.body), stale_at, now)["data"]["integrations"]}
+        return rows.get(integration_id), stale_at.get(integration_id)
+    key = ("rows", found.tenant_id, found.version, found.until)
+    parsed = _memo.get(key)
+    if parsed is None:
+        stale_at = {iid: float(at) for iid, at in json.loads(found.stale).items()}
+        parsed = _memo.put(key, ({r["id"]: r for r in json.loads(found.body)["data"]["integrations"]}, stale_at))
+    rows, stale_at = parsed
+    return rows.get(integration_id), stale_at.get(integration_id)
 
 
 def _check(c: rollup.Check) -> dict[str, Any]:
@@ -207,6 +260,14 @@ def _iso_ms(epoch: float) -> str:
 
 
 def _json(body: dict[str, Any]) -> Response:
-    response = jsonify(body)
+    return _bytes(_encode(body))
+
+
+def _encode(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _bytes(body: bytes) -> Response:
+    response = Response(body, mimetype="application/json")
     response.headers["Cache-Control"] = "no-store"
     return response
