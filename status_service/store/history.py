@@ -168,19 +168,22 @@ class History:
             raw = self.store._call(lambda: self.store.client.xrange(key, min=start, count=limit))
         return [Event(_text(eid), json.loads(_text(fields[b"e"]).split(" ", 1)[1])) for eid, fields in raw]
 
-    def integration(self, tenant_id: str, integration_id: str, count: int) -> tuple[tuple, State | None, list[Check]]:
-        """Return in one round trip: the tenant's (cursor, late, began), an integration's state, and its newest checks (newest first)."""
+    def marks_and_state(self, tenant_id: str, integration_id: str) -> tuple[tuple, State | None]:
+        """Return in one round trip the tenant's (cursor, late, began) and an integration's state."""
         def run() -> list[Any]:
             pipe = self.store.client.pipeline(transaction=False)
             for mark in (CURSOR, LATE, BEGAN):  # no MGET: a cluster pipeline refuses it
                 pipe.get(self.key(tenant_id, mark))
             pipe.hget(self.store.results_key(tenant_id), integration_id)
-            pipe.xrevrange(self.key(tenant_id, f"checks:{integration_id}"), count=count)
             return pipe.execute()
 
-        *marks, state, last = self.store._call(run)
-        return (tuple(int(v) / 1000 if v else None for v in marks), State.from_json(json.loads(state)) if state else None,
-                [parse_check(_text(eid), _text(fields[b"c"])) for eid, fields in last])
+        *marks, state = self.store._call(run)
+        return tuple(int(v) / 1000 if v else None for v in marks), State.from_json(json.loads(state)) if state else None
+
+    def last_checks(self, tenant_id: str, integration_id: str, count: int) -> list[Check]:
+        """Return an integration's newest raw checks, newest first."""
+        raw = self.store._call(lambda: self.store.client.xrevrange(self.key(tenant_id, f"checks:{integration_id}"), count=count))
+        return [parse_check(_text(eid), _text(fields[b"c"])) for eid, fields in raw]
 
     # -- compaction --------------------------------------------------------------------------------
     def lock(self, tenant_id: str, holder: str, ttl_s: float) -> bool:

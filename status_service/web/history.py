@@ -169,7 +169,10 @@ def integration(integration_id: str) -> Response:
     if row is None:  # another tenant's id too: ids do not leak
         return error_response(404, "not_found", "no integration with this id")
     tenant_id = found.tenant_id
-    (cursor, _, _), state, last = store.integration(tenant_id, integration_id, LAST_CHECKS)
+    (cursor, _, _), state = store.marks_and_state(tenant_id, integration_id)
+    # The last checks change only with a new one, which is written with the state: its time says whether.
+    key = ("checks", tenant_id, integration_id, (state.checked_at, state.fence) if state else None)
+    last, shown = _memo.get(key) or _memo.put(key, _last_checks(store, tenant_id, integration_id))
     stale_after = (stale_at - state.checked_at) if state and stale_at is not None else 0.0
     # The rollups up to the cursor, read and summed once per worker each time the compactor moves it.
     key = ("rollups", tenant_id, integration_id, cursor)
@@ -200,10 +203,15 @@ def integration(integration_id: str) -> Response:
         "checked_at": row["checked_at"], "latency_ms": row["latency_ms"],
         "since": _iso(state.since) if state and state.since else None,
         "consecutive_failures": state.consecutive_failures if state else 0,
-        "last_checks": [_check(c) for c in last],
+        "last_checks": shown,
         "uptime": uptime, "coverage": coverage,
         "latency_ms_24h": {"p50": q[0.5], "p95": q[0.95], "p99": q[0.99]},
     }))
+
+
+def _last_checks(store: History, tenant_id: str, integration_id: str) -> tuple[list[rollup.Check], list[dict[str, Any]]]:
+    last = store.last_checks(tenant_id, integration_id, LAST_CHECKS)
+    return last, [_check(c) for c in last]
 
 
 def _row(found: StoredReport, integration_id: str, now: float) -> tuple[dict[str, Any] | None, float | None]:
