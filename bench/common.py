@@ -243,9 +243,10 @@ def write_config(
     base_url: str,
     probe: dict[str, Any],
     prober: dict[str, Any] | None = None,
+    **sections: Any,
 ) -> list[str]:
-    """Write a config of tenants x per_tenant integrations probing base_url; return the plain keys."""
-    document: dict[str, Any] = {"probe": probe, "tenants": []}
+    """Write a config of tenants x per_tenant integrations probing base_url (and any other top-level sections); return the plain keys."""
+    document: dict[str, Any] = {"probe": probe, **sections, "tenants": []}
     if prober:
         document["prober"] = prober
     for t in range(tenants):

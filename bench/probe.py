@@ -1,4 +1,6 @@
-"""Benchmark 2: probes/s of the real prober process against a bare requests + thread-pool loop.
+"""Benchmark 2: probes/s of the real prober process against a bare requests + thread-pool loop, and history's cost.
+
+The prober runs with history on (the default), and again with it off: the second row is their ratio.
 
 Both fetch the same N distinct paths from bench/upstream.py (fixed latency) at concurrency C;
 throughput is counted by the upstream over a steady window after a warm-up.
@@ -82,15 +84,18 @@ def measure_bare(upstream: Upstream, tenants: int) -> dict:
     return {"rate": rate, "busy": busy, "cpu": monitor.cpu_percent("start", "end"), "failures": len(failures)}
 
 
-def measure_prober(redis: Redis, upstream: Upstream, directory: Path, tenants: int, tick_s: float, round_: int) -> dict:
+def measure_prober(redis: Redis, upstream: Upstream, directory: Path, tenants: int, tick_s: float, round_: int,
+                   history: bool = True) -> dict:
     """Run one real prober process on the N integrations and count its steady rate from the upstream."""
-    config = directory / f"probe-tick{tick_s}.yaml"
+    name = f"tick{tick_s}-{'history' if history else 'nohistory'}"
+    config = directory / f"probe-{name}.yaml"
     write_config(
         config, tenants, PER_TENANT, upstream.base_url,
         probe={"interval_seconds": 1}, prober={"concurrency": CONCURRENCY, "tick_seconds": tick_s},
+        history={"enabled": history},
     )
-    prefix = f"bench:probe:{tick_s}:{round_}:"
-    measured = steady_prober_rate(service_env(redis, prefix, config), upstream, directory, f"tick{tick_s}-{round_}", WARMUP_S, WINDOW_S)
+    prefix = f"bench:probe:{name}:{round_}:"
+    measured = steady_prober_rate(service_env(redis, prefix, config), upstream, directory, f"{name}-{round_}", WARMUP_S, WINDOW_S)
     wanted = {f"tenant{t:05d}": [str(i + 1) for i in range(PER_TENANT)] for t in range(tenants)}
     states = Store(connect(redis.url, 10.0), prefix).states(wanted)
     healthy = sum(s.status is Health.HEALTHY for by_id in states.values() for s in by_id.values())
@@ -109,6 +114,7 @@ def main() -> int:
     ticks = [TICK_S] + ([float(EXTRA_TICK)] if EXTRA_TICK else [])
     bare_runs: list[dict] = []
     prober_runs: dict[float, list[dict]] = {tick: [] for tick in ticks}
+    quiet_runs: list[dict] = []  # the prober with history off, the baseline of history's cost
     with workdir("probe") as directory, redis_server(directory / "redis") as redis:
         machine = machine_line(redis)
         upstream = Upstream(LATENCY_S, directory / "upstream.log")
@@ -123,11 +129,17 @@ def main() -> int:
                     r = measure_prober(redis, upstream, directory, tenants, tick, round_)
                     prober_runs[tick].append(r)
                     log(f"  {r['rate']:,.0f} probes/s (prober CPU {r['cpu']:.0f}%, machine CPU {r['busy']:.0f}%, healthy {r['healthy']}/{r['recorded']})")
+                log(f"prober: tick {TICK_S}s, history off")
+                r = measure_prober(redis, upstream, directory, tenants, TICK_S, round_, history=False)
+                quiet_runs.append(r)
+                log(f"  {r['rate']:,.0f} probes/s (prober CPU {r['cpu']:.0f}%, machine CPU {r['busy']:.0f}%)")
         finally:
             upstream.close()
     b = mean(bare_runs)
     results = {tick: mean(runs) for tick, runs in prober_runs.items()}
-    rows = [Row(f"prober, tick {TICK_S:g}s", results[TICK_S]["rate"], b["rate"], ">= 0.8", "probes/s")]
+    quiet = mean(quiet_runs)
+    rows = [Row(f"prober, tick {TICK_S:g}s", results[TICK_S]["rate"], b["rate"], ">= 0.8", "probes/s"),
+            Row("prober, history on vs off", results[TICK_S]["rate"], quiet["rate"], ">= 0.9", "probes/s")]
     if EXTRA_TICK:
         rows.append(Row(f"prober, tick {float(EXTRA_TICK):g}s", results[float(EXTRA_TICK)]["rate"], b["rate"], None, "probes/s"))
     notes = [
@@ -136,7 +148,8 @@ def main() -> int:
         f"upstream latency {LATENCY_S * 1000:.0f} ms: ceiling {CONCURRENCY / LATENCY_S:,.0f} probes/s; "
         f"mean of {ROUNDS} alternating rounds, each {WINDOW_S:.0f}s after {WARMUP_S:.0f}s warm-up",
         "per round, bare loop: " + ", ".join(f"{r['rate']:,.0f}" for r in bare_runs)
-        + "; prober: " + ", ".join(f"{r['rate']:,.0f}" for r in prober_runs[TICK_S]) + " probes/s",
+        + "; prober: " + ", ".join(f"{r['rate']:,.0f}" for r in prober_runs[TICK_S])
+        + "; prober, history off: " + ", ".join(f"{r['rate']:,.0f}" for r in quiet_runs) + " probes/s",
         f"baseline: requests.Session (pool {CONCURRENCY}) + ThreadPoolExecutor({CONCURRENCY}) in one process: "
         f"CPU {b['cpu']:.0f}% of a core, machine CPU {b['busy']:.0f}%, {b['failures']:.0f} failed fetches",
     ] + [

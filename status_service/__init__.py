@@ -22,6 +22,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     # answer 503) while the cluster is down rather than crash-loop.
     store = Store(lambda: connect(url, settings.redis_timeout_s, settings.redis_cluster), settings.key_prefix, settings.redis_timeout_s)
     status.install(app.extensions, store, settings.web_memory_bytes)
+    history.install(app.extensions)
     admin.install(app.extensions, settings.admin_key_sha256, credentials_cipher(settings))
     # No endpoint reads a larger body; one byte more, so the admin API can tell a chunked body is too long.
     app.config["MAX_CONTENT_LENGTH"] = admin.MAX_BODY_BYTES + 1

@@ -168,17 +168,10 @@ class History:
             raw = self.store._call(lambda: self.store.client.xrange(key, min=start, count=limit))
         return [Event(_text(eid), json.loads(_text(fields[b"e"]).split(" ", 1)[1])) for eid, fields in raw]
 
-    def marks_and_state(self, tenant_id: str, integration_id: str) -> tuple[tuple, State | None]:
-        """Return in one round trip the tenant's (cursor, late, began) and an integration's state."""
-        def run() -> list[Any]:
-            pipe = self.store.client.pipeline(transaction=False)
-            for mark in (CURSOR, LATE, BEGAN):  # no MGET: a cluster pipeline refuses it
-                pipe.get(self.key(tenant_id, mark))
-            pipe.hget(self.store.results_key(tenant_id), integration_id)
-            return pipe.execute()
-
-        *marks, state = self.store._call(run)
-        return tuple(int(v) / 1000 if v else None for v in marks), State.from_json(json.loads(state)) if state else None
+    def state(self, tenant_id: str, integration_id: str) -> State | None:
+        """Return an integration's recorded state, if it has one."""
+        raw = self.store._call(lambda: self.store.client.hget(self.store.results_key(tenant_id), integration_id))
+        return State.from_json(json.loads(raw)) if raw else None
 
     def last_checks(self, tenant_id: str, integration_id: str, count: int) -> list[Check]:
         """Return an integration's newest raw checks, newest first."""

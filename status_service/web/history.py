@@ -34,7 +34,6 @@ _DURATION = re.compile(r"^([1-9][0-9]{0,6})([mhd])$")
 _CURSOR = re.compile(r"^[0-9]{1,15}-[0-9]{1,15}$")
 # What history keeps when no prober has said otherwise yet (the defaults of the config file).
 _KEPT = {"raw_s": 48 * 3600.0, "five_minute_s": 14 * 86400.0, "hourly_s": 400 * 86400.0}
-_settings: dict[str, Any] = {"at": -math.inf, "kept": _KEPT}
 
 
 class QueryError(Exception):
@@ -59,12 +58,12 @@ def _caller() -> tuple[Web, StoredReport, History]:
 
 def _kept(web: Web) -> dict[str, float]:
     """Return what history keeps, as the last seed said it; read again every few seconds."""
-    now = time.monotonic()
-    if now - _settings["at"] > SETTINGS_TTL_S:
+    key = ("kept", int(time.monotonic() / SETTINGS_TTL_S))
+    found = _memo().get(key)
+    if found is None:
         raw = web.store._call(lambda: web.store.client.get(web.store.settings_key()))
-        _settings["kept"] = {**_KEPT, **(json.loads(raw).get("history", {}) if raw else {})}
-        _settings["at"] = now
-    return _settings["kept"]
+        found = _memo().put(key, {**_KEPT, **(json.loads(raw).get("history", {}) if raw else {})})
+    return found
 
 
 def duration(name: str, raw: str, low: int, high: int) -> int:
@@ -121,9 +120,17 @@ class Memo:
         return value
 
 
-# Each entry is a few kilobytes (an integration's month of hourly rollups, a page of points, a
-# report's rows), so this bounds a worker's memory for history to a few tens of megabytes.
-_memo = Memo(MEMO_ENTRIES)
+def install(app_extensions: dict[str, Any]) -> None:
+    """Give the app its memory of history answers.
+
+    Each entry is a few kilobytes (an integration's month of hourly rollups, a page of points, a
+    report's rows), so MEMO_ENTRIES bounds a worker's memory for history to a few tens of megabytes.
+    """
+    app_extensions["status_history_memo"] = Memo(MEMO_ENTRIES)
+
+
+def _memo() -> Memo:
+    return current_app.extensions["status_history_memo"]
 
 
 @bp.get("/status/history")
@@ -145,14 +152,14 @@ def history() -> Response:
     if step % finest:
         raise QueryError("step", f"data {_say(window)} old is kept in steps of {_say(finest)}: "
                                  f"the finest step allowed for this window is {_say(finest)} (or a multiple of it)")
-    cursor, _, _ = store.cursor(found.tenant_id)
+    cursor = _cursor(store, found.tenant_id)
     # The answer changes only when the compactor moves the cursor, or the window moves on by a step.
     key = ("history", found.tenant_id, kind, finest, step, window, start, cursor)
-    body = _memo.get(key)
+    body = _memo().get(key)
     if body is None:
         scope = rollup.OVERALL if kind is None else f"type:{kind}"
         points = store.points(found.tenant_id, scope, finest, start, now)
-        body = _memo.put(key, _encode({
+        body = _memo().put(key, _encode({
             "window": _say(window), "step": _say(step), "type": kind,
             "complete_until": _iso(cursor) if cursor else None,  # data after this is not folded in yet
             "points": [{**p, "at": _iso(p["at"])} for p in rollup.series(points, start, now, step)],
@@ -169,18 +176,21 @@ def integration(integration_id: str) -> Response:
     if row is None:  # another tenant's id too: ids do not leak
         return error_response(404, "not_found", "no integration with this id")
     tenant_id = found.tenant_id
-    (cursor, _, _), state = store.marks_and_state(tenant_id, integration_id)
+    cursor = _cursor(store, tenant_id)
+    # A state changes only with a check, which changes its stale time in the report this worker holds.
+    key = ("state", tenant_id, integration_id, found.stale)
+    state = (_memo().get(key) or _memo().put(key, (store.state(tenant_id, integration_id),)))[0]
     # The last checks change only with a new one, which is written with the state: its time says whether.
     key = ("checks", tenant_id, integration_id, (state.checked_at, state.fence) if state else None)
-    last, shown = _memo.get(key) or _memo.put(key, _last_checks(store, tenant_id, integration_id))
+    last, shown = _memo().get(key) or _memo().put(key, _last_checks(store, tenant_id, integration_id))
     stale_after = (stale_at - state.checked_at) if state and stale_at is not None else 0.0
     # The rollups up to the cursor, read and summed once per worker each time the compactor moves it.
     key = ("rollups", tenant_id, integration_id, cursor)
-    rollups = _memo.get(key)
+    rollups = _memo().get(key)
     if rollups is None:
         fives = store.buckets(tenant_id, integration_id, FIVE_MINUTES, now - UPTIME_WINDOWS["24h"] - HOUR)
         hours = store.buckets(tenant_id, integration_id, HOUR, now - UPTIME_WINDOWS["30d"] - DAY)
-        rollups = _memo.put(key, (rollup.Ledger(fives), rollup.Ledger(hours)))
+        rollups = _memo().put(key, (rollup.Ledger(fives), rollup.Ledger(hours)))
     fives, hours = rollups
     # After the cursor, up to now, from the raw checks: exact. The last checks hold them, unless the compactor lags.
     since = cursor if cursor is not None else now - UPTIME_WINDOWS["24h"]
@@ -209,6 +219,12 @@ def integration(integration_id: str) -> Response:
     }))
 
 
+def _cursor(store: History, tenant_id: str) -> float | None:
+    """Return up to when a tenant's history is folded, read at most once a second: it moves every few seconds at most."""
+    key = ("cursor", tenant_id, int(time.monotonic()))
+    return (_memo().get(key) or _memo().put(key, (store.cursor(tenant_id)[0],)))[0]
+
+
 def _last_checks(store: History, tenant_id: str, integration_id: str) -> tuple[list[rollup.Check], list[dict[str, Any]]]:
     last = store.last_checks(tenant_id, integration_id, LAST_CHECKS)
     return last, [_check(c) for c in last]
@@ -221,10 +237,10 @@ def _row(found: StoredReport, integration_id: str, now: float) -> tuple[dict[str
         rows = {r["id"]: r for r in report.expire(json.loads(found.body), stale_at, now)["data"]["integrations"]}
         return rows.get(integration_id), stale_at.get(integration_id)
     key = ("rows", found.tenant_id, found.version, found.until)
-    parsed = _memo.get(key)
+    parsed = _memo().get(key)
     if parsed is None:
         stale_at = {iid: float(at) for iid, at in json.loads(found.stale).items()}
-        parsed = _memo.put(key, ({r["id"]: r for r in json.loads(found.body)["data"]["integrations"]}, stale_at))
+        parsed = _memo().put(key, ({r["id"]: r for r in json.loads(found.body)["data"]["integrations"]}, stale_at))
     rows, stale_at = parsed
     return rows.get(integration_id), stale_at.get(integration_id)
 
