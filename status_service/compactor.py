@@ -14,7 +14,7 @@ from .store.history import DAY, FIVE_MINUTES, HOUR, MINUTE, PACK, History, packe
 log = logging.getLogger(__name__)
 
 SETTLE_S = 2.0  # most checks land within this of their time (a flush, a tick); a later one is folded in again (the late mark)
-LOCK_S = 60.0
+LOCK_S = 30.0  # a pass takes milliseconds to seconds; a prober killed mid-pass holds it this long
 
 
 @dataclass
@@ -28,29 +28,32 @@ class Compactor:
     def run_once(self, tenants: Mapping[str, Sequence[Integration]], now: float) -> int:
         """Compact every tenant that is due; return how many were compacted."""
         done = 0
+        marks = self.history.cursors(list(tenants))  # one round trip, however many tenants
         for tenant_id, integrations in tenants.items():
             try:
-                done += self.compact(tenant_id, integrations, now)
+                done += self.compact(tenant_id, integrations, now, marks[tenant_id])
             except StoreUnavailable:
                 raise
             except Exception:  # a tenant's bad data must not stop the others' history
                 log.exception("history.compact_failed tenant=%s", tenant_id)
         return done
 
-    def compact(self, tenant_id: str, integrations: Sequence[Integration], now: float) -> bool:
+    def compact(self, tenant_id: str, integrations: Sequence[Integration], now: float,
+                marks: tuple[float | None, float | None, float | None] | None = None) -> bool:
         """Fold one tenant's checks up to now - SETTLE_S into points and rollups, if due and not taken."""
         if not integrations:
             return False
-        cursor, late, began = self.history.cursor(tenant_id)
+        cursor, late, began = marks or self.history.cursor(tenant_id)
         end = now - SETTLE_S
         if cursor is not None and late is None and end - cursor < self.options.compact_every_s:
             return False
         if not self.history.lock(tenant_id, self.holder, LOCK_S):
             return False
         try:
-            return self._compact(tenant_id, integrations, (cursor, late, began), now, end)
+            # Read again under the lock: another prober may have folded it since the marks were read.
+            return self._compact(tenant_id, integrations, self.history.cursor(tenant_id), now, end)
         finally:
-            self.history.unlock(tenant_id)
+            self.history.unlock(tenant_id, self.holder)
 
     def _compact(self, tenant_id: str, integrations: Sequence[Integration], marks: tuple[float | None, ...],
                  now: float, end: float) -> bool:

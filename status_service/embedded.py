@@ -42,7 +42,7 @@ def server_command(directory: Path, sock: Path, *, daemonize: bool, persist: boo
         "--logfile", str(directory.resolve() / "redis.log") if daemonize else "",
     ]
     # Persist to disk so that a restart of the machine loses nothing.
-    command += ["--appendonly", "yes", "--save", "60 1"] if persist else ["--appendonly", "no", "--save", ""]
+    command += ["--appendonly", "yes", "--appendfsync", "everysec", "--save", "60 1"] if persist else ["--appendonly", "no", "--save", ""]
     return command
 
 

@@ -65,7 +65,7 @@ class Bucket:
         """Return the compact text kept in Redis, its start in seconds after `origin`."""
         hist = ",".join(f"{k}.{n}" for k, n in sorted(self.latency.items()))
         q = ",".join("" if v is None else str(v) for v in self.quantiles)
-        return f"{_num(self.start - origin)}:{_ms(self.covered_s)}:{self.checks}:{self.failures}:{_ms(self.healthy_s)}:{_ms(self.unhealthy_s)}:{hist}:{q}"
+        return f"{_num(self.start - origin)}:{_num(self.covered_s)}:{self.checks}:{self.failures}:{_num(self.healthy_s)}:{_num(self.unhealthy_s)}:{hist}:{q}"
 
     @classmethod
     def decode(cls, text: str, origin: float = 0.0) -> "Bucket":
@@ -73,8 +73,7 @@ class Bucket:
         start, covered, checks, failures, healthy, unhealthy, hist, q = text.split(":")
         latency = {int(k): int(n) for k, _, n in (item.partition(".") for item in hist.split(",") if item)}
         summary = tuple(int(v) if v else None for v in q.split(",")) if q else ()
-        return cls(origin + float(start), int(covered) / 1000, int(checks), int(failures), int(healthy) / 1000,
-                   int(unhealthy) / 1000, latency, summary)
+        return cls(origin + float(start), float(covered), int(checks), int(failures), float(healthy), float(unhealthy), latency, summary)
 
 
 @dataclass(frozen=True)
@@ -89,22 +88,18 @@ class Point:
 
     def encode(self, origin: float = 0.0) -> str:
         """Return the compact text kept in Redis, its start in seconds after `origin`."""
-        return f"{_num(self.start - origin)}:{_ms(self.covered_s)}:{_num(self.integral)}:{_num(self.low)}:{_num(self.high)}"
+        return f"{_num(self.start - origin)}:{_num(self.covered_s)}:{_num(self.integral)}:{_num(self.low)}:{_num(self.high)}"
 
     @classmethod
     def decode(cls, text: str, origin: float = 0.0) -> "Point":
         """Read a point back from its compact text."""
         start, covered, integral, low, high = text.split(":")
-        return cls(origin + float(start), int(covered) / 1000, float(integral), float(low), float(high))
+        return cls(origin + float(start), float(covered), float(integral), float(low), float(high))
 
 
 def _num(x: float) -> str:
     """Return a number to the thousandth, without trailing zeros: 60, 66.667, 1800000000."""
     return f"{x:.3f}".rstrip("0").rstrip(".")
-
-
-def _ms(seconds: float) -> int:
-    return round(seconds * 1000)
 
 
 def latency_index(ms: int) -> int:

@@ -63,6 +63,11 @@ return 1
 _SHORT = {"healthy": "h", "unhealthy": "u", "unknown": "?"}
 _LONG = {v: k for k, v in _SHORT.items()}
 
+_UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 
 def check_text(state: State, ok: bool) -> str:
     """Return a raw check as the record script takes it: ms|ok|status|latency|reason (it keeps the ms as the entry's id)."""
@@ -156,8 +161,19 @@ class History:
 
     def cursor(self, tenant_id: str) -> tuple[float | None, float | None, float | None]:
         """Return (cursor, late mark, beginning) of a tenant's compaction, in epoch seconds; None where unset."""
-        raw = self.store._call(lambda: self.store.client.mget([self.key(tenant_id, k) for k in (CURSOR, LATE, BEGAN)]))
-        return tuple(int(v) / 1000 if v else None for v in raw)  # type: ignore[return-value]
+        return self.cursors([tenant_id])[tenant_id]
+
+    def cursors(self, tenant_ids: Sequence[str]) -> dict[str, tuple[float | None, float | None, float | None]]:
+        """Return each tenant's (cursor, late mark, beginning), in one round trip."""
+        def run() -> list[Any]:
+            pipe = self.store.client.pipeline(transaction=False)
+            for tenant_id in tenant_ids:
+                for mark in (CURSOR, LATE, BEGAN):  # no MGET: a cluster pipeline refuses it
+                    pipe.get(self.key(tenant_id, mark))
+            return pipe.execute()
+
+        raw = self.store._call(run) if tenant_ids else []
+        return {t: tuple(int(v) / 1000 if v else None for v in raw[3 * n:3 * n + 3]) for n, t in enumerate(tenant_ids)}  # type: ignore[misc]
 
     def events(self, tenant_id: str, start: str | None, limit: int) -> list[Event]:
         """Return up to `limit` events from the id `start` on (oldest first; "(" before it: after it), or the newest `limit`."""
@@ -184,9 +200,9 @@ class History:
         return bool(self.store._call(lambda: self.store.client.set(
             self.key(tenant_id, "history:lock"), holder, nx=True, px=int(ttl_s * 1000))))
 
-    def unlock(self, tenant_id: str) -> None:
-        """Release a tenant's compaction."""
-        self.store._call(lambda: self.store.client.delete(self.key(tenant_id, "history:lock")))
+    def unlock(self, tenant_id: str, holder: str) -> None:
+        """Release a tenant's compaction, if this holder still has it (a pass that outlived its lock does not)."""
+        self.store._call(lambda: self.store._script(_UNLOCK, [self.key(tenant_id, "history:lock")], [holder]))
 
     def write(self, tenant_id: str, cursor: float | None, new_cursor: float, late: float | None, began: float,
               rows: Iterable[tuple[str, float, str]], trims: Mapping[str, float]) -> bool:
