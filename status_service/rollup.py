@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from array import array
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping, Sequence
@@ -241,17 +242,23 @@ def merge_points(points: Iterable[Point], size_s: float) -> list[Point]:
 
 
 class Ledger:
-    """Buckets in order with running sums: healthy and unhealthy time over any window in O(log n)."""
+    """Buckets in order with running sums: healthy and unhealthy time over any window in O(log n).
+
+    Compact, as web workers keep many: arrays of numbers, and the buckets' latency histograms only.
+    """
 
     def __init__(self, buckets: Iterable[Bucket]) -> None:
-        self.buckets = sorted((b for b in buckets if b.covered_s > 0), key=lambda b: b.start)
-        self.starts = [b.start for b in self.buckets]
-        self.ends = [b.start + b.covered_s for b in self.buckets]
-        self.healthy, self.unhealthy = [0.0], [0.0]
-        for b in self.buckets:
+        kept = sorted((b for b in buckets if b.covered_s > 0), key=lambda b: b.start)
+        self.starts = array("d", (b.start for b in kept))
+        self.ends = array("d", (b.start + b.covered_s for b in kept))
+        self.healthy_s = array("d", (b.healthy_s for b in kept))
+        self.unhealthy_s = array("d", (b.unhealthy_s for b in kept))
+        self.healthy, self.unhealthy = array("d", [0.0]), array("d", [0.0])
+        for b in kept:
             self.healthy.append(self.healthy[-1] + b.healthy_s)
             self.unhealthy.append(self.unhealthy[-1] + b.unhealthy_s)
-        self._latency: dict[int, dict[int, int]] = {}
+        self.latencies = [b.latency for b in kept] if any(b.latency for b in kept) else []
+        self._latency: tuple[int, dict[int, int]] = (-1, {})
 
     def sums(self, start: float, end: float) -> tuple[float, float]:
         """Return (healthy, unhealthy) seconds within [start, end); a bucket the window cuts counts in proportion."""
@@ -260,23 +267,22 @@ class Ledger:
             return 0.0, 0.0
         healthy, unhealthy = self.healthy[j] - self.healthy[i], self.unhealthy[j] - self.unhealthy[i]
         for k in {i, j - 1}:  # the edges: take back the share outside the window
-            b = self.buckets[k]
-            outside = 1.0 - _overlap(b.start, b.start + b.covered_s, start, end) / b.covered_s
-            healthy -= b.healthy_s * outside
-            unhealthy -= b.unhealthy_s * outside
+            covered = self.ends[k] - self.starts[k]
+            outside = 1.0 - _overlap(self.starts[k], self.ends[k], start, end) / covered
+            healthy -= self.healthy_s[k] * outside
+            unhealthy -= self.unhealthy_s[k] * outside
         return max(0.0, healthy), max(0.0, unhealthy)
 
     def latency(self, since: float) -> dict[int, int]:
-        """Return the latency histogram of the buckets that start at or after `since` (kept per first bucket)."""
+        """Return the latency histogram of the buckets that start at or after `since` (kept for the last `since`)."""
         k = bisect_left(self.starts, since)
-        merged = self._latency.get(k)
-        if merged is None:
-            merged = {}
-            for b in self.buckets[k:]:
-                for index, count in b.latency.items():
+        if self._latency[0] != k:  # the window start moves only with the clock: merged again every 5 minutes
+            merged: dict[int, int] = {}
+            for histogram in self.latencies[k:]:
+                for index, count in histogram.items():
                     merged[index] = merged.get(index, 0) + count
-            self._latency = {k: merged}  # one window start at a time: it moves only with the clock
-        return merged
+            self._latency = (k, merged)
+        return self._latency[1]
 
 
 def ratio(healthy_s: float, unhealthy_s: float, span_s: float) -> tuple[float | None, float]:

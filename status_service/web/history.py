@@ -8,7 +8,7 @@ import threading
 import time
 from collections import OrderedDict
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 from flask import Blueprint, Response, current_app, request
 
@@ -29,7 +29,7 @@ LAST_CHECKS = 20
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
 MAX_TYPE_LENGTH = 200
 SETTINGS_TTL_S = 5.0
-MEMO_ENTRIES = 4096
+MEMO_ENTRIES = 1024
 _DURATION = re.compile(r"^([1-9][0-9]{0,6})([mhd])$")
 _CURSOR = re.compile(r"^[0-9]{1,15}-[0-9]{1,15}$")
 # What history keeps when no prober has said otherwise yet (the defaults of the config file).
@@ -58,12 +58,11 @@ def _caller() -> tuple[Web, StoredReport, History]:
 
 def _kept(web: Web) -> dict[str, float]:
     """Return what history keeps, as the last seed said it; read again every few seconds."""
-    key = ("kept", int(time.monotonic() / SETTINGS_TTL_S))
-    found = _memo().get(key)
-    if found is None:
+    def read() -> dict[str, float]:
         raw = web.store._call(lambda: web.store.client.get(web.store.settings_key()))
-        found = _memo().put(key, {**_KEPT, **(json.loads(raw).get("history", {}) if raw else {})})
-    return found
+        return {**_KEPT, **(json.loads(raw).get("history", {}) if raw else {})}
+
+    return _memo().held(("kept",), int(time.monotonic() / SETTINGS_TTL_S), read)
 
 
 def duration(name: str, raw: str, low: int, high: int) -> int:
@@ -110,6 +109,15 @@ class Memo:
                 self.items.move_to_end(key)
             return value
 
+    def held(self, key: Any, marker: Any, make: Callable[[], Any]) -> Any:
+        """Return what is kept under key while it was made for `marker`; else make it, keep it, and return it."""
+        found = self.get(key)
+        if found is not None and found[0] == marker:
+            return found[1]
+        value = make()
+        self.put(key, (marker, value))
+        return value
+
     def put(self, key: Any, value: Any) -> Any:
         """Keep a value (dropping the least recently used beyond the bound) and return it."""
         with self.lock:
@@ -123,8 +131,10 @@ class Memo:
 def install(app_extensions: dict[str, Any]) -> None:
     """Give the app its memory of history answers.
 
-    Each entry is a few kilobytes (an integration's month of hourly rollups, a page of points, a
-    report's rows), so MEMO_ENTRIES bounds a worker's memory for history to a few tens of megabytes.
+    One entry per thing asked for, replaced when it changes: a page of points (up to 2,000), an
+    integration's last checks and its rollups as arrays (some 50 KB), a tenant's report rows (one
+    report's worth). MEMO_ENTRIES bounds a worker's memory for history to some 50 MB, and far less
+    for the usual few tenants' worth.
     """
     app_extensions["status_history_memo"] = Memo(MEMO_ENTRIES)
 
@@ -154,17 +164,17 @@ def history() -> Response:
                                  f"the finest step allowed for this window is {_say(finest)} (or a multiple of it)")
     cursor = _cursor(store, found.tenant_id)
     # The answer changes only when the compactor moves the cursor, or the window moves on by a step.
-    key = ("history", found.tenant_id, kind, finest, step, window, start, cursor)
-    body = _memo().get(key)
-    if body is None:
-        scope = rollup.OVERALL if kind is None else f"type:{kind}"
+    scope = rollup.OVERALL if kind is None else f"type:{kind}"
+
+    def answer() -> bytes:
         points = store.points(found.tenant_id, scope, finest, start, now)
-        body = _memo().put(key, _encode({
+        return _encode({
             "window": _say(window), "step": _say(step), "type": kind,
             "complete_until": _iso(cursor) if cursor else None,  # data after this is not folded in yet
             "points": [{**p, "at": _iso(p["at"])} for p in rollup.series(points, start, now, step)],
-        }))
-    return _bytes(body)
+        })
+
+    return _bytes(_memo().held(("history", found.tenant_id, kind, step, window), (start, cursor), answer))
 
 
 @bp.get("/status/integrations/<integration_id>")
@@ -177,21 +187,17 @@ def integration(integration_id: str) -> Response:
         return error_response(404, "not_found", "no integration with this id")
     tenant_id = found.tenant_id
     cursor = _cursor(store, tenant_id)
+    memo = _memo()
     # A state changes only with a check, which changes its stale time in the report this worker holds.
-    key = ("state", tenant_id, integration_id, found.stale)
-    state = (_memo().get(key) or _memo().put(key, (store.state(tenant_id, integration_id),)))[0]
+    state = memo.held(("state", tenant_id, integration_id), stale_at, lambda: store.state(tenant_id, integration_id))
     # The last checks change only with a new one, which is written with the state: its time says whether.
-    key = ("checks", tenant_id, integration_id, (state.checked_at, state.fence) if state else None)
-    last, shown = _memo().get(key) or _memo().put(key, _last_checks(store, tenant_id, integration_id))
+    last, shown = memo.held(("checks", tenant_id, integration_id), (state.checked_at, state.fence) if state else None,
+                            lambda: _last_checks(store, tenant_id, integration_id))
     stale_after = (stale_at - state.checked_at) if state and stale_at is not None else 0.0
     # The rollups up to the cursor, read and summed once per worker each time the compactor moves it.
-    key = ("rollups", tenant_id, integration_id, cursor)
-    rollups = _memo().get(key)
-    if rollups is None:
-        fives = store.buckets(tenant_id, integration_id, FIVE_MINUTES, now - UPTIME_WINDOWS["24h"] - HOUR)
-        hours = store.buckets(tenant_id, integration_id, HOUR, now - UPTIME_WINDOWS["30d"] - DAY)
-        rollups = _memo().put(key, (rollup.Ledger(fives), rollup.Ledger(hours)))
-    fives, hours = rollups
+    fives, hours = memo.held(("rollups", tenant_id, integration_id), cursor, lambda: (
+        rollup.Ledger(store.buckets(tenant_id, integration_id, FIVE_MINUTES, now - UPTIME_WINDOWS["24h"] - HOUR)),
+        rollup.Ledger(store.buckets(tenant_id, integration_id, HOUR, now - UPTIME_WINDOWS["30d"] - DAY))))
     # After the cursor, up to now, from the raw checks: exact. The last checks hold them, unless the compactor lags.
     since = cursor if cursor is not None else now - UPTIME_WINDOWS["24h"]
     raw = list(reversed(last))
@@ -221,8 +227,7 @@ def integration(integration_id: str) -> Response:
 
 def _cursor(store: History, tenant_id: str) -> float | None:
     """Return up to when a tenant's history is folded, read at most once a second: it moves every few seconds at most."""
-    key = ("cursor", tenant_id, int(time.monotonic()))
-    return (_memo().get(key) or _memo().put(key, (store.cursor(tenant_id)[0],)))[0]
+    return _memo().held(("cursor", tenant_id), int(time.monotonic()), lambda: store.cursor(tenant_id)[0])
 
 
 def _last_checks(store: History, tenant_id: str, integration_id: str) -> tuple[list[rollup.Check], list[dict[str, Any]]]:
@@ -236,12 +241,9 @@ def _row(found: StoredReport, integration_id: str, now: float) -> tuple[dict[str
         stale_at = {iid: float(at) for iid, at in json.loads(found.stale).items()}
         rows = {r["id"]: r for r in report.expire(json.loads(found.body), stale_at, now)["data"]["integrations"]}
         return rows.get(integration_id), stale_at.get(integration_id)
-    key = ("rows", found.tenant_id, found.version, found.until)
-    parsed = _memo().get(key)
-    if parsed is None:
-        stale_at = {iid: float(at) for iid, at in json.loads(found.stale).items()}
-        parsed = _memo().put(key, ({r["id"]: r for r in json.loads(found.body)["data"]["integrations"]}, stale_at))
-    rows, stale_at = parsed
+    rows, stale_at = _memo().held(("rows", found.tenant_id), (found.version, found.until), lambda: (
+        {r["id"]: r for r in json.loads(found.body)["data"]["integrations"]},
+        {iid: float(at) for iid, at in json.loads(found.stale).items()}))
     return rows.get(integration_id), stale_at.get(integration_id)
 
 
