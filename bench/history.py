@@ -92,11 +92,9 @@ def write_history(store: Store, tenant_id: str, types: dict[str, str], days: flo
         rows += packed(f"r{FIVE_MINUTES}:{track.id}", [b for b in fives if b.start >= now - options.five_minute_s])
         hours = [b.summarized() for b in rollup.merge_buckets(fives, HOUR) if b.start >= now - options.hourly_s]
         rows += packed(f"r{HOUR}:{track.id}", hours)
-    cursor = None
     for n in range(0, len(rows), 2_000):  # the compaction script, in slices of a size it takes in stride
-        if not history.write(tenant_id, cursor, end, None, start, rows[n:n + 2_000], {}):
+        if not history.write(tenant_id, history.marks([tenant_id])[tenant_id], end, start, rows[n:n + 2_000], {}):
             raise RuntimeError("the compaction script refused a slice of synthetic history")
-        cursor = end
 
 
 def measure(label: str, port: int, path: str, key: str, directory: Path) -> load.LoadResult:

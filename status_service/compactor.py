@@ -9,7 +9,7 @@ from typing import Mapping, Sequence
 from . import rollup
 from .model import HistoryOptions, Integration
 from .store import StoreUnavailable
-from .store.history import DAY, FIVE_MINUTES, HOUR, MINUTE, PACK, History, packed
+from .store.history import DAY, FIVE_MINUTES, HOUR, MINUTE, PACK, History, Marks, packed
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ class Compactor:
     def run_once(self, tenants: Mapping[str, Sequence[Integration]], now: float) -> int:
         """Compact every tenant that is due; return how many were compacted."""
         done = 0
-        marks = self.history.cursors(list(tenants))  # one round trip, however many tenants
+        marks = self.history.marks(list(tenants))  # one round trip, however many tenants
         for tenant_id, integrations in tenants.items():
             try:
                 done += self.compact(tenant_id, integrations, now, marks[tenant_id])
@@ -38,30 +38,29 @@ class Compactor:
                 log.exception("history.compact_failed tenant=%s", tenant_id)
         return done
 
-    def compact(self, tenant_id: str, integrations: Sequence[Integration], now: float,
-                marks: tuple[float | None, float | None, float | None] | None = None) -> bool:
+    def compact(self, tenant_id: str, integrations: Sequence[Integration], now: float, marks: Marks | None = None) -> bool:
         """Fold one tenant's checks up to now - SETTLE_S into points and rollups, if due and not taken."""
-        if not integrations:
-            return False
-        cursor, late, began = marks or self.history.cursor(tenant_id)
-        end = now - SETTLE_S
-        if cursor is not None and late is None and end - cursor < self.options.compact_every_s:
+        marks = marks or self.history.marks([tenant_id])[tenant_id]
+        end = math.floor((now - SETTLE_S) * 1000) / 1000  # a whole ms, as the cursor is kept: no check on both sides
+        if marks.cursor is not None and marks.late is None and end - marks.cursor < self.options.compact_every_s:
             return False
         if not self.history.lock(tenant_id, self.holder, LOCK_S):
             return False
         try:
             # Read again under the lock: another prober may have folded it since the marks were read.
-            return self._compact(tenant_id, integrations, self.history.cursor(tenant_id), now, end)
+            return self._compact(tenant_id, integrations, self.history.marks([tenant_id])[tenant_id], now, end)
         finally:
             self.history.unlock(tenant_id, self.holder)
 
-    def _compact(self, tenant_id: str, integrations: Sequence[Integration], marks: tuple[float | None, ...],
-                 now: float, end: float) -> bool:
+    def _compact(self, tenant_id: str, integrations: Sequence[Integration], marks: Marks, now: float, end: float) -> bool:
         """Fold [cursor, end) onto what is folded already; after a late check, the hours from its own afresh."""
-        cursor, late, began = marks
+        trims = {f"*{kind}{size}": now - self.options.keep_s(size) for kind in "sr" for size in (MINUTE, FIVE_MINUTES, HOUR)}
+        trims.update({"~events": now - self.options.events_s, **{f"~checks:{i.id}": now - self.options.raw_s for i in integrations}})
+        if not integrations:  # nothing to fold; what it had is still trimmed
+            return self.history.write(tenant_id, marks, max(end, marks.cursor or end), marks.began or end, [], trims)
+        cursor, late, began = marks.cursor, marks.late, marks.began
         ids = [i.id for i in integrations]
-        longest = max(i.probe.stale_after_s for i in integrations)
-        oldest = now - self.options.raw_s + longest  # raw checks before this are gone: nothing to fold there
+        oldest = now - self.options.raw_s + max(i.probe.stale_after_s for i in integrations)  # raw checks before are gone
         if began is None:
             first = [cs[0].at for cs in self.history.checks(tenant_id, ids, oldest).values() if cs]
             if not first:
@@ -75,6 +74,8 @@ class Compactor:
             start = max(cursor, oldest)
         if end <= start:
             return False
+        # A check written into [start, end) from here on is marked late, and this fold's write refused.
+        self.history.folding(tenant_id, end, LOCK_S)
         # What start leaves half-folded is merged with what is kept: the packs it falls in are rewritten whole.
         hour, day = _floor(start, HOUR), _floor(start, DAY)
         raw = self.history.checks(tenant_id, ids, start)
@@ -83,7 +84,6 @@ class Compactor:
         hourly = [f"s{HOUR}:{scope}" for scope in fresh_points] + [f"r{HOUR}:{i}" for i in ids]  # packed by day
         finer = [f"s{size}:{scope}" for scope in fresh_points for size in (MINUTE, FIVE_MINUTES)] + [f"r{FIVE_MINUTES}:{i}" for i in ids]
         kept = {**self.history.packs(tenant_id, finer, hour, start), **self.history.packs(tenant_id, hourly, day, start)}
-        names = finer + hourly
         rows: list[tuple[str, float, str]] = []
         for scope, fresh in fresh_points.items():
             minutes = rollup.merge_points(kept[f"s{MINUTE}:{scope}"] + fresh, MINUTE)
@@ -95,8 +95,7 @@ class Compactor:
             rows += self._refold(f"r{FIVE_MINUTES}:{track.id}", kept, fives, start)
             hours = [b.summarized() for b in rollup.merge_buckets(fives, HOUR)]
             rows += self._refold(f"r{HOUR}:{track.id}", kept, hours, start)
-        trims = {name: now - self.options.keep_s(_size(name)) for name in names}
-        written = self.history.write(tenant_id, cursor, end, late, began, rows, trims)
+        written = self.history.write(tenant_id, marks, end, began, rows, trims)
         log.debug("history.compacted tenant=%s from=%.0f to=%.0f written=%s", tenant_id, start, end, written)
         return written
 

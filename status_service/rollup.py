@@ -257,8 +257,19 @@ class Ledger:
         for b in kept:
             self.healthy.append(self.healthy[-1] + b.healthy_s)
             self.unhealthy.append(self.unhealthy[-1] + b.unhealthy_s)
-        self.latencies = [b.latency for b in kept] if any(b.latency for b in kept) else []
+        # The histograms, flat: bucket k's (index, count) pairs run from pairs[2 * at[k]] to pairs[2 * at[k + 1]].
+        self.pairs, self.at = array("l"), array("l", [0])
+        for b in kept:
+            for index, count in b.latency.items():
+                self.pairs.extend((index, count))
+            self.at.append(len(self.pairs) // 2)
         self._latency: tuple[int, dict[int, int]] = (-1, {})
+
+    @property
+    def nbytes(self) -> int:
+        """Return about how many bytes this ledger holds."""
+        return sum(a.itemsize * len(a) for a in (self.starts, self.ends, self.healthy_s, self.unhealthy_s, self.healthy,
+                                                 self.unhealthy, self.pairs, self.at)) + 600
 
     def sums(self, start: float, end: float) -> tuple[float, float]:
         """Return (healthy, unhealthy) seconds within [start, end); a bucket the window cuts counts in proportion."""
@@ -278,9 +289,8 @@ class Ledger:
         k = bisect_left(self.starts, since)
         if self._latency[0] != k:  # the window start moves only with the clock: merged again every 5 minutes
             merged: dict[int, int] = {}
-            for histogram in self.latencies[k:]:
-                for index, count in histogram.items():
-                    merged[index] = merged.get(index, 0) + count
+            for n in range(2 * self.at[k], len(self.pairs), 2):
+                merged[self.pairs[n]] = merged.get(self.pairs[n], 0) + self.pairs[n + 1]
             self._latency = (k, merged)
         return self._latency[1]
 

@@ -281,10 +281,10 @@ def test_a_late_check_behind_the_cursor_is_folded_in_by_the_next_compaction(stor
     store.client.zadd(store.due_key(), {"acme\x1f2": 0})
     prober.tick()
     prober.drain()
-    assert history.cursor("acme")[1] == t0 + 60  # the late mark
+    assert history.marks(["acme"])["acme"].late == t0 + 60  # the late mark
     clock.at = t0 + 125 + SETTLE_S
     prober.compact()
-    assert history.cursor("acme")[1] is None
+    assert history.marks(["acme"])["acme"].late is None
     minutes = history.points("acme", rollup.OVERALL, 60, t0, t0 + 120)
     assert [p.integral / p.covered_s for p in minutes] == [100.0, 50.0]
 
@@ -376,3 +376,138 @@ def test_a_ledger_sums_any_window_as_adding_every_bucket_in_proportion_does(raw:
         naive_u += b.unhealthy_s * share
     healthy, unhealthy = rollup.Ledger(buckets).sums(start, start + span)
     assert math.isclose(healthy, naive_h, abs_tol=1e-6) and math.isclose(unhealthy, naive_u, abs_tol=1e-6)
+
+
+# -- what a review broke, each now a test ---------------------------------------------------------
+
+def test_a_check_written_while_its_stretch_is_folded_is_folded_by_the_next_pass(store, upstream, make_prober) -> None:
+    reg = make_registry([tenant("acme", [KEY], [integration("1", "MJ", upstream.url("/one")),
+                                                integration("2", "MJ", upstream.url("/two"))])],
+                        probe={"interval_seconds": 30, "failure_threshold": 1})
+    t0 = math.floor(time.time() / 3600) * 3600 - 3600
+    clock = Clock(t0)
+    prober = make_prober(reg, clock=clock)
+    for n in range(3):
+        clock.at = t0 + 30 * n
+        run_round(prober)
+    clock.at = t0 + 62 + SETTLE_S
+    assert prober.compact() == 1
+    history = History(store)
+    # A fold of [cursor, t0 + 100) has read the checks (what Compactor._compact does first)...
+    marks = history.marks(["acme"])["acme"]
+    history.folding("acme", t0 + 100, 30)
+    read = history.checks("acme", ["1", "2"], marks.cursor)
+    # ...when another prober records a check at t0 + 90, inside that stretch.
+    clock.at = t0 + 90
+    upstream.routes["/two"].status = 500
+    store.client.zadd(store.due_key(), {"acme\x1f2": 0})
+    prober.tick()
+    prober.drain()
+    assert history.marks(["acme"])["acme"].late == t0 + 90
+    assert not history.write("acme", marks, t0 + 100, marks.began, [], {})  # that fold's write is refused
+    assert len(read["2"]) < len(history.checks("acme", ["2"], marks.cursor)["2"])
+    clock.at = t0 + 200 + SETTLE_S
+    assert prober.compact() == 1  # and the next one folds it in
+    raw = history.checks("acme", ["2"], t0)["2"]
+    kept = history.buckets("acme", "2", 300, t0)[0]
+    exact = rollup.integration_buckets(Track("2", "MJ", 90, tuple(raw)), t0, t0 + 200, 300)[0]
+    assert (kept.checks, kept.failures, kept.healthy_s, kept.unhealthy_s) == (exact.checks, exact.failures, exact.healthy_s, exact.unhealthy_s)
+    assert [p.integral / p.covered_s for p in history.points("acme", rollup.OVERALL, 60, t0, t0 + 120)] == [100.0, 75.0]
+
+
+def test_a_check_at_the_very_ms_a_fold_ends_is_folded_once(store, upstream, make_prober) -> None:
+    reg = make_registry([tenant("acme", [KEY], [integration("1", "MJ", upstream.url("/one"))])],
+                        probe={"interval_seconds": 30, "failure_threshold": 1})
+    t0 = math.floor(time.time() / 3600) * 3600 - 3600
+    clock = Clock(t0)
+    prober = make_prober(reg, clock=clock)
+    for n in range(3):
+        clock.at = t0 + 30 * n
+        run_round(prober)
+    clock.at = t0 + 60 + SETTLE_S + 0.0004  # the fold ends 0.4 ms after the check at t0 + 60
+    assert prober.compact() == 1
+    clock.at = t0 + 200 + SETTLE_S
+    assert prober.compact() == 1
+    history = History(store)
+    kept = history.buckets("acme", "1", 300, t0)[0]
+    assert kept.checks == len(history.checks("acme", ["1"], t0)["1"]) == 3 and sum(kept.latency.values()) == 3
+
+
+def test_a_tenant_made_again_under_its_id_never_sees_the_old_ones_integrations(redis_url, prefix, store, make_prober) -> None:
+    from status_service import create_app
+    from status_service.settings import Settings
+    from tests.conftest import TEST_SECRET_KEY, key_digest
+
+    reg = make_registry([], admin_keys=[{"id": "ops", "sha256": key_digest("admin-secret")}])
+    make_prober(reg).tick()
+    admin = {"Authorization": "Bearer admin-secret"}
+    # Memory on: the worker keeps reports, and history keeps its memo.
+    web = create_app(Settings(secret_keys=TEST_SECRET_KEY, redis_url=redis_url, key_prefix=prefix)).test_client()
+
+    def make(iid: str) -> dict:
+        assert web.post("/admin/tenants", json={"id": "acme"}, headers=admin).status_code == 201
+        key = web.post("/admin/tenants/acme/keys", headers=admin).get_json()["key"]
+        body = {"type": "MJ", "probe": {"url": "https://provider.example/health"}}
+        assert web.put(f"/admin/tenants/acme/integrations/{iid}", json=body, headers=admin).status_code == 201
+        return {"Authorization": f"Bearer {key}"}
+
+    old = make("old-secret")
+    assert web.get("/status/integrations/old-secret", headers=old).status_code == 200
+    assert web.delete("/admin/tenants/acme", headers=admin).status_code == 204
+    new = make("new")
+    assert web.get("/status/integrations/old-secret", headers=new).status_code == 404
+    assert web.get("/status/integrations/new", headers=new).status_code == 200
+
+
+def test_a_type_no_integration_has_any_more_is_trimmed_like_the_others(store, upstream, make_prober) -> None:
+    from status_service.compactor import Compactor
+
+    short = {"raw_hours": 1, "five_minute_days": 1, "hourly_days": 1}
+    before = make_registry([tenant("acme", [KEY], [integration("1", "OLD", upstream.url("/one"))])],
+                           probe={"interval_seconds": 30}, history=short)
+    t0 = math.floor(time.time() / 3600) * 3600 - 3 * 86400
+    clock = Clock(t0)
+    run_round(make_prober(before, clock=clock))
+    history = History(store)
+    compactor = Compactor(history, before.history, "test")
+    assert compactor.compact("acme", before.tenants[0].integrations, t0 + 60)
+    base = store.tenant_base("acme")
+    assert store.client.exists(base + "s60:type:OLD", base + "s3600:type:OLD") == 2
+    after = make_registry([tenant("acme", [KEY], [integration("1", "NEW", upstream.url("/one"))])],
+                          probe={"interval_seconds": 30}, history=short)
+    assert compactor.compact("acme", after.tenants[0].integrations, t0 + 2 * 86400)
+    assert store.client.exists(base + "s60:type:OLD", base + "s300:type:OLD", base + "s3600:type:OLD") == 0
+    assert not any(k.startswith(b"s") and b"OLD" in k for k in store.client.smembers(base + "history:keys"))
+
+
+@pytest.mark.parametrize("window", ["1h", "24h", "7d", "14d", "30d", "90d", "400d"])
+def test_the_default_step_is_allowed_for_every_window(client, lived, window: str) -> None:
+    response = get(client, f"/status/history?window={window}")
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert len(response.get_json()["points"]) <= 2000
+
+
+def test_a_suggested_step_is_an_allowed_one_and_no_answer_exceeds_2000_points(client, lived) -> None:
+    message = get(client, "/status/history?window=30d&step=1m").get_json()["error"]["message"]
+    suggested = message.rsplit(" ", 1)[1]
+    assert get(client, f"/status/history?window=30d&step={suggested}").status_code == 200
+    assert get(client, "/status/history?window=2000m&step=1m").status_code == 200  # 2,000 steps, none beyond
+
+
+@pytest.mark.parametrize("query,status", [
+    ("limit=%C2%B2", 400), ("limit=%D9%A1%D9%A0", 400), ("since=9999-12-31T23:59:59-01:00", 400), ("window=24h%0A", 400),
+    ("since=2026-W01-1T00:00Z", 200),  # an ISO week date: valid ISO 8601
+    ("since=1-2", 200), ("since=000000000000000-00000000000000000000", 200),
+])
+def test_odd_numbers_and_times_get_a_clear_answer_never_500(client, lived, query: str, status: int) -> None:
+    path = "/status/history?" if query.startswith("window") else "/status/events?"
+    assert get(client, path + query).status_code == status
+
+
+def test_next_after_a_time_with_no_events_yet_is_a_cursor_that_misses_nothing(client, lived) -> None:
+    t0, _ = lived
+    later = rollup_iso(t0 + 60)
+    page = get(client, f"/status/events?since={later}").get_json()
+    assert page["events"] and all(e["at"] >= later for e in page["events"])
+    empty = get(client, "/status/events?since=2100-01-01T00:00:00Z").get_json()
+    assert empty["events"] == [] and empty["next"] and get(client, f"/status/events?since={empty['next']}").status_code == 200

@@ -149,7 +149,7 @@ local function drop_history(id)
   end
   for _, name in ipairs(redis.call('SMEMBERS', base .. 'history:keys')) do redis.call('DEL', base .. name) end
   redis.call('DEL', base .. 'history:keys', base .. 'events', base .. 'events:last', base .. 'history:cursor',
-             base .. 'history:late', base .. 'history:lock', base .. 'history:began')
+             base .. 'history:late', base .. 'history:lock', base .. 'history:began', base .. 'history:folding')
 end
 """
 
@@ -213,9 +213,12 @@ for i = 8, #ARGV, 7 do
       local made = redis.pcall('XADD', stream, 'MINID', '~', raw_min, id, 'c', check)
       if type(made) == 'table' and made.err then redis.call('XADD', stream, 'MINID', '~', raw_min, '*', 'c', check) end
       redis.call('SADD', base .. 'history:keys', 'checks:' .. ARGV[i])
-      local cursor = tonumber(redis.call('GET', base .. 'history:cursor') or '0')
+      -- Behind the rollups, or inside the stretch a compaction is folding from checks it read already:
+      -- the mark makes that compaction's write refused and the next one go back for it.
+      local folded = math.max(tonumber(redis.call('GET', base .. 'history:cursor') or '0'),
+                              tonumber(redis.call('GET', base .. 'history:folding') or '0'))
       local late = tonumber(redis.call('GET', base .. 'history:late') or '-1')
-      if at < cursor and (late < 0 or at < late) then  -- behind the rollups: the next compaction goes back for it
+      if at < folded and (late < 0 or at < late) then
         redis.call('SET', base .. 'history:late', string.format('%d', at))
       end
     end

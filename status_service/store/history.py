@@ -11,6 +11,7 @@ Keys, under the tenant's base (see Store.tenant_base):
 - `history:cursor`: up to when the rollups and points are complete (ms); `history:late`: the earliest
   check written behind the cursor, so the next compaction goes back for it; `history:began`: the first
   check's time, before which there is no history (not a stretch of unknown);
+- `history:folding`: the end of the stretch a compaction is folding, while it does;
 - `history:keys`: the names of the keys above that exist, so a tenant's removal finds them all.
 """
 from __future__ import annotations
@@ -28,22 +29,35 @@ MINUTE, FIVE_MINUTES, HOUR, DAY = 60, 300, 3600, 86400
 # Rollups and points are packed, several to a sorted-set member (scored by the pack's start), so a key
 # holds hundreds of members rather than thousands: a member costs its bytes plus some 70 of overhead.
 PACK = {MINUTE: HOUR, FIVE_MINUTES: HOUR, HOUR: DAY}
-CURSOR, LATE, BEGAN = "history:cursor", "history:late", "history:began"
+CURSOR, LATE, BEGAN, FOLDING = "history:cursor", "history:late", "history:began", "history:folding"
 
-# Write one tenant's compaction, unless another prober moved the cursor meanwhile (ARGV[1]: the cursor
-# read; ARGV[2]: the new one; ARGV[3]: the late mark read; ARGV[4]: when history began, kept from the
-# first compaction on; then key, score, member triples, each
-# replacing what its key holds at that score; then after '--', key and oldest score to keep).
+
+@dataclass(frozen=True)
+class Marks:
+    """Where a tenant's compaction stands: its cursor, late mark and beginning (epoch s, or None), and its registry value."""
+
+    cursor: float | None = None
+    late: float | None = None
+    began: float | None = None
+    seeded: str = ""
+
+# Write one tenant's compaction, unless something moved meanwhile: the tenant (deleted, made again,
+# seeded anew), the cursor, or the late mark (a check written behind the fold, or into the stretch
+# being folded: see history:folding). ARGV[1..5]: the cursor read, the new one, the late mark read,
+# when history began (kept from the first compaction on), the tenant's registry value read. Then key,
+# score, member triples, each replacing what its key holds at that score. After '--', key and oldest
+# score to keep: a key "*s60" stands for every s60 key the tenant has (types come and go), and one
+# starting with "~" for a stream (trimmed by MINID: a quiet one is written, and so trimmed, seldom).
 _COMPACT = """
 local base = KEYS[1]
 local seeded = redis.call('GET', base .. 'registry')
-if not seeded or string.sub(seeded, 1, 5) == 'gone:' then return 0 end  -- deleted meanwhile: write nothing back
+if not seeded or seeded ~= ARGV[5] then return 0 end  -- deleted, made again or seeded anew meanwhile
 if (redis.call('GET', base .. 'history:cursor') or '') ~= ARGV[1] then return 0 end
 if (redis.call('GET', base .. 'history:late') or '') ~= ARGV[3] then return 0 end
 redis.call('SET', base .. 'history:cursor', ARGV[2])
 redis.call('SET', base .. 'history:began', ARGV[4], 'NX')
-redis.call('DEL', base .. 'history:late')
-local i = 5
+redis.call('DEL', base .. 'history:late', base .. 'history:folding')
+local i = 6
 while ARGV[i] ~= '--' do
   local key = base .. ARGV[i]
   local id = string.match(ARGV[i], '^r%d+:(.*)$')
@@ -55,10 +69,33 @@ while ARGV[i] ~= '--' do
   end
   i = i + 3
 end
-for j = i + 1, #ARGV, 2 do redis.call('ZREMRANGEBYSCORE', base .. ARGV[j], '-inf', '(' .. ARGV[j + 1]) end
+local function trim(name, oldest)
+  redis.call('ZREMRANGEBYSCORE', base .. name, '-inf', '(' .. oldest)
+  if redis.call('EXISTS', base .. name) == 0 then redis.call('SREM', base .. 'history:keys', name) end
+end
+for j = i + 1, #ARGV, 2 do
+  local name, oldest = ARGV[j], ARGV[j + 1]
+  if string.sub(name, 1, 1) == '*' then
+    local prefix = string.sub(name, 2) .. ':'
+    for _, kept in ipairs(redis.call('SMEMBERS', base .. 'history:keys')) do
+      if string.sub(kept, 1, #prefix) == prefix then trim(kept, oldest) end
+    end
+  elseif string.sub(name, 1, 1) == '~' then
+    redis.call('XTRIM', base .. string.sub(name, 2), 'MINID', '~', oldest)
+  else
+    trim(name, oldest)
+  end
+end
 return 1
 """
 
+
+# Read the cursor and an integration's rollups in one step, so uptime never counts a fold twice.
+_ROLLUPS = """
+return {redis.call('GET', KEYS[1] .. 'history:cursor') or false,
+        redis.call('ZRANGEBYSCORE', KEYS[1] .. 'r300:' .. ARGV[1], ARGV[2], '+inf'),
+        redis.call('ZRANGEBYSCORE', KEYS[1] .. 'r3600:' .. ARGV[1], ARGV[3], '+inf')}
+"""
 
 _SHORT = {"healthy": "h", "unhealthy": "u", "unknown": "?"}
 _LONG = {v: k for k, v in _SHORT.items()}
@@ -159,21 +196,30 @@ class History:
         name = f"s{size_s}:{scope}"
         return self.packs(tenant_id, [name], since, until)[name]
 
-    def cursor(self, tenant_id: str) -> tuple[float | None, float | None, float | None]:
-        """Return (cursor, late mark, beginning) of a tenant's compaction, in epoch seconds; None where unset."""
-        return self.cursors([tenant_id])[tenant_id]
+    def cursor(self, tenant_id: str) -> float | None:
+        """Return up to when a tenant's history is folded (epoch s), or None."""
+        return self.marks([tenant_id])[tenant_id].cursor
 
-    def cursors(self, tenant_ids: Sequence[str]) -> dict[str, tuple[float | None, float | None, float | None]]:
-        """Return each tenant's (cursor, late mark, beginning), in one round trip."""
+    def marks(self, tenant_ids: Sequence[str]) -> dict[str, Marks]:
+        """Return where each tenant's compaction stands, in one round trip."""
         def run() -> list[Any]:
             pipe = self.store.client.pipeline(transaction=False)
             for tenant_id in tenant_ids:
                 for mark in (CURSOR, LATE, BEGAN):  # no MGET: a cluster pipeline refuses it
                     pipe.get(self.key(tenant_id, mark))
+                pipe.get(self.store.registry_key(tenant_id))
             return pipe.execute()
 
         raw = self.store._call(run) if tenant_ids else []
-        return {t: tuple(int(v) / 1000 if v else None for v in raw[3 * n:3 * n + 3]) for n, t in enumerate(tenant_ids)}  # type: ignore[misc]
+        out = {}
+        for n, tenant_id in enumerate(tenant_ids):
+            cursor, late, began, seeded = raw[4 * n:4 * n + 4]
+            out[tenant_id] = Marks(*(int(v) / 1000 if v else None for v in (cursor, late, began)), _text(seeded) if seeded else "")
+        return out
+
+    def folding(self, tenant_id: str, end: float, ttl_s: float) -> None:
+        """Say that [cursor, end) is being folded: a check written into it from now on is marked late."""
+        self.store._call(lambda: self.store.client.set(self.key(tenant_id, FOLDING), round(end * 1000), px=int(ttl_s * 1000)))
 
     def events(self, tenant_id: str, start: str | None, limit: int) -> list[Event]:
         """Return up to `limit` events from the id `start` on (oldest first; "(" before it: after it), or the newest `limit`."""
@@ -188,6 +234,16 @@ class History:
         """Return an integration's recorded state, if it has one."""
         raw = self.store._call(lambda: self.store.client.hget(self.store.results_key(tenant_id), integration_id))
         return State.from_json(json.loads(raw)) if raw else None
+
+    def rollups(self, tenant_id: str, integration_id: str, fives_since: float, hours_since: float) -> tuple[float | None, list[Bucket], list[Bucket]]:
+        """Return, read in one step, the cursor and an integration's 5-minute and hourly rollups since those times."""
+        reply = self.store._call(lambda: self.store._script(_ROLLUPS, [self.store.tenant_base(tenant_id)], [
+            integration_id, round(math.floor(fives_since / PACK[FIVE_MINUTES]) * PACK[FIVE_MINUTES] * 1000),
+            round(math.floor(hours_since / PACK[HOUR]) * PACK[HOUR] * 1000)]))
+        cursor, fives, hours = reply
+        return (int(cursor) / 1000 if cursor else None,
+                [b for m in fives for b in _unpack(_text(m), Bucket) if b.start >= fives_since],
+                [b for m in hours for b in _unpack(_text(m), Bucket) if b.start >= hours_since])
 
     def last_checks(self, tenant_id: str, integration_id: str, count: int) -> list[Check]:
         """Return an integration's newest raw checks, newest first."""
@@ -204,11 +260,11 @@ class History:
         """Release a tenant's compaction, if this holder still has it (a pass that outlived its lock does not)."""
         self.store._call(lambda: self.store._script(_UNLOCK, [self.key(tenant_id, "history:lock")], [holder]))
 
-    def write(self, tenant_id: str, cursor: float | None, new_cursor: float, late: float | None, began: float,
+    def write(self, tenant_id: str, marks: Marks, new_cursor: float, began: float,
               rows: Iterable[tuple[str, float, str]], trims: Mapping[str, float]) -> bool:
-        """Replace rollups and points (key name, start, member) and move the cursor, unless it moved meanwhile."""
-        args: list[Any] = ["" if cursor is None else str(round(cursor * 1000)), str(round(new_cursor * 1000)),
-                           "" if late is None else str(round(late * 1000)), str(round(began * 1000))]
+        """Replace rollups and points (key name, start, member) and move the cursor, unless anything moved meanwhile."""
+        args: list[Any] = ["" if marks.cursor is None else str(round(marks.cursor * 1000)), str(round(new_cursor * 1000)),
+                           "" if marks.late is None else str(round(marks.late * 1000)), str(round(began * 1000)), marks.seeded]
         for name, start, member in rows:
             args += [name, round(start * 1000), member]
         args.append("--")

@@ -29,9 +29,10 @@ LAST_CHECKS = 20
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
 MAX_TYPE_LENGTH = 200
 SETTINGS_TTL_S = 5.0
-MEMO_ENTRIES = 1024
-_DURATION = re.compile(r"^([1-9][0-9]{0,6})([mhd])$")
-_CURSOR = re.compile(r"^[0-9]{1,15}-[0-9]{1,15}$")
+MEMO_BYTES = 32 * 2**20  # a worker's memory of history answers: pages of points, rollups, last checks
+_DURATION = re.compile(r"([1-9][0-9]{0,6})([mhd])")
+_CURSOR = re.compile(r"[0-9]{1,15}-[0-9]{1,20}")
+LAST_SEQUENCE = 2**64 - 1  # the largest sequence number of a stream id
 # What history keeps when no prober has said otherwise yet (the defaults of the config file).
 _KEPT = {"raw_s": 48 * 3600.0, "five_minute_s": 14 * 86400.0, "hourly_s": 400 * 86400.0}
 
@@ -68,7 +69,7 @@ def _kept(web: Web) -> dict[str, float]:
 def duration(name: str, raw: str, low: int, high: int) -> int:
     """Return a duration like 5m, 24h or 30d in seconds, or raise QueryError naming the allowed range."""
     allowed = f"a whole number of m, h or d from {_say(low)} to {_say(high)}, like 5m, 24h or 30d"
-    match = _DURATION.match(raw)
+    match = _DURATION.fullmatch(raw)
     if not match:
         raise QueryError(name, f"must be {allowed}")
     seconds = int(match.group(1)) * UNITS[match.group(2)]
@@ -88,6 +89,11 @@ def _iso(epoch: float) -> str:
     return report.iso(epoch)
 
 
+def _multiple(seconds: float, unit: int) -> int:
+    """Return the smallest multiple of unit that is at least seconds, at most a day."""
+    return min(STEP_RANGE[1], math.ceil(seconds / unit) * unit)
+
+
 def resolution(age_s: float, kept: dict[str, float]) -> int:
     """Return the finest resolution (s) history keeps for data age_s old."""
     if age_s <= kept["raw_s"]:
@@ -96,47 +102,34 @@ def resolution(age_s: float, kept: dict[str, float]) -> int:
 
 
 class Memo:
-    """A worker's memory of answers already computed, keyed by what they depend on; bounded, least recent out."""
+    """A worker's memory of answers already computed, keyed by what they depend on; bounded in bytes, least recent out."""
 
-    def __init__(self, size: int) -> None:
-        self.size, self.items, self.lock = size, OrderedDict(), threading.Lock()
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes, self.bytes, self.items, self.lock = max_bytes, 0, OrderedDict(), threading.Lock()
 
-    def get(self, key: Any) -> Any:
-        """Return what is kept under key, or None."""
+    def held(self, key: Any, marker: Any, make: Callable[[], Any], size: Callable[[Any], int] = lambda v: 1024) -> Any:
+        """Return what is kept under key while it was made for `marker`; else make it, keep it (of `size` bytes), and return it."""
         with self.lock:
-            value = self.items.get(key)
-            if value is not None:
+            found = self.items.get(key)
+            if found is not None and found[0] == marker:
                 self.items.move_to_end(key)
-            return value
-
-    def held(self, key: Any, marker: Any, make: Callable[[], Any]) -> Any:
-        """Return what is kept under key while it was made for `marker`; else make it, keep it, and return it."""
-        found = self.get(key)
-        if found is not None and found[0] == marker:
-            return found[1]
+                return found[1]
         value = make()
-        self.put(key, (marker, value))
-        return value
-
-    def put(self, key: Any, value: Any) -> Any:
-        """Keep a value (dropping the least recently used beyond the bound) and return it."""
+        nbytes = size(value) + 200  # the entry itself
         with self.lock:
-            self.items[key] = value
-            self.items.move_to_end(key)
-            while len(self.items) > self.size:
-                self.items.popitem(last=False)
+            was = self.items.pop(key, None)
+            self.bytes -= was[2] if was else 0
+            if nbytes <= self.max_bytes:
+                self.items[key] = (marker, value, nbytes)
+                self.bytes += nbytes
+            while self.bytes > self.max_bytes:
+                self.bytes -= self.items.popitem(last=False)[1][2]
         return value
 
 
 def install(app_extensions: dict[str, Any]) -> None:
-    """Give the app its memory of history answers.
-
-    One entry per thing asked for, replaced when it changes: a page of points (up to 2,000), an
-    integration's last checks and its rollups as arrays (some 50 KB), a tenant's report rows (one
-    report's worth). MEMO_ENTRIES bounds a worker's memory for history to some 50 MB, and far less
-    for the usual few tenants' worth.
-    """
-    app_extensions["status_history_memo"] = Memo(MEMO_ENTRIES)
+    """Give the app its memory of history answers: one entry per thing asked for, replaced when it changes."""
+    app_extensions["status_history_memo"] = Memo(MEMO_BYTES)
 
 
 def _memo() -> Memo:
@@ -149,19 +142,23 @@ def history() -> Response:
     web, found, store = _caller()
     args = request.args
     window = duration("window", args.get("window", "24h"), *WINDOW_RANGE)
-    smallest = max(MINUTE, math.ceil(window / MAX_POINTS / MINUTE) * MINUTE)
-    step = duration("step", args.get("step", _say(max(smallest, FIVE_MINUTES if window > 6 * HOUR else MINUTE))), *STEP_RANGE)
+    kept = _kept(web)
+    coarse = resolution(window, kept)  # what is kept for the window's oldest instant: steps are multiples of it
+    smallest = _multiple(max(MINUTE, window / MAX_POINTS), coarse)
+    raw_step = args.get("step")
+    step = _multiple(max(smallest, FIVE_MINUTES if window > 6 * HOUR else MINUTE), coarse) if raw_step is None \
+        else duration("step", raw_step, *STEP_RANGE)
     if window / step > MAX_POINTS:
         raise QueryError("step", f"a {_say(window)} window at this step gives over {MAX_POINTS} points: use a step of at least {_say(smallest)}")
+    if step % coarse:
+        raise QueryError("step", f"data {_say(window)} old is kept in steps of {_say(coarse)}: "
+                                 f"the finest step allowed for this window is {_say(coarse)} (or a multiple of it)")
     kind = args.get("type")
     if kind is not None and not (0 < len(kind) <= MAX_TYPE_LENGTH and kind.isprintable()):
         raise QueryError("type", f"must be an integration type: 1-{MAX_TYPE_LENGTH} printable characters")
     now = time.time()
-    start = math.floor((now - window) / step) * step
-    finest = resolution(now - start, _kept(web))
-    if step % finest:
-        raise QueryError("step", f"data {_say(window)} old is kept in steps of {_say(finest)}: "
-                                 f"the finest step allowed for this window is {_say(finest)} (or a multiple of it)")
+    start = math.ceil((now - window) / step) * step  # within the window: at most window / step points
+    finest = resolution(now - start, kept)
     cursor = _cursor(store, found.tenant_id)
     # The answer changes only when the compactor moves the cursor, or the window moves on by a step.
     scope = rollup.OVERALL if kind is None else f"type:{kind}"
@@ -174,7 +171,7 @@ def history() -> Response:
             "points": [{**p, "at": _iso(p["at"])} for p in rollup.series(points, start, now, step)],
         })
 
-    return _bytes(_memo().held(("history", found.tenant_id, kind, step, window), (start, cursor), answer))
+    return _bytes(_memo().held(("history", found.tenant_id, kind, step, window), (start, cursor), answer, len))
 
 
 @bp.get("/status/integrations/<integration_id>")
@@ -188,21 +185,24 @@ def integration(integration_id: str) -> Response:
     tenant_id = found.tenant_id
     cursor = _cursor(store, tenant_id)
     memo = _memo()
+    body_mark = hash(found.body)  # this report, of this tenant: a tenant made again under the id has another
     # A state changes only with a check, which changes its stale time in the report this worker holds.
-    state = memo.held(("state", tenant_id, integration_id), stale_at, lambda: store.state(tenant_id, integration_id))
+    state = memo.held(("state", tenant_id, integration_id), (stale_at, body_mark), lambda: store.state(tenant_id, integration_id))
     # The last checks change only with a new one, which is written with the state: its time says whether.
     last, shown = memo.held(("checks", tenant_id, integration_id), (state.checked_at, state.fence) if state else None,
-                            lambda: _last_checks(store, tenant_id, integration_id))
-    stale_after = (stale_at - state.checked_at) if state and stale_at is not None else 0.0
-    # The rollups up to the cursor, read and summed once per worker each time the compactor moves it.
-    fives, hours = memo.held(("rollups", tenant_id, integration_id), cursor, lambda: (
-        rollup.Ledger(store.buckets(tenant_id, integration_id, FIVE_MINUTES, now - UPTIME_WINDOWS["24h"] - HOUR)),
-        rollup.Ledger(store.buckets(tenant_id, integration_id, HOUR, now - UPTIME_WINDOWS["30d"] - DAY))))
+                            lambda: _last_checks(store, tenant_id, integration_id), lambda v: 300 * len(v[0]))
+    # stale_after, from this report's own row: its checked_at is to the second.
+    checked = _epoch(row["checked_at"]) if row.get("checked_at") else None
+    stale_after = max(0.0, stale_at - checked) if stale_at is not None and checked is not None else 0.0
+    # The rollups, and the cursor they are complete up to, read together once each time the compactor moves it.
+    since, fives, hours = memo.held(("rollups", tenant_id, integration_id), cursor, lambda: _rollups(store, tenant_id, integration_id, now),
+                                    lambda v: v[1].nbytes + v[2].nbytes)
+    since = since if since is not None else now - UPTIME_WINDOWS["24h"]
     # After the cursor, up to now, from the raw checks: exact. The last checks hold them, unless the compactor lags.
-    since = cursor if cursor is not None else now - UPTIME_WINDOWS["24h"]
     raw = list(reversed(last))
     if len(raw) == LAST_CHECKS and raw[0].at > since:  # they do not reach back to the status at the cursor
-        raw = store.checks(tenant_id, [integration_id], since).get(integration_id, [])
+        raw = memo.held(("raw", tenant_id, integration_id), (since, state.checked_at if state else None),
+                        lambda: store.checks(tenant_id, [integration_id], since).get(integration_id, []), lambda v: 300 * len(v))
     track = rollup.Track(integration_id, row["type"], stale_after, tuple(raw))
     tail = rollup.Ledger(rollup.integration_buckets(track, since, now, max(now - since, 1.0)))
     uptime, coverage = {}, {}
@@ -225,9 +225,18 @@ def integration(integration_id: str) -> Response:
     }))
 
 
+def _rollups(store: History, tenant_id: str, integration_id: str, now: float) -> tuple[float | None, rollup.Ledger, rollup.Ledger]:
+    cursor, fives, hours = store.rollups(tenant_id, integration_id, now - UPTIME_WINDOWS["24h"] - HOUR, now - UPTIME_WINDOWS["30d"] - DAY)
+    return cursor, rollup.Ledger(fives), rollup.Ledger(hours)
+
+
+def _epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
+
+
 def _cursor(store: History, tenant_id: str) -> float | None:
     """Return up to when a tenant's history is folded, read at most once a second: it moves every few seconds at most."""
-    return _memo().held(("cursor", tenant_id), int(time.monotonic()), lambda: store.cursor(tenant_id)[0])
+    return _memo().held(("cursor", tenant_id), int(time.monotonic()), lambda: store.cursor(tenant_id))
 
 
 def _last_checks(store: History, tenant_id: str, integration_id: str) -> tuple[list[rollup.Check], list[dict[str, Any]]]:
@@ -241,9 +250,9 @@ def _row(found: StoredReport, integration_id: str, now: float) -> tuple[dict[str
         stale_at = {iid: float(at) for iid, at in json.loads(found.stale).items()}
         rows = {r["id"]: r for r in report.expire(json.loads(found.body), stale_at, now)["data"]["integrations"]}
         return rows.get(integration_id), stale_at.get(integration_id)
-    rows, stale_at = _memo().held(("rows", found.tenant_id), (found.version, found.until), lambda: (
+    rows, stale_at = _memo().held(("rows", found.tenant_id), (found.version, found.until, hash(found.body)), lambda: (
         {r["id"]: r for r in json.loads(found.body)["data"]["integrations"]},
-        {iid: float(at) for iid, at in json.loads(found.stale).items()}))
+        {iid: float(at) for iid, at in json.loads(found.stale).items()}), lambda v: 3 * len(found.body) + len(found.stale))
     return rows.get(integration_id), stale_at.get(integration_id)
 
 
@@ -256,29 +265,25 @@ def events() -> Response:
     """Return the caller's transitions in time order, a page at a time; `next` is passed back as `since`."""
     web, found, store = _caller()
     raw_limit = request.args.get("limit", str(DEFAULT_LIMIT))
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+    if not re.fullmatch(r"[0-9]{1,4}", raw_limit) or not 1 <= int(raw_limit) <= MAX_LIMIT:
         raise QueryError("limit", f"must be a whole number from 1 to {MAX_LIMIT}")
     limit = int(raw_limit)
     since = request.args.get("since")
-    if since is None:
-        page = store.events(found.tenant_id, None, limit)
-    elif _CURSOR.match(since):
-        page = store.events(found.tenant_id, f"({since}", limit)
-    else:
-        page = store.events(found.tenant_id, f"{round(_parse_time(since) * 1000)}-0", limit)
+    if since is not None and not _CURSOR.fullmatch(since):
+        since = f"{math.ceil(_parse_time(since) * 1000) - 1}-{LAST_SEQUENCE}"  # the cursor just before that time
+    page = store.events(found.tenant_id, None if since is None else f"({since}", limit)
     out = [{"id": e.id, "at": _iso_ms(e.at), **e.body} for e in page]
-    following = page[-1].id if page else (since if since and _CURSOR.match(since) else None)
-    return _json({"events": out, "next": following})
+    return _json({"events": out, "next": page[-1].id if page else since})
 
 
 def _parse_time(raw: str) -> float:
     try:
         at = datetime.fromisoformat(raw)
-    except ValueError:
-        at = None
-    if at is None or at.tzinfo is None or not 2000 <= at.year <= 9999:
-        raise QueryError("since", "must be a cursor from 'next', or a UTC ISO-8601 time like 2026-01-31T12:00:00Z")
-    return at.astimezone(timezone.utc).timestamp()
+        if at.tzinfo is not None and 2000 <= at.year <= 9000:
+            return at.astimezone(timezone.utc).timestamp()
+    except (ValueError, OverflowError):
+        pass
+    raise QueryError("since", "must be a cursor from 'next', or a UTC ISO-8601 time like 2026-01-31T12:00:00Z")
 
 
 def _iso_ms(epoch: float) -> str:
