@@ -198,9 +198,15 @@ class TenantReport:
         return head.replace(b'"integrations":[]', b'"integrations":[' + b",".join(self._encoded) + b"]", 1)
 
     def statuses(self) -> dict[str, str]:
-        """Return the overall status (key "") and each type's ("type:<type>"), as the last body said them."""
-        out = {f"type:{t}": overall(h, n) for t, (h, n) in self._counts.items()}
-        out[""] = overall(sum(h for h, _ in self._counts.values()), sum(n for _, n in self._counts.values()))
+        """Return the overall status (key "") and each type's ("type:<type>"), as the last body said them.
+
+        A scope none of whose integrations has a result yet is left out: "unhealthy" because nothing
+        has been checked is no transition worth an event.
+        """
+        checked = {self.integrations[self._index[iid]].type for iid in self.states if iid in self._index}
+        out = {f"type:{t}": overall(h, n) for t, (h, n) in self._counts.items() if t in checked}
+        if checked:
+            out[""] = overall(sum(h for h, _ in self._counts.values()), sum(n for _, n in self._counts.values()))
         return out
 
     def _render(self, n: int, now: float) -> None:
