@@ -128,6 +128,7 @@ class TenantReport:
         self._rows = [row(i, None, 0.0) for i in self.integrations]
         self._encoded = [encode(r) for r in self._rows]
         self._counts: dict[str, list[int]] = {}  # type -> [healthy, total], in order of first appearance
+        self._checked: set[str] = set()  # types with a result: the scopes whose statuses are events
         for i in self.integrations:
             self._counts.setdefault(i.type, [0, 0])[1] += 1
         self._next_stale = float("inf")  # no row needs ageing before this
@@ -139,6 +140,7 @@ class TenantReport:
             if n is None:
                 continue
             self.states[iid] = state
+            self._checked.add(self.integrations[n].type)
             self.stale_at[iid] = at = state.checked_at + self.integrations[n].probe.stale_after_s
             self._render(n, now)
             if at >= now:
@@ -178,6 +180,7 @@ class TenantReport:
     def _recount(self) -> None:
         """Count each type afresh, in order of first appearance (a removal or a new type can change both)."""
         self._counts = {}
+        self._checked = {self.integrations[self._index[iid]].type for iid in self.states}
         for integration, entry in zip(self.integrations, self._rows):
             counts = self._counts.setdefault(integration.type, [0, 0])
             counts[0] += entry["status"] == Health.HEALTHY.value
@@ -203,9 +206,8 @@ class TenantReport:
         A scope none of whose integrations has a result yet is left out: "unhealthy" because nothing
         has been checked is no transition worth an event.
         """
-        checked = {self.integrations[self._index[iid]].type for iid in self.states if iid in self._index}
-        out = {f"type:{t}": overall(h, n) for t, (h, n) in self._counts.items() if t in checked}
-        if checked:
+        out = {f"type:{t}": overall(h, n) for t, (h, n) in self._counts.items() if t in self._checked}
+        if self._checked:
             out[""] = overall(sum(h for h, _ in self._counts.values()), sum(n for _, n in self._counts.values()))
         return out
 

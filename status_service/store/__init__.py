@@ -212,7 +212,7 @@ for i = 8, #ARGV, 7 do
       end
       local made = redis.pcall('XADD', stream, 'MINID', '~', raw_min, id, 'c', check)
       if type(made) == 'table' and made.err then redis.call('XADD', stream, 'MINID', '~', raw_min, '*', 'c', check) end
-      redis.call('SADD', base .. 'history:keys', 'checks:' .. ARGV[i])
+      if not newest then redis.call('SADD', base .. 'history:keys', 'checks:' .. ARGV[i]) end  -- a new stream
       -- Behind the rollups, or inside the stretch a compaction is folding from checks it read already:
       -- the mark makes that compaction's write refused and the next one go back for it.
       local folded = math.max(tonumber(redis.call('GET', base .. 'history:cursor') or '0'),
