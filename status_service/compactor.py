@@ -55,7 +55,9 @@ class Compactor:
     def _compact(self, tenant_id: str, integrations: Sequence[Integration], marks: Marks, now: float, end: float) -> bool:
         """Fold [cursor, end) onto what is folded already; after a late check, the hours from its own afresh."""
         trims = {f"*{kind}{size}": now - self.options.keep_s(size) for kind in "sr" for size in (MINUTE, FIVE_MINUTES, HOUR)}
-        trims.update({"~events": now - self.options.events_s, **{f"~checks:{i.id}": now - self.options.raw_s for i in integrations}})
+        if marks.cursor is None or _floor(marks.cursor, HOUR) != _floor(end, HOUR):  # once an hour is enough
+            # Streams are trimmed as they are written; a quiet one is written, and so trimmed, seldom.
+            trims.update({"~events": now - self.options.events_s, **{f"~checks:{i.id}": now - self.options.raw_s for i in integrations}})
         if not integrations:  # nothing to fold; what it had is still trimmed
             return self.history.write(tenant_id, marks, max(end, marks.cursor or end), marks.began or end, [], trims)
         cursor, late, began = marks.cursor, marks.late, marks.began

@@ -87,7 +87,7 @@ class HistoryOptions:
     five_minute_s: float = 14 * 86400.0
     hourly_s: float = 400 * 86400.0
     events_s: float = 400 * 86400.0
-    compact_every_s: float = 15.0  # how far behind the newest check rollups and points may fall (and SETTLE_S more)
+    compact_every_s: float = 60.0  # how far behind the newest check rollups and points may fall (and SETTLE_S more)
 
     def keep_s(self, size_s: int) -> float:
         """Return how long data of a resolution (60, 300 or 3600 s) is kept."""

@@ -706,7 +706,7 @@ def main() -> int:
     scheduler.add_job(prober.tick, "interval", seconds=registry.prober.tick_s, max_instances=1, coalesce=True,
                       next_run_time=datetime.now(timezone.utc))
     # Beside the tick, on its own thread: folding history never delays a claim.
-    scheduler.add_job(prober.compact, "interval", seconds=min(10.0, registry.history.compact_every_s), max_instances=1, coalesce=True)
+    scheduler.add_job(prober.compact, "interval", seconds=min(15.0, registry.history.compact_every_s), max_instances=1, coalesce=True)
     if settings.redis_url is None:
         # The embedded Redis has no supervisor but its users: bring it back (from its AOF) if it died.
         scheduler.add_job(redis_url, "interval", args=[settings], seconds=EMBEDDED_CHECK_S, max_instances=1)
