@@ -153,6 +153,15 @@ def lived(upstream, make_prober, store):
     return t0, prober
 
 
+def an_hour_ago(upstream, make_prober, ids: tuple[str, ...] = ("1", "2")):
+    """Return (t0, clock, prober): a prober on acme's integrations, its clock at the start of the hour an hour ago."""
+    reg = make_registry([tenant("acme", [KEY], [integration(i, "MJ", upstream.url(f"/{'one' if i == '1' else 'two'}")) for i in ids])],
+                        probe={"interval_seconds": 30, "failure_threshold": 1})
+    t0 = math.floor(time.time() / 3600) * 3600 - 3600
+    clock = Clock(t0)
+    return t0, clock, make_prober(reg, clock=clock)
+
+
 def get(client, path: str, key: str = KEY):
     return client.get(path, headers={"Authorization": f"Bearer {key}"})
 
@@ -268,12 +277,7 @@ def test_history_needs_the_same_key_as_status(client, lived) -> None:
 
 
 def test_a_late_check_behind_the_cursor_is_folded_in_by_the_next_compaction(store, upstream, make_prober) -> None:
-    reg = make_registry([tenant("acme", [KEY], [integration("1", "MJ", upstream.url("/one")),
-                                                integration("2", "MJ", upstream.url("/two"))])],
-                        probe={"interval_seconds": 30, "failure_threshold": 1})
-    t0 = math.floor(time.time() / 3600) * 3600 - 3600
-    clock = Clock(t0)
-    prober = make_prober(reg, clock=clock)
+    t0, clock, prober = an_hour_ago(upstream, make_prober)
     run_round(prober)
     clock.at = t0 + 120 + SETTLE_S
     prober.compact()
@@ -385,12 +389,7 @@ def test_a_ledger_sums_any_window_as_adding_every_bucket_in_proportion_does(raw:
 # -- what a review broke, each now a test ---------------------------------------------------------
 
 def test_a_check_written_while_its_stretch_is_folded_is_folded_by_the_next_pass(store, upstream, make_prober) -> None:
-    reg = make_registry([tenant("acme", [KEY], [integration("1", "MJ", upstream.url("/one")),
-                                                integration("2", "MJ", upstream.url("/two"))])],
-                        probe={"interval_seconds": 30, "failure_threshold": 1})
-    t0 = math.floor(time.time() / 3600) * 3600 - 3600
-    clock = Clock(t0)
-    prober = make_prober(reg, clock=clock)
+    t0, clock, prober = an_hour_ago(upstream, make_prober)
     for n in range(3):
         clock.at = t0 + 30 * n
         run_round(prober)
@@ -420,11 +419,7 @@ def test_a_check_written_while_its_stretch_is_folded_is_folded_by_the_next_pass(
 
 
 def test_a_check_at_the_very_ms_a_fold_ends_is_folded_once(store, upstream, make_prober) -> None:
-    reg = make_registry([tenant("acme", [KEY], [integration("1", "MJ", upstream.url("/one"))])],
-                        probe={"interval_seconds": 30, "failure_threshold": 1})
-    t0 = math.floor(time.time() / 3600) * 3600 - 3600
-    clock = Clock(t0)
-    prober = make_prober(reg, clock=clock)
+    t0, clock, prober = an_hour_ago(upstream, make_prober, ("1",))
     for n in range(3):
         clock.at = t0 + 30 * n
         run_round(prober)
