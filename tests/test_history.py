@@ -306,7 +306,6 @@ def test_a_removed_tenant_and_a_removed_integration_leave_no_history(store, live
 
 
 def test_two_prober_processes_keep_each_check_and_each_transition_once(tmp_path, upstream, redis_url, prefix, settings, store) -> None:
-    import os
     import signal
 
     import yaml
@@ -459,8 +458,6 @@ def test_a_tenant_made_again_under_its_id_never_sees_the_old_ones_integrations(r
 
 
 def test_a_type_no_integration_has_any_more_is_trimmed_like_the_others(store, upstream, make_prober) -> None:
-    from status_service.compactor import Compactor
-
     short = {"raw_hours": 1, "five_minute_days": 1, "hourly_days": 1}
     before = make_registry([tenant("acme", [KEY], [integration("1", "OLD", upstream.url("/one"))])],
                            probe={"interval_seconds": 30}, history=short)

@@ -13,7 +13,9 @@ from typing import Any, Callable
 from flask import Blueprint, Response, current_app, request
 
 from .. import report, rollup
+from ..model import HistoryOptions
 from ..store import StoredReport
+from ..store.catalog import Catalog
 from ..store.history import DAY, FIVE_MINUTES, HOUR, MINUTE, History
 from .auth import candidate_keys, digest
 from .errors import error_response
@@ -34,7 +36,7 @@ _DURATION = re.compile(r"([1-9][0-9]{0,6})([mhd])")
 _CURSOR = re.compile(r"[0-9]{1,15}-[0-9]{1,20}")
 LAST_SEQUENCE = 2**64 - 1  # the largest sequence number of a stream id
 # What history keeps when no prober has said otherwise yet (the defaults of the config file).
-_KEPT = {"raw_s": 48 * 3600.0, "five_minute_s": 14 * 86400.0, "hourly_s": 400 * 86400.0}
+_KEPT = {"raw_s": HistoryOptions().raw_s, "five_minute_s": HistoryOptions().five_minute_s, "hourly_s": HistoryOptions().hourly_s}
 
 
 class QueryError(Exception):
@@ -59,11 +61,8 @@ def _caller() -> tuple[Web, StoredReport, History]:
 
 def _kept(web: Web) -> dict[str, float]:
     """Return what history keeps, as the last seed said it; read again every few seconds."""
-    def read() -> dict[str, float]:
-        raw = web.store._call(lambda: web.store.client.get(web.store.settings_key()))
-        return {**_KEPT, **(json.loads(raw).get("history", {}) if raw else {})}
-
-    return _memo().held(("kept",), int(time.monotonic() / SETTINGS_TTL_S), read)
+    return _memo().held(("kept",), int(time.monotonic() / SETTINGS_TTL_S),
+                        lambda: {**_KEPT, **Catalog(web.store).settings().get("history", {})})
 
 
 def duration(name: str, raw: str, low: int, high: int) -> int:
