@@ -13,7 +13,7 @@ from .store.history import DAY, FIVE_MINUTES, HOUR, MINUTE, PACK, History, Marks
 
 log = logging.getLogger(__name__)
 
-SETTLE_S = 2.0  # most checks land within this of their time (a flush, a tick); a later one is folded in again (the late mark)
+SETTLE_S = 5.0  # most checks land within this of their time (a flush, a tick); a later one is folded in again (the late mark)
 LOCK_S = 30.0  # a pass takes milliseconds to seconds; a prober killed mid-pass holds it this long
 
 

@@ -267,7 +267,7 @@ def test_web_memory_and_history_follow_changes_on_a_cluster(redis_cluster_url, c
     time.sleep(2.5)  # past a few pings: the link holds
     assert mirror.live
     # History on a cluster: the compaction script and every read find the tenant's keys on its node.
-    assert prober.compact() == 1
+    wait_for(lambda: prober.compact() == 1, timeout_s=15)  # once the checks are a few seconds old
     events = web.get("/status/events", headers=auth).get_json()["events"]
     assert [(e["previous"], e["current"]) for e in events if e["scope"] == "integration"] == [("unknown", "healthy"), ("healthy", "unhealthy")]
     assert web.get("/status/history?window=1h&step=1m", headers=auth).get_json()["points"]
