@@ -9,7 +9,7 @@ from typing import Mapping, Sequence
 from . import rollup
 from .model import HistoryOptions, Integration
 from .store import StoreUnavailable
-from .store.history import DAY, FIVE_MINUTES, HOUR, MINUTE, PACK, History, Marks, packed
+from .store.history import DAY, FIVE_MINUTES, HOUR, MINUTE, PACK, History, Marks, packed, size_of
 
 log = logging.getLogger(__name__)
 
@@ -104,15 +104,11 @@ class Compactor:
     @staticmethod
     def _refold(name: str, kept: Mapping[str, list], fresh: list, start: float) -> list[tuple[str, float, str]]:
         """Return the rows rewriting the packs of `name` from start's: what is kept before it, then what is fresh."""
-        size = _size(name)
+        size = size_of(name)
         cut = _floor(start, size)  # the first entry start touches is recomputed whole from finer data
         pack = PACK[size]
         earlier = [e for e in kept[name] if _floor(cut, pack) <= e.start < cut]
         return packed(name, earlier + [e for e in fresh if e.start >= cut])
-
-
-def _size(name: str) -> int:
-    return int(name[1:].split(":", 1)[0])
 
 
 def _floor(at: float, size_s: float) -> float:

@@ -302,15 +302,6 @@ def ratio(healthy_s: float, unhealthy_s: float, span_s: float) -> tuple[float | 
     return (round(100.0 * healthy_s / known, 3) if known else None), round(coverage, 3)
 
 
-def uptime(buckets: Iterable[Bucket], start: float, end: float) -> tuple[float | None, float]:
-    """Return (uptime %, coverage %) over [start, end) from buckets; a bucket cut by the window counts in proportion.
-
-    Uptime is healthy time over healthy plus unhealthy time (None when there is neither); coverage is
-    the share of the window with either.
-    """
-    return ratio(*Ledger(buckets).sums(start, end), end - start)
-
-
 def series(points: Sequence[Point], start: float, end: float, step_s: float) -> list[dict[str, float | str]]:
     """Return the points of [start, end) at step_s (aligned): average, lowest and highest percentage, worst status.
 

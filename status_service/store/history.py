@@ -173,7 +173,7 @@ class History:
         def run() -> list[Any]:
             pipe = self.store.client.pipeline(transaction=False)
             for name in names:
-                pack = PACK[_size(name)]
+                pack = PACK[size_of(name)]
                 low = math.floor(since / pack) * pack
                 pipe.zrangebyscore(self.key(tenant_id, name), round(low * 1000), "+inf" if math.isinf(until) else f"({round(until * 1000)}")
             return pipe.execute()
@@ -276,7 +276,7 @@ class History:
 
 def packed(name: str, entries: Iterable[Any]) -> list[tuple[str, float, str]]:
     """Return the rows (key name, pack start, member) that store these rollups or points of one key."""
-    pack = PACK[_size(name)]
+    pack = PACK[size_of(name)]
     groups: dict[float, list[Any]] = {}
     for e in entries:
         groups.setdefault(math.floor(e.start / pack) * pack, []).append(e)
@@ -289,7 +289,8 @@ def _unpack(member: str, kind: type) -> list[Any]:
     return [kind.decode(text, origin) for text in body.split(";") if text]
 
 
-def _size(name: str) -> int:
+def size_of(name: str) -> int:
+    """Return the resolution in seconds of a rollup or points key name: r300:<id> is 300."""
     return int(name[1:].split(":", 1)[0])
 
 

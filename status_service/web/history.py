@@ -84,10 +84,6 @@ def _say(seconds: float) -> str:
     return f"{int(seconds)}s"
 
 
-def _iso(epoch: float) -> str:
-    return report.iso(epoch)
-
-
 def _multiple(seconds: float, unit: int) -> int:
     """Return the smallest multiple of unit that is at least seconds, at most a day."""
     return min(STEP_RANGE[1], math.ceil(seconds / unit) * unit)
@@ -166,8 +162,8 @@ def history() -> Response:
         points = store.points(found.tenant_id, scope, finest, start, now)
         return _encode({
             "window": _say(window), "step": _say(step), "type": kind,
-            "complete_until": _iso(cursor) if cursor else None,  # data after this is not folded in yet
-            "points": [{**p, "at": _iso(p["at"])} for p in rollup.series(points, start, now, step)],
+            "complete_until": report.iso(cursor) if cursor else None,  # data after this is not folded in yet
+            "points": [{**p, "at": report.iso(p["at"])} for p in rollup.series(points, start, now, step)],
         })
 
     return _bytes(_memo().held(("history", found.tenant_id, kind, step, window), (start, cursor), answer, len))
@@ -216,7 +212,7 @@ def integration(integration_id: str) -> Response:
     return _bytes(_encode({
         "id": integration_id, "type": row["type"], "status": row["status"], "reason": row["reason"],
         "checked_at": row["checked_at"],
-        "since": _iso(state.since) if state and state.since else None,
+        "since": report.iso(state.since) if state and state.since else None,
         "consecutive_failures": state.consecutive_failures if state else 0,
         "last_checks": shown,
         "uptime": uptime, "coverage": coverage,
@@ -256,7 +252,7 @@ def _row(found: StoredReport, integration_id: str, now: float) -> tuple[dict[str
 
 
 def _check(c: rollup.Check) -> dict[str, Any]:
-    return {"at": _iso(c.at), "ok": c.ok, "status": c.status, "latency_ms": c.latency_ms, "reason": c.reason}
+    return {"at": report.iso(c.at), "ok": c.ok, "status": c.status, "latency_ms": c.latency_ms, "reason": c.reason}
 
 
 @bp.get("/status/events")
