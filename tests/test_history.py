@@ -1,6 +1,7 @@
 """History: pure rollups and uptime by hand and by property, then the endpoints over a real prober and Redis."""
 from __future__ import annotations
 
+import json
 import math
 import time
 
@@ -540,3 +541,53 @@ def test_a_report_says_no_status_before_anything_is_checked_so_none_is_an_event(
     assert view.statuses() == {}
     view.apply({"1": State(Health.HEALTHY, 100.0)}, 100.0)
     assert view.statuses() == {"type:MJ": "ok", "": "degraded"}  # 2 is unknown: not healthy, as /status counts it
+
+
+def test_history_survives_redis_killed_and_restarted_from_its_append_only_file(tmp_path, upstream, make_prober) -> None:
+    """SIGKILL the embedded Redis (AOF, fsync every second) a second and a half after the last write: every check,
+    event and state is there again, each state beside the check it was written with."""
+    import signal
+    import subprocess
+
+    from status_service import embedded
+    from status_service.store import Store, connect
+
+    directory = tmp_path / "redis"
+    directory.mkdir()
+    sock = embedded.socket_path(directory)
+
+    def start() -> subprocess.Popen:
+        process = subprocess.Popen(embedded.server_command(directory, sock, daemonize=False), stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL)
+        embedded.wait_until_answers(sock)
+        return process
+
+    server = start()
+    try:
+        store = Store(connect(f"unix://{sock}"), "test:")
+        reg = make_registry([tenant("acme", [KEY], [integration(i, "MJ", upstream.url(f"/{i}")) for i in "123"])],
+                            probe={"interval_seconds": 30, "failure_threshold": 1})
+        t0 = math.floor(time.time() / 3600) * 3600 - 3600
+        clock = Clock(t0)
+        prober = make_prober(reg, clock=clock, store=store)
+        for n in range(6):
+            clock.at = t0 + 30 * n
+            upstream.routes["/2"].status = 500 if n % 2 else 200
+            run_round(prober)
+        base = store.tenant_base("acme")
+        kept = {i: store.client.xlen(base + f"checks:{i}") for i in "123"}
+        events = store.client.xlen(base + "events")
+        time.sleep(1.5)  # past the AOF's once-a-second fsync
+        server.send_signal(signal.SIGKILL)
+        server.wait(10)
+        server = start()
+        again = Store(connect(f"unix://{sock}"), "test:")
+        assert {i: again.client.xlen(base + f"checks:{i}") for i in "123"} == kept == {"1": 6, "2": 6, "3": 6}
+        assert again.client.xlen(base + "events") == events
+        for i in "123":  # each state and the newest check of it: written together, kept together
+            state = json.loads(again.client.hget(again.results_key("acme"), i))
+            newest = again.client.xrevrange(base + f"checks:{i}", count=1)[0][0]
+            assert int(newest.split(b"-")[0]) == round(state["checked_at"] * 1000)
+    finally:
+        server.terminate()
+        server.wait(10)
