@@ -1,6 +1,7 @@
 """Benchmark 1: GET /status under gunicorn against a hello-world Flask app with the same gunicorn settings.
 
-Rows: 1 tenant x 50 integrations (one key), and 1,000 tenants x 5 integrations polled round-robin.
+Rows: 1 tenant x 50 integrations (one key), the same polled with If-None-Match (each answer a 304),
+and 1,000 tenants x 5 integrations polled round-robin.
 Before measuring /status, warm-up loads repeat until one whole warm-up run costs Redis nothing but
 the workers' link checks (a pub/sub ping and a generation read a second): every key it sent is then
 in its worker's memory, and every worker's subscription is live.
@@ -98,7 +99,8 @@ def verify_status(port: int, keys: list[str], integrations: int) -> None:
         status, headers, body = http_get(port, "/status", {"Authorization": f"Bearer {keys[n]}"})
         if status != 200:
             raise RuntimeError(f"/status answered {status} for key {n}: {body[:300]!r}")
-        if not headers.get("Content-Type", "").startswith("application/json") or headers.get("Cache-Control") != "no-store":
+        if (not headers.get("Content-Type", "").startswith("application/json")
+                or headers.get("Cache-Control") != "private, no-cache" or not headers.get("ETag")):
             raise RuntimeError(f"/status headers are wrong: {headers}")
         document = json.loads(body)
         data = document["data"]
@@ -129,13 +131,25 @@ def commands(redis: Redis) -> int:
     return int(redis.info("stats")["total_commands_processed"])
 
 
-def measure(name: str, port: int, keys: list[str], directory: Path, redis: Redis) -> tuple[load.LoadResult, int]:
+def conditional_headers(port: int, key: str) -> dict[str, str]:
+    """Return an If-None-Match naming the key's current report; fail loudly unless the server answers it 304."""
+    _, headers, _ = http_get(port, "/status", {"Authorization": f"Bearer {key}"})
+    held = {"If-None-Match": headers["ETag"]}
+    status, _, body = http_get(port, "/status", {"Authorization": f"Bearer {key}", **held})
+    if status != 304 or body:
+        raise RuntimeError(f"/status with If-None-Match answered {status} with {len(body)} bytes, expected an empty 304")
+    return held
+
+
+def measure(name: str, port: int, keys: list[str], directory: Path, redis: Redis,
+            headers: dict[str, str] | None = None) -> tuple[load.LoadResult, int]:
     """Drive one running server for SECONDS and log what the load generator saw; return it and the Redis commands spent."""
-    log(f"measuring {name}: {load.tool()} {CONNECTIONS} connections for {SECONDS:.0f}s, {len(keys)} key(s)")
+    log(f"measuring {name}: {load.tool()} {CONNECTIONS} connections for {SECONDS:.0f}s, {len(keys)} key(s)"
+        + (f", {', '.join(headers)}" if headers else ""))
     before = commands(redis)
-    r = load.run(port, "/status", keys, SECONDS, CONNECTIONS, directory)
+    r = load.run(port, "/status", keys, SECONDS, CONNECTIONS, directory, headers)
     spent = commands(redis) - before - 1
-    log(f"  {r.rps:,.0f} req/s, p50 {r.p50_ms:.1f} ms, p99 {r.p99_ms:.1f} ms, non-2xx {r.non_2xx}, "
+    log(f"  {r.rps:,.0f} req/s, p50 {r.p50_ms:.1f} ms, p99 {r.p99_ms:.1f} ms, 4xx/5xx {r.errors_4xx_5xx}, "
         f"socket errors {r.socket_errors}, Redis commands {spent:,} ({spent / max(1, r.requests):.4f} per request)")
     return r, spent
 
@@ -177,7 +191,7 @@ def pooled(results: list[load.LoadResult]) -> load.LoadResult:
         seconds=sum(r.seconds for r in results),
         p50_ms=sum(r.p50_ms for r in results) / n,
         p99_ms=sum(r.p99_ms for r in results) / n,
-        non_2xx=sum(r.non_2xx for r in results),
+        errors_4xx_5xx=sum(r.errors_4xx_5xx for r in results),
         socket_errors=sum(r.socket_errors for r in results),
     )
 
@@ -188,7 +202,8 @@ class Scenario:
 
     status: load.LoadResult
     hello: load.LoadResult
-    commands: int  # Redis commands processed during the measured /status runs
+    not_modified: load.LoadResult | None  # /status with If-None-Match, in the one-key scenario
+    commands: int  # Redis commands processed during the measured /status runs (without If-None-Match)
     warmup_runs: int
     warmup_requests: int
     warmup_commands: int
@@ -200,7 +215,10 @@ class Scenario:
 
 
 def scenario(redis: Redis, directory: Path, name: str, tenants: int, per_tenant: int) -> Scenario:
-    """Seed one registry, start both apps, verify and warm them, then alternate their loads."""
+    """Seed one registry, start both apps, verify and warm them, then alternate their loads.
+
+    With one key, /status is also loaded with If-None-Match naming its report, in the same rotation.
+    """
     config = directory / f"{name}.yaml"
     keys = write_config(config, tenants, per_tenant, CLOSED_PORT_URL, {"interval_seconds": 3600})
     prefix = f"bench:{name}:"
@@ -211,7 +229,7 @@ def scenario(redis: Redis, directory: Path, name: str, tenants: int, per_tenant:
         "status": ("wsgi:app", lambda port: verify_status(port, keys, per_tenant)),
     }
     ports, processes = {}, []
-    results: dict[str, list[load.LoadResult]] = {"hello": [], "status": []}
+    results: dict[str, list[load.LoadResult]] = {"hello": [], "status": [], "304": []}
     spent = 0
     try:
         for label, (app, verify) in apps.items():
@@ -223,16 +241,22 @@ def scenario(redis: Redis, directory: Path, name: str, tenants: int, per_tenant:
                 warm = warm_status(ports[label], keys, directory, redis)
             elif WARMUP_S > 0:
                 load.run(ports[label], "/status", keys, WARMUP_S, CONNECTIONS, directory)
+        held = conditional_headers(ports["status"], keys[0]) if len(keys) == 1 else None
         for _ in range(ROUNDS):  # alternate, so a slow spell of the machine hits both alike
             for label, (app, _verify) in apps.items():
                 r, n = measure(app, ports[label], keys, directory, redis)
                 results[label].append(r)
                 if label == "status":
                     spent += n
+            if held:
+                results["304"].append(measure("wsgi:app (304)", ports["status"], keys, directory, redis, held)[0])
+        if held:
+            conditional_headers(ports["status"], keys[0])  # still a 304 after the load: nothing changed the report
     finally:
         for process in processes:
             stop(process)
-    return Scenario(pooled(results["status"]), pooled(results["hello"]), spent, *warm)
+    not_modified = pooled(results["304"]) if results["304"] else None
+    return Scenario(pooled(results["status"]), pooled(results["hello"]), not_modified, spent, *warm)
 
 
 def main() -> int:
@@ -244,10 +268,12 @@ def main() -> int:
     rows = [
         Row("1 tenant x 50: throughput", one.status.rps, one.hello.rps, ">= 0.85", "req/s"),
         Row("1 tenant x 50: p99 latency", one.status.p99_ms, one.hello.p99_ms, "<= 2.0", "ms"),
+        Row("1 tenant x 50, If-None-Match (304): throughput", one.not_modified.rps, one.hello.rps, ">= 0.95", "req/s"),
         Row(f"{TENANTS} tenants x 5, round-robin: throughput", many.status.rps, many.hello.rps, ">= 0.85", "req/s"),
         Row(f"{TENANTS} tenants x 5, round-robin: p99 latency", many.status.p99_ms, many.hello.p99_ms, None, "ms"),
-        Row("non-2xx responses (all /status runs)", one.status.non_2xx + many.status.non_2xx, None, "== 0"),
-        Row("non-2xx responses (hello-world runs)", one.hello.non_2xx + many.hello.non_2xx, None, "== 0"),
+        Row("4xx and 5xx responses (all /status runs)",
+            one.status.errors_4xx_5xx + one.not_modified.errors_4xx_5xx + many.status.errors_4xx_5xx, None, "== 0"),
+        Row("4xx and 5xx responses (hello-world runs)", one.hello.errors_4xx_5xx + many.hello.errors_4xx_5xx, None, "== 0"),
     ]
     notes = [
         machine,

@@ -1,6 +1,7 @@
 """Pure report building: registered integrations and their states to the /status document."""
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal
@@ -111,6 +112,11 @@ def expire(document: dict[str, Any], stale_at: Mapping[str, float], now: float) 
 def encode(document: dict[str, Any]) -> bytes:
     """Serialize a report compactly, once, so serving it is a byte copy."""
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def etag(body: bytes) -> str:
+    """Return a report body's entity tag: a digest of its bytes (the same in Lua: see store/catalog.py)."""
+    return hashlib.sha1(body).hexdigest()[:20]
 
 
 class TenantReport:

@@ -27,7 +27,8 @@ the layout works on Redis Cluster; atomic steps are Lua scripts, never MULTI acr
                             incarnation and the rev of its last integration change; a prober that has not
                             applied that change writes no report, and no result of an integration it changed
   P{t:ID}:report      hash  body (prebuilt JSON), v (results version it was built from),
-                            until (ms when its first result turns stale), stale (JSON: id -> stale time)
+                            until (ms when its first result turns stale), stale (JSON: id -> stale time),
+                            e (the body's entity tag, report.etag: a conditional GET reads it, not the body)
   P{t:ID}:integrations hash integration id -> JSON definition, probe encrypted (admin API tenants)
   P{t:ID}:changes     stream  one entry {i: ID} per integration change; its id is the change's rev
 Every key's size is bounded by the registry (one entry per tenant, key or integration), or trimmed.
@@ -50,6 +51,7 @@ from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 from ..model import State, split_member
+from ..report import etag
 
 T = TypeVar("T")
 
@@ -255,7 +257,7 @@ if string.match(redis.call('GET', KEYS[2]) or '', '([^:]*)$') ~= ARGV[7] then re
 local current = tonumber(redis.call('HGET', KEYS[1], 'v') or '-1')
 if tonumber(ARGV[1]) > current then
   local said = redis.call('HGET', KEYS[1], 's')
-  redis.call('HSET', KEYS[1], 'v', ARGV[1], 'body', ARGV[2], 'until', ARGV[3], 'stale', ARGV[4])
+  redis.call('HSET', KEYS[1], 'v', ARGV[1], 'body', ARGV[2], 'until', ARGV[3], 'stale', ARGV[4], 'e', ARGV[11])
   redis.call('PUBLISH', ARGV[5], 'r ' .. ARGV[6] .. ' ' .. ARGV[1])  -- web workers drop their copy
   if ARGV[8] ~= '' then
     redis.call('HSET', KEYS[1], 's', ARGV[8])
@@ -423,7 +425,8 @@ class StoredReport:
     """A tenant's prebuilt report: its body, results version, and when its results turn stale.
 
     `until` is when the first result still fresh turns stale (epoch seconds); `stale` is the raw
-    JSON of every result's stale time, parsed only when the report has to be aged.
+    JSON of every result's stale time, parsed only when the report has to be aged. `etag` names the
+    body's bytes. A report read `whole=False` (for a conditional GET) holds neither body nor stale times.
     """
 
     tenant_id: str
@@ -431,6 +434,8 @@ class StoredReport:
     until: float
     version: int = 0
     stale: bytes = b"{}"
+    etag: str = ""
+    whole: bool = True
 
 
 @dataclass(frozen=True)
@@ -477,13 +482,20 @@ def _until(raw: bytes | None) -> float:
 
 
 def _report(tenant_id: str, raw: Sequence[bytes | None]) -> StoredReport | None:
-    body, until, version, stale = raw
+    until, version, tag = raw[:3]
+    if version is None:
+        return None
+    if len(raw) == len(_HEAD_FIELDS):
+        return StoredReport(tenant_id, b"", _until(until), int(version), etag=_text(tag or b""), whole=False)
+    body, stale = raw[3:]
     if body is None:
         return None
-    return StoredReport(tenant_id, body, _until(until), int(version or 0), stale or b"{}")
+    # A report written before entity tags were kept gets its tag here.
+    return StoredReport(tenant_id, body, _until(until), int(version), stale or b"{}", _text(tag) if tag else etag(body))
 
 
-_REPORT_FIELDS = ["body", "until", "v", "stale"]
+_HEAD_FIELDS = ["until", "v", "e"]  # what a conditional GET reads first: no body
+_REPORT_FIELDS = [*_HEAD_FIELDS, "body", "stale"]
 PUBSUB_PING_S = 1.0  # how often a follower of the changes channel checks that its link is alive
 PUBSUB_DEAD_S = 3.0  # a link whose ping has gone unanswered this long is taken as broken
 
@@ -632,19 +644,21 @@ class Store:
             raise error from exc
 
     # -- web side ------------------------------------------------------------------------------
-    def lookup(self, digests: Sequence[str], hint: str | None = None) -> tuple[str, StoredReport] | None:
+    def lookup(self, digests: Sequence[str], hint: str | None = None, whole: bool = True) -> tuple[str, StoredReport] | None:
         """Return (the digest that matched, its tenant's report), or None when no digest is known.
 
         `hint` is the tenant these digests belonged to last time: its report is read in the same
-        round trip as the key lookup, and used only if the key still belongs to it.
+        round trip as the key lookup, and used only if the key still belongs to it. With `whole`
+        False, only the report's version, stale time and entity tag are read.
         """
+        fields = _REPORT_FIELDS if whole else _HEAD_FIELDS
 
         def run() -> tuple[bool, list[bytes | None], list[bytes | None] | None]:
             pipe = self.client.pipeline(transaction=False)
             pipe.exists(self.config_key())
             pipe.hmget(self.keys_key(), list(digests))
             if hint is not None:
-                pipe.hmget(self.report_key(hint), _REPORT_FIELDS)
+                pipe.hmget(self.report_key(hint), fields)
             replies = pipe.execute()
             return bool(replies[0]), replies[1], replies[2] if hint is not None else None
 
@@ -656,7 +670,7 @@ class Store:
             return None
         digest, tenant_id = matched
         if tenant_id != hint or hinted is None:
-            hinted = self._call(lambda: self.client.hmget(self.report_key(tenant_id), _REPORT_FIELDS))
+            hinted = self._call(lambda: self.client.hmget(self.report_key(tenant_id), fields))
         found = _report(tenant_id, hinted)
         if found is None:
             raise NotSeeded("report not built yet")
@@ -851,7 +865,7 @@ class Store:
                 pipe.execute_command(
                     "EVAL", _PUT_REPORT, 2, self.report_key(tenant_id), self.registry_key(tenant_id),
                     version, body, _until_arg(until), json.dumps(stale), self.channel, tenant_id, prints.get(tenant_id, ""),
-                    json.dumps(said, sort_keys=True) if said is not None else "", round(at * 1000), events_from,
+                    json.dumps(said, sort_keys=True) if said is not None else "", round(at * 1000), events_from, etag(body),
                 )
             pipe.execute()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from flask import Blueprint, Response, current_app, request
 
@@ -45,8 +45,8 @@ class Web:
         """Stop following the changes channel (the worker is going away)."""
         self._stopped.set()
 
-    def find(self, digests: list[str]) -> StoredReport:
-        """Return the caller's report: from memory while it is current, else from Redis."""
+    def find(self, digests: list[str], whole: bool = True) -> StoredReport:
+        """Return the caller's report: from memory while it is current, else from Redis (all of it, or with `whole` False its head)."""
         self.ensure_following()
         if self.mirror.live:
             found = self.mirror.find(digests)
@@ -60,7 +60,7 @@ class Web:
             return found
         epoch = self.mirror.epoch
         try:
-            matched = self.store.lookup(digests, self.mirror.tenant_of(digests))
+            matched = self.store.lookup(digests, self.mirror.tenant_of(digests), whole)
             self.link.up()
             self.registry_seen = True
         except NotSeeded:
@@ -76,7 +76,8 @@ class Web:
         if matched is None:
             raise AuthError("unknown API key")
         matched_digest, found = matched
-        self.mirror.remember(epoch, matched_digest, found)
+        if found.whole:
+            self.mirror.remember(epoch, matched_digest, found)
         return found
 
 
@@ -87,17 +88,32 @@ def install(app_extensions: dict, store: Store, memory_bytes: int) -> None:
 
 @bp.get("/status")
 def status() -> Response:
-    """Return the caller's tenant report; 200 whatever its integrations say."""
+    """Return the caller's tenant report; 200 whatever its integrations say, 304 if the client holds it already."""
     digests = [digest(key) for key in candidate_keys(request.headers.get("Authorization"))]
     web: Web = current_app.extensions["status_web"]
-    found = web.find(digests)
+    held = request.if_none_match
+    # A client that names what it holds is answered from the report's tag: the body is read only if it changed.
+    found = web.find(digests, whole=not held)
     now = time.time()
+    if found.until >= now and found.etag and held.contains_weak(found.etag):
+        return _cacheable(Response(status=304), found.etag)
+    if not found.whole:
+        found = web.find(digests)
     if found.until < now:
         # No prober rebuilt this report in time (or Redis is away): age its results by the clock.
         stale_at = {iid: float(at) for iid, at in json.loads(found.stale).items()}
         document = report.expire(json.loads(found.body), stale_at, now)
-        found = StoredReport(found.tenant_id, report.encode(document), report.next_stale(stale_at, now), found.version, found.stale)
+        # The aged document follows from the base one and which of its results have turned stale.
+        tag = f"{found.etag}.{sum(at < now for at in stale_at.values())}"
+        found = replace(found, body=report.encode(document), until=report.next_stale(stale_at, now), etag=tag)
         web.mirror.replace(found)
-    response = Response(found.body, mimetype="application/json")
-    response.headers["Cache-Control"] = "no-store"
+        if held.contains_weak(found.etag):
+            return _cacheable(Response(status=304), found.etag)
+    return _cacheable(Response(found.body, mimetype="application/json"), found.etag)
+
+
+def _cacheable(response: Response, etag: str) -> Response:
+    """Mark a report response: any cache must ask again each time, and may keep it for one user only."""
+    response.set_etag(etag)
+    response.headers["Cache-Control"] = "private, no-cache"
     return response
