@@ -4,6 +4,9 @@ Like gunicorn's own defaults, it binds 0.0.0.0:$PORT when PORT is set (else 127.
 runs $WEB_CONCURRENCY workers.
 """
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 
@@ -36,3 +39,29 @@ accesslog = "-"
 # No request headers and no query string (%(U)s is the path alone): the Authorization header and
 # keys sent as query parameters must never be written down.
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms'
+
+# /metrics sums every worker's request counters (prometheus_client's multiprocess mode): each worker
+# writes its own to files here. A directory of our own unless the operator names one; either way it
+# starts empty, as prometheus_client requires, and is set before any worker imports the library.
+_made_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _made_metrics_dir:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="status-metrics-")
+
+
+def on_starting(server):
+    """Clear what an earlier run left in the metrics directory."""
+    for stale in Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).glob("*.db"):
+        stale.unlink()
+
+
+def child_exit(server, worker):
+    """Let a dead worker's gauges go (its counters stay in the sums, as counters must)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    """Remove the metrics directory if it was made here."""
+    if _made_metrics_dir:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

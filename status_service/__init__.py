@@ -7,7 +7,7 @@ from flask import Flask
 
 from .settings import Settings, configure_logging, credentials_cipher, from_env, redis_url
 from .store import Store, connect
-from .web import admin, errors, health, history, status
+from .web import admin, errors, health, history, metrics, status
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -30,5 +30,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(history.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(metrics.bp)
+    metrics.install(app, settings.metrics_token)
     errors.register(app)
     return app

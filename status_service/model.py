@@ -106,6 +106,7 @@ class Registry:
     allow_private_addresses: bool = False  # integrations made through the admin API may go anywhere
     max_integrations_per_tenant: int = DEFAULT_MAX_INTEGRATIONS
     history: HistoryOptions = field(default_factory=HistoryOptions)
+    metrics_tenant_label: bool = False  # /metrics labels the integrations' counts by tenant
     integrations: tuple[Integration, ...] = field(init=False, repr=False, compare=False)  # every tenant's, in order
 
     def integration(self, member: str) -> Integration | None:

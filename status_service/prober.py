@@ -29,12 +29,14 @@ from .catalog import Catalog
 from .cipher import Cipher
 from .compactor import Compactor
 from .fetch import Fetcher
+from .metrics import Tally
 from .model import Integration, Outcome, ProbeSpec, Registry, State, split_member, tenant_fingerprint
 from .registry import ConfigError, load
 from .settings import SettingsError, configure_logging, credentials_cipher, from_env, redis_url
 from .store import Claim, Fenced, OlderGeneration, Recorded, Store, StoreUnavailable, TenantConflict, connect
 from .store.catalog import Catalog as StoredCatalog
 from .store.history import History, check_text, event_text
+from .store.metrics import Metrics
 
 log = logging.getLogger("status_service.prober")
 
@@ -50,6 +52,7 @@ STOP_MARGIN_S = 0.25  # on SIGTERM, how long past their deadline running probes 
 RECORD_ATTEMPTS = 5  # rounds of recomputing a result that another prober's write overtook
 REPORT_BYTES_PER_S = 8 * 1024 * 1024  # a tenant's report is rewritten at most this many bytes a second
 RECONCILE_S = 60.0  # how often a prober re-reads every admin API tenant's rev, in case a feed entry was lost
+METRICS_FLUSH_S = 5.0  # how often a prober adds its counts to the sums in Redis that /metrics shows
 
 
 @dataclass
@@ -137,6 +140,8 @@ class Prober:
         self.backoff_s = 0.0
         self.resume_at = 0.0  # time.monotonic() before which a tick does nothing (Redis backoff)
         self.stopping = False
+        self.tally = Tally()  # probes counted since the last flush to Redis
+        self.metrics_at = 0.0  # time.monotonic() of the next flush
 
     def use(self, registry: Registry) -> None:
         """Adopt a registry; what is derived from it is computed here once, not on every tick."""
@@ -217,6 +222,7 @@ class Prober:
             self.flush()
             with self.flushing:
                 self.write_reports(now)  # reports held back to spare bandwidth, now due
+            self.flush_metrics()
             if not self.stopping:
                 self.start_probes(wait=True)  # a fresh time: the steps above may have taken a while
         except StoreUnavailable as exc:
@@ -248,7 +254,8 @@ class Prober:
             kept = self.registry.history
             settings = {"allow_private_addresses": self.registry.allow_private_addresses,
                         "max_integrations_per_tenant": self.registry.max_integrations_per_tenant,
-                        "history": {"raw_s": kept.raw_s, "five_minute_s": kept.five_minute_s, "hourly_s": kept.hourly_s}}
+                        "history": {"raw_s": kept.raw_s, "five_minute_s": kept.five_minute_s, "hourly_s": kept.hourly_s},
+                        "metrics": {"tenant_label": self.registry.metrics_tenant_label}}
             file_prints = {t.id: self.tenant_prints[t.id] for t in self.registry.tenants}
             removed = self.store.seed(mine, self.registry.generation, owners, file_prints, members, admins, settings)
         except (OlderGeneration, TenantConflict) as exc:
@@ -418,7 +425,21 @@ class Prober:
 
     def _probe(self, entry: InFlight) -> Outcome:
         entry.started = time.monotonic()
-        return self.fetcher.probe(entry.integration.probe)
+        outcome = self.fetcher.probe(entry.integration.probe)
+        self.tally.probe(entry.integration.type, outcome.reason, time.monotonic() - entry.started)
+        return outcome
+
+    def flush_metrics(self, force: bool = False) -> None:
+        """Add what this prober counted to the sums in Redis, every METRICS_FLUSH_S (or now, with `force`)."""
+        if not force and time.monotonic() < self.metrics_at:
+            return
+        self.metrics_at = time.monotonic() + METRICS_FLUSH_S
+        taken = self.tally.take()
+        try:
+            Metrics(self.store).add(taken)
+        except StoreUnavailable:
+            self.tally.give_back(taken)  # carried by the next flush
+            raise
 
     def _done(self, entry: InFlight, future: Future[Outcome]) -> None:
         if future.cancelled():  # a probe that never started, as the prober stops
@@ -592,7 +613,7 @@ class Prober:
         """Store the reports that changed, each at most once per REPORT_BYTES_PER_S share of its size."""
         ready = time.monotonic()
         due = [t for t, at in self.dirty.items() if force or at <= ready]
-        reports, statuses = [], {}
+        reports, statuses, counts = [], {}, {}
         for tenant_id in due:
             del self.dirty[tenant_id]
             view = self.views.get(tenant_id)
@@ -604,11 +625,12 @@ class Prober:
             stale = view.report.stale_at
             reports.append((tenant_id, view.version, body, stale, report.next_stale(stale, now)))
             statuses[tenant_id] = view.report.statuses()
+            counts[tenant_id] = view.report.tally()
         options = self.registry.history
         if options.enabled:
-            self.store.put_reports(reports, self.tenant_prints, statuses, now, _ms(now - options.events_s))
+            self.store.put_reports(reports, self.tenant_prints, statuses, now, _ms(now - options.events_s), counts)
         else:
-            self.store.put_reports(reports, self.tenant_prints)
+            self.store.put_reports(reports, self.tenant_prints, counts=counts)
 
     def _log_probe(self, i: Integration, outcome: Outcome, before: State | None, after: State) -> None:
         log.debug(
@@ -645,6 +667,7 @@ class Prober:
                 self.write_reports(self.clock(), force=True)
             self.store.reschedule((e.claim, now) for e in leftover)
             self.store.forget_prober(self.id)
+            self.flush_metrics(force=True)
         except StoreUnavailable:
             log.warning("prober.stop redis unavailable; unfinished claims come back when their leases expire")
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -667,6 +690,7 @@ class Prober:
         self.flush()
         with self.flushing:
             self.write_reports(self.clock(), force=True)
+        self.flush_metrics(force=True)
 
 
 def _ms(at: float) -> int:

@@ -175,6 +175,7 @@ def _build(data: dict[str, Any]) -> Registry:
         allow_private_addresses=defaults.get("allow_private_addresses", False),
         max_integrations_per_tenant=data["admin"].get("max_integrations_per_tenant", DEFAULT_MAX_INTEGRATIONS),
         history=history_options(data["history"]),
+        metrics_tenant_label=data["metrics"].get("tenant_label", False),
     )
 
 

@@ -114,6 +114,15 @@ def encode(document: dict[str, Any]) -> bytes:
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
+def tally(rows: Sequence[Row]) -> dict[str, dict[str, int]]:
+    """Return how many integrations of each type have each status."""
+    out: dict[str, dict[str, int]] = {}
+    for entry in rows:
+        by_status = out.setdefault(entry["type"], {})
+        by_status[entry["status"]] = by_status.get(entry["status"], 0) + 1
+    return out
+
+
 def etag(body: bytes) -> str:
     """Return a report body's entity tag: a digest of its bytes (the same in Lua: see store/catalog.py)."""
     return hashlib.sha1(body).hexdigest()[:20]
@@ -205,6 +214,10 @@ class TenantReport:
         head = encode(_document([], self._counts, iso(now)))
         # The rows are spliced in already encoded: the first '"integrations":[]' is that key's.
         return head.replace(b'"integrations":[]', b'"integrations":[' + b",".join(self._encoded) + b"]", 1)
+
+    def tally(self) -> dict[str, dict[str, int]]:
+        """Return how many integrations of each type have each status, as the last body said them."""
+        return tally(self._rows)
 
     def statuses(self) -> dict[str, str]:
         """Return the overall status (key "") and each type's ("type:<type>"), as the last body said them.

@@ -189,6 +189,12 @@ class HistorySchema(Schema):
             raise ValidationError("must be at least five_minute_days", "hourly_days")
 
 
+class MetricsSchema(Schema):
+    """What /metrics shows."""
+
+    tenant_label = Flag()  # a series per tenant: off by default, as tenants can be many
+
+
 class ConfigSchema(Schema):
     """The whole config file."""
 
@@ -198,6 +204,7 @@ class ConfigSchema(Schema):
     prober = fields.Nested(ProberSchema, load_default=dict)
     admin = fields.Nested(AdminSettingsSchema, load_default=dict)
     history = fields.Nested(HistorySchema, load_default=dict)
+    metrics = fields.Nested(MetricsSchema, load_default=dict)
     tenants = fields.List(fields.Nested(TenantSchema), required=True)
     admin_keys = fields.List(fields.Nested(AdminKeySchema), load_default=list)
 

@@ -37,6 +37,7 @@ class Settings:
     log_level: str = "INFO"
     admin_key_sha256: str | None = None  # a key of the admin API besides the config file's (id "env")
     secret_keys: str | None = field(default=None, repr=False)  # STATUS_SECRET_KEY: Fernet keys, comma-separated
+    metrics_token: str | None = field(default=None, repr=False)  # STATUS_METRICS_TOKEN: /metrics wants it as a Bearer token
 
 
 def from_env(environ: Mapping[str, str]) -> Settings:
@@ -59,6 +60,7 @@ def from_env(environ: Mapping[str, str]) -> Settings:
     return Settings(
         admin_key_sha256=admin_digest,
         secret_keys=environ.get("STATUS_SECRET_KEY", "").strip() or None,
+        metrics_token=environ.get("STATUS_METRICS_TOKEN", "").strip() or None,
         redis_url=url,
         redis_cluster=cluster in ("1", "true", "yes"),
         config_path=environ.get("STATUS_CONFIG", DEFAULT_CONFIG),

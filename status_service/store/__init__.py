@@ -28,7 +28,8 @@ the layout works on Redis Cluster; atomic steps are Lua scripts, never MULTI acr
                             applied that change writes no report, and no result of an integration it changed
   P{t:ID}:report      hash  body (prebuilt JSON), v (results version it was built from),
                             until (ms when its first result turns stale), stale (JSON: id -> stale time),
-                            e (the body's entity tag, report.etag: a conditional GET reads it, not the body)
+                            e (the body's entity tag, report.etag: a conditional GET reads it, not the body),
+                            c (JSON: type -> status -> integrations, for /metrics; absent: count the body)
   P{t:ID}:integrations hash integration id -> JSON definition, probe encrypted (admin API tenants)
   P{t:ID}:changes     stream  one entry {i: ID} per integration change; its id is the change's rev
 Every key's size is bounded by the registry (one entry per tenant, key or integration), or trimmed.
@@ -258,6 +259,7 @@ local current = tonumber(redis.call('HGET', KEYS[1], 'v') or '-1')
 if tonumber(ARGV[1]) > current then
   local said = redis.call('HGET', KEYS[1], 's')
   redis.call('HSET', KEYS[1], 'v', ARGV[1], 'body', ARGV[2], 'until', ARGV[3], 'stale', ARGV[4], 'e', ARGV[11])
+  if ARGV[12] ~= '' then redis.call('HSET', KEYS[1], 'c', ARGV[12]) else redis.call('HDEL', KEYS[1], 'c') end
   redis.call('PUBLISH', ARGV[5], 'r ' .. ARGV[6] .. ' ' .. ARGV[1])  -- web workers drop their copy
   if ARGV[8] ~= '' then
     redis.call('HSET', KEYS[1], 's', ARGV[8])
@@ -850,22 +852,25 @@ class Store:
         return {tenant_id: _recorded(reply) for tenant_id, reply in zip(tenant_ids, replies)}
 
     def put_reports(self, reports: Iterable[tuple[str, int, bytes, Mapping[str, float], float]], prints: Mapping[str, str],
-                    statuses: Mapping[str, Mapping[str, str]] | None = None, at: float = 0.0, events_from: int = 0) -> None:
+                    statuses: Mapping[str, Mapping[str, str]] | None = None, at: float = 0.0, events_from: int = 0,
+                    counts: Mapping[str, Mapping[str, Mapping[str, int]]] | None = None) -> None:
         """Store prebuilt reports (tenant, results version, body, stale time per id, next stale time).
 
         A report is kept only if `prints` holds the tenant's seeded fingerprint (see record()). With
         `statuses` (tenant -> scope -> status), each one that changed is an event at `at`, kept from
-        `events_from` (ms).
+        `events_from` (ms). `counts` holds each report's integrations by type and status (report.tally).
         """
 
         def run() -> None:
             pipe = self.client.pipeline(transaction=False)  # plain EVAL, as in record()
             for tenant_id, version, body, stale, until in reports:
                 said = (statuses or {}).get(tenant_id)
+                tallied = (counts or {}).get(tenant_id)
                 pipe.execute_command(
                     "EVAL", _PUT_REPORT, 2, self.report_key(tenant_id), self.registry_key(tenant_id),
                     version, body, _until_arg(until), json.dumps(stale), self.channel, tenant_id, prints.get(tenant_id, ""),
                     json.dumps(said, sort_keys=True) if said is not None else "", round(at * 1000), events_from, etag(body),
+                    json.dumps(tallied, separators=(",", ":")) if tallied is not None else "",
                 )
             pipe.execute()
 

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field, replace
 
 from flask import Blueprint, Response, current_app, request
+from werkzeug.http import parse_etags
 
 from .. import report
 from ..store import NotSeeded, Store, StoredReport, StoreUnavailable
@@ -91,12 +92,12 @@ def status() -> Response:
     """Return the caller's tenant report; 200 whatever its integrations say, 304 if the client holds it already."""
     digests = [digest(key) for key in candidate_keys(request.headers.get("Authorization"))]
     web: Web = current_app.extensions["status_web"]
-    held = request.if_none_match
+    raw_held = request.headers.get("If-None-Match")
     # A client that names what it holds is answered from the report's tag: the body is read only if it changed.
-    found = web.find(digests, whole=not held)
+    found = web.find(digests, whole=raw_held is None)
     now = time.time()
-    if found.until >= now and found.etag and held.contains_weak(found.etag):
-        return _cacheable(Response(status=304), found.etag)
+    if raw_held is not None and found.until >= now and _holds(raw_held, found.etag):
+        return _not_modified(found.etag)
     if not found.whole:
         found = web.find(digests)
     if found.until < now:
@@ -107,13 +108,25 @@ def status() -> Response:
         tag = f"{found.etag}.{sum(at < now for at in stale_at.values())}"
         found = replace(found, body=report.encode(document), until=report.next_stale(stale_at, now), etag=tag)
         web.mirror.replace(found)
-        if held.contains_weak(found.etag):
-            return _cacheable(Response(status=304), found.etag)
-    return _cacheable(Response(found.body, mimetype="application/json"), found.etag)
-
-
-def _cacheable(response: Response, etag: str) -> Response:
-    """Mark a report response: any cache must ask again each time, and may keep it for one user only."""
-    response.set_etag(etag)
-    response.headers["Cache-Control"] = "private, no-cache"
+        if raw_held is not None and _holds(raw_held, found.etag):
+            return _not_modified(found.etag)
+    response = Response(found.body, mimetype="application/json")
+    response.headers["ETag"] = f'"{found.etag}"'
+    response.headers["Cache-Control"] = CACHE_CONTROL
     return response
+
+
+CACHE_CONTROL = "private, no-cache"  # any cache must ask again each time, and may keep it for one user only
+
+
+def _holds(raw: str, etag: str) -> bool:
+    """Return whether an If-None-Match header names this tag (weak comparison, as RFC 9110 wants for it)."""
+    if not etag:
+        return False
+    # Pollers echo the tag they got: that case costs a string comparison, the rest a parse.
+    return raw == f'"{etag}"' or parse_etags(raw).contains_weak(etag)
+
+
+def _not_modified(etag: str) -> Response:
+    """Return a 304 for a client that holds the current report."""
+    return Response(status=304, headers={"ETag": f'"{etag}"', "Cache-Control": CACHE_CONTROL})
