@@ -47,11 +47,13 @@ def same_value(actual: Any, expected: Any) -> bool:
     return actual == expected  # expected is a scalar (the schema says so), so no bool hides in a list
 
 
-def advance(previous: State | None, outcome: Outcome, spec: ProbeSpec, now: float, fence: int = 0) -> State:
+def advance(previous: State | None, outcome: Outcome, spec: ProbeSpec, now: float, fence: int = 0,
+            flap: tuple[int, float] = (5, 1800.0)) -> State:
     """Apply one outcome (from the claim with token `fence`) to the previous state, honouring the thresholds.
 
     A previous state older than stale_after is no evidence of the present: it counts as absent, so
-    the first fresh result decides alone.
+    the first fresh result decides alone. `flap` is (changes, window in s): that many changes within
+    the window and the integration is flapping until it has changed none for a whole window.
     """
     checked_at = max(now, previous.checked_at) if previous else now  # never backwards, whatever the clocks
     last = previous  # what was recorded, stale or not: a gap in checks is no change of status
@@ -71,6 +73,16 @@ def advance(previous: State | None, outcome: Outcome, spec: ProbeSpec, now: floa
     else:
         status = previous.status
 
+    # Flapping: the times of recent changes, and while flapping the status alerts last announced.
+    changes_k, window_s = flap
+    changed = last is not None and last.status is not status
+    # The last changes_k are all it takes to tell: changes_k of them within the window, or none in it.
+    recent = (tuple(t for t in (last.changes if last else ()) if checked_at - t < window_s) + ((checked_at,) if changed else ()))[-changes_k:]
+    held = last.held if last else None
+    if held is None and changed and len(recent) >= changes_k:
+        held = last.status.value  # type: ignore[union-attr]  # changed implies a last state
+    elif held is not None and not recent:
+        held = None  # steady for a whole window: settled
     return State(
         status=status,
         checked_at=checked_at,
@@ -80,4 +92,23 @@ def advance(previous: State | None, outcome: Outcome, spec: ProbeSpec, now: floa
         consecutive_successes=oks,
         fence=fence,
         since=last.since if last is not None and last.status is status and last.since is not None else checked_at,
+        changes=recent,
+        held=held,
     )
+
+
+def transition(before: State | None, after: State) -> dict[str, Any] | None:
+    """Return the event one recorded state makes (previous, current and what alerts make of it), or None.
+
+    A change while flapping is held (`held`: no alert); the change that starts flapping says so
+    (`flapping`); the probe that finds it steady again says where it settled (`settled`), changed or not.
+    """
+    previous = before.status.value if before else "unknown"  # a gap in checks (stale) is no change
+    was, now = before is not None and before.held is not None, after.held is not None
+    if was and not now:
+        return {"previous": before.held, "current": after.status.value, "settled": True}  # type: ignore[union-attr]
+    if previous == after.status.value:
+        return None
+    if now and not was:
+        return {"previous": previous, "current": after.status.value, "flapping": True}
+    return {"previous": previous, "current": after.status.value, **({"held": True} if now else {})}

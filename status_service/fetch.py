@@ -317,8 +317,12 @@ class Fetcher:
         self.lookups: dict[tuple[str, int], Future[list[tuple[Any, ...]]]] = {}
         self.lookups_lock = threading.RLock()  # a lookup done already runs its callback at once, under it
 
-    def probe(self, spec: ProbeSpec) -> Outcome:
-        """Probe once within spec.timeout_s and judge the result; never raise, never reveal headers or credentials."""
+    def probe(self, spec: ProbeSpec, data: bytes | None = None) -> Outcome:
+        """Probe once within spec.timeout_s and judge the result; never raise, never reveal headers or credentials.
+
+        With `data`, send it as the request body: a webhook delivery, to which the address policy
+        applies but the probes' request policy (GET or HEAD, credentials over https) does not.
+        """
         started = time.monotonic()
         proxies = self._proxies_for(spec.url)
         deadline = Deadline(self, started + spec.timeout_s, guarded=spec.guarded)
@@ -328,10 +332,10 @@ class Fetcher:
             return int((time.monotonic() - started) * 1000)
 
         try:
-            if spec.guarded and (refusal := self._guard(spec, deadline, proxies)) is not None:
+            if spec.guarded and (refusal := self._guard(spec, deadline, proxies, data is None)) is not None:
                 return Outcome.failed(refusal, elapsed_ms())
             response = self.adapter.send(
-                self._prepare(spec),
+                self._prepare(spec, data),
                 stream=True,
                 timeout=spec.timeout_s,  # per recv; the reaper enforces the deadline over the whole probe
                 verify=self.verify,
@@ -361,9 +365,9 @@ class Fetcher:
             _current.deadline = None
             deadline.close()
 
-    def _guard(self, spec: ProbeSpec, deadline: Deadline, proxies: Mapping[str, str]) -> str | None:
-        """Return the reason to refuse a guarded probe before it sends anything, or None."""
-        if policy.request_refusal(spec.method, spec.url, (name for name, _ in spec.headers)) is not None:
+    def _guard(self, spec: ProbeSpec, deadline: Deadline, proxies: Mapping[str, str], probe: bool = True) -> str | None:
+        """Return the reason to refuse a guarded probe (or delivery) before it sends anything, or None."""
+        if probe and policy.request_refusal(spec.method, spec.url, (name for name, _ in spec.headers)) is not None:
             return policy.REASON
         if not proxies:
             return None  # checked on each address connected to (see _new_conn)
@@ -376,12 +380,12 @@ class Fetcher:
             return "connection_error"
         return policy.REASON if policy.addresses_refusal(a[4][0] for a in addresses) else None
 
-    def _prepare(self, spec: ProbeSpec) -> requests.PreparedRequest:
+    def _prepare(self, spec: ProbeSpec, data: bytes | None = None) -> requests.PreparedRequest:
         """Return the probe's request: the default headers, overridden by its own."""
         headers = CaseInsensitiveDict(self.headers)
         headers.update(spec.headers)
         prepared = requests.PreparedRequest()
-        prepared.prepare(method=spec.method, url=spec.url, headers=headers)
+        prepared.prepare(method=spec.method, url=spec.url, headers=headers, data=data)
         return prepared
 
     def lookup(self, host: str, port: int, deadline: Deadline) -> Future[list[tuple[Any, ...]]]:

@@ -62,12 +62,28 @@ class Integration:
 
 
 @dataclass(frozen=True)
+class Webhook:
+    """Where a tenant's events go: its URL, signing secret and the event types it wants (empty: all)."""
+
+    id: str
+    url: str
+    secret: str = field(repr=False)
+    events: tuple[str, ...] = ()
+    guarded: bool = False  # made through the admin API: public addresses only (see policy.py)
+
+    def wants(self, event_type: str) -> bool:
+        """Return whether this webhook subscribed to the event type."""
+        return not self.events or event_type in self.events
+
+
+@dataclass(frozen=True)
 class Tenant:
-    """A customer: its API key digests and its integrations in registration order."""
+    """A customer: its API key digests, its integrations in registration order, and its webhooks."""
 
     id: str
     key_digests: tuple[str, ...]
     integrations: tuple[Integration, ...]
+    webhooks: tuple[Webhook, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -95,6 +111,16 @@ class HistoryOptions:
 
 
 @dataclass(frozen=True)
+class AlertOptions:
+    """How webhook deliveries are retried, and when an integration counts as flapping."""
+
+    first_retry_s: float = 5.0  # the first retry comes within this; each later one waits twice as long
+    retry_s: float = 24 * 3600.0  # an event not delivered by then goes to the dead letters
+    flap_changes: int = 5  # this many status changes within flap_window_s: flapping, its alerts held
+    flap_window_s: float = 30 * 60.0  # and steady this long: settled, one alert says where
+
+
+@dataclass(frozen=True)
 class Registry:
     """Everything the config file declares, validated."""
 
@@ -107,6 +133,7 @@ class Registry:
     max_integrations_per_tenant: int = DEFAULT_MAX_INTEGRATIONS
     history: HistoryOptions = field(default_factory=HistoryOptions)
     metrics_tenant_label: bool = False  # /metrics labels the integrations' counts by tenant
+    alerts: AlertOptions = field(default_factory=AlertOptions)
     integrations: tuple[Integration, ...] = field(init=False, repr=False, compare=False)  # every tenant's, in order
 
     def integration(self, member: str) -> Integration | None:
@@ -171,6 +198,8 @@ class State:
     consecutive_successes: int = 0
     fence: int = 0  # the claim token of the probe that produced it; a lower token never overwrites it
     since: float | None = None  # when the status last changed (None: recorded before this was kept)
+    changes: tuple[float, ...] = ()  # when the status changed within the flap window, oldest first
+    held: str | None = None  # while flapping: the status alerts last announced, before it began
 
     def to_json(self) -> dict[str, Any]:
         """Return the JSON-ready form stored in Redis."""
@@ -183,6 +212,8 @@ class State:
             "oks": self.consecutive_successes,
             "fence": self.fence,
             "since": self.since,
+            "chg": list(self.changes),
+            "held": self.held,
         }
 
     @classmethod
@@ -197,4 +228,6 @@ class State:
             consecutive_successes=int(raw.get("oks", 0)),
             fence=int(raw.get("fence", 0)),
             since=raw.get("since"),
+            changes=tuple(raw.get("chg", ())),
+            held=raw.get("held"),
         )

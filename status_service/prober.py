@@ -26,8 +26,9 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from . import checks, report
 from .catalog import Catalog
-from .cipher import Cipher
+from .cipher import Cipher, CipherError
 from .compactor import Compactor
+from .dispatcher import Dispatcher
 from .fetch import Fetcher
 from .metrics import Tally
 from .model import Integration, Outcome, ProbeSpec, Registry, State, split_member, tenant_fingerprint
@@ -37,6 +38,7 @@ from .store import Claim, Fenced, OlderGeneration, Recorded, Store, StoreUnavail
 from .store.catalog import Catalog as StoredCatalog
 from .store.history import History, check_text, event_text
 from .store.metrics import Metrics
+from .store.webhooks import Webhooks
 
 log = logging.getLogger("status_service.prober")
 
@@ -52,6 +54,7 @@ STOP_MARGIN_S = 0.25  # on SIGTERM, how long past their deadline running probes 
 RECORD_ATTEMPTS = 5  # rounds of recomputing a result that another prober's write overtook
 REPORT_BYTES_PER_S = 8 * 1024 * 1024  # a tenant's report is rewritten at most this many bytes a second
 RECONCILE_S = 60.0  # how often a prober re-reads every admin API tenant's rev, in case a feed entry was lost
+DISPATCH_S = 1.0  # how often a prober's dispatcher looks for events to deliver and deliveries due
 METRICS_FLUSH_S = 5.0  # how often a prober adds its counts to the sums in Redis that /metrics shows
 
 
@@ -113,6 +116,10 @@ class Prober:
     ) -> None:
         self.cipher = cipher  # opens the probes of admin API integrations; without one, the prober ignores them
         self.stored_catalog = StoredCatalog(store)
+        self.tally = Tally()  # probes and deliveries counted since the last flush to Redis
+        self.metrics_at = 0.0  # time.monotonic() of the next flush
+        self.id = prober_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.dispatcher = Dispatcher(store, cipher.open if cipher else _no_secrets, self.id, self.tally, clock or time.time)
         self.use(registry)
         self.source = source  # the config file, re-read when it changes or on request
         self.environ = environ if environ is not None else os.environ
@@ -120,7 +127,6 @@ class Prober:
         self.reload_requested = False
         self.store = store
         self.fetcher = fetcher or Fetcher(pool_size=registry.prober.concurrency)
-        self.id = prober_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         # Leases and due times follow Redis's clock, which every prober shares: each claim returns
         # it, and this prober's notion of now is its own clock plus the last offset seen. A test
         # passes a clock of its own, which is then used for everything.
@@ -140,12 +146,11 @@ class Prober:
         self.backoff_s = 0.0
         self.resume_at = 0.0  # time.monotonic() before which a tick does nothing (Redis backoff)
         self.stopping = False
-        self.tally = Tally()  # probes counted since the last flush to Redis
-        self.metrics_at = 0.0  # time.monotonic() of the next flush
 
     def use(self, registry: Registry) -> None:
         """Adopt a registry; what is derived from it is computed here once, not on every tick."""
         self.registry = registry
+        self.dispatcher.configure(registry.alerts, {t.id: t.webhooks for t in registry.tenants}, not registry.allow_private_addresses)
         self.fingerprint = fingerprint(registry)
         self.tenant_prints = {t.id: tenant_fingerprint(t.integrations) for t in registry.tenants}
         self.behind: set[str] = set()  # tenants whose seeded registry differs from this one (logged once)
@@ -170,6 +175,13 @@ class Prober:
         compactor = Compactor(History(self.store), self.registry.history, self.id)
         try:
             return compactor.run_once(tenants, self.clock())
+        except StoreUnavailable:
+            return 0  # the tick notices, logs and backs off
+
+    def dispatch(self) -> int:
+        """Deliver what is due to webhooks (see dispatcher.py); return how many deliveries were started."""
+        try:
+            return self.dispatcher.run_once()
         except StoreUnavailable:
             return 0  # the tick notices, logs and backs off
 
@@ -267,6 +279,8 @@ class Prober:
                 log.error("registry.conflict prober=%s tenant=%s: made through the admin API; rename it in the file", self.id, exc.tenant_id)
             self.seeded = mine
             return
+        # The file's webhooks get the events from now on (an existing group keeps its place).
+        Webhooks(self.store).ensure_groups(t.id for t in self.registry.tenants if t.webhooks)
         # Every report afresh, so removals show at once; Redis may also have lost what views hold.
         self.views = {}
         self.sync({t: ("", -1, {}) for t in tenant_ids}, now)
@@ -531,15 +545,15 @@ class Prober:
                 view = self.views.get(tenant_id)
                 before = befores[tenant_id, iid] = view.report.states.get(iid) if view else None
                 spec = entry.integration.probe
-                state = checks.advance(before, outcome, spec, at, entry.claim.fence)
+                alerts = self.registry.alerts
+                state = checks.advance(before, outcome, spec, at, entry.claim.fence, (alerts.flap_changes, alerts.flap_window_s))
                 known = (view.incarnation, view.version) if view else ("", -1)
                 writes.setdefault(tenant_id, (*known, {}))[2][iid] = (before.fence if before else 0, state)
                 if self.registry.history.enabled:
-                    # A transition of what was recorded: a gap in checks (stale) is no change of the integration's.
-                    previous = before.status.value if before else "unknown"
-                    event = "" if previous == state.status.value else event_text(
-                        state.checked_at, "integration", {"id": iid, "type": entry.integration.type}, previous,
-                        state.status.value, state.reason)
+                    change = checks.transition(before, state)
+                    event = "" if change is None else event_text(
+                        state.checked_at, "integration", {"id": iid, "type": entry.integration.type}, change.pop("previous"),
+                        change.pop("current"), state.reason, change)
                     kept.setdefault(tenant_id, {})[iid] = (check_text(state, outcome.ok), event)
             revs: dict[str, dict[str, str]] = {}
             for entry, _, _ in pending.values():
@@ -672,6 +686,7 @@ class Prober:
             log.warning("prober.stop redis unavailable; unfinished claims come back when their leases expire")
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.fetcher.close()
+        self.dispatcher.close()
         log.info("prober.stopped prober=%s released=%d", self.id, len(leftover))
 
     def drain(self, timeout_s: float = 10.0) -> None:
@@ -695,6 +710,10 @@ class Prober:
 
 def _ms(at: float) -> int:
     return max(0, int(at * 1000))
+
+
+def _no_secrets(token: str) -> str:
+    raise CipherError("this prober has no STATUS_SECRET_KEY")
 
 
 def main() -> int:
@@ -729,6 +748,8 @@ def main() -> int:
     # The first tick runs at once: unknown should last seconds, not a tick.
     scheduler.add_job(prober.tick, "interval", seconds=registry.prober.tick_s, max_instances=1, coalesce=True,
                       next_run_time=datetime.now(timezone.utc))
+    # Beside the tick, on a thread and a pool of its own: a slow receiver never delays a claim.
+    scheduler.add_job(prober.dispatch, "interval", seconds=DISPATCH_S, max_instances=1, coalesce=True)
     # Beside the tick, on its own thread: folding history never delays a claim.
     scheduler.add_job(prober.compact, "interval", seconds=min(15.0, registry.history.compact_every_s), max_instances=1, coalesce=True)
     if settings.redis_url is None:

@@ -11,7 +11,7 @@ from marshmallow import ValidationError
 from .model import (
     DEFAULT_CONCURRENCY, DEFAULT_FAILURE_THRESHOLD, DEFAULT_MAX_INTEGRATIONS, DEFAULT_INTERVAL_S, DEFAULT_MAX_BODY_BYTES,
     DEFAULT_SUCCESS_THRESHOLD, DEFAULT_TICK_S, DEFAULT_TIMEOUT_S, STALE_AFTER_INTERVALS,
-    HistoryOptions, Integration, ProberOptions, ProbeSpec, Registry, Tenant,
+    AlertOptions, HistoryOptions, Integration, ProberOptions, ProbeSpec, Registry, Tenant, Webhook,
 )
 from .schemas import ConfigSchema
 
@@ -161,7 +161,9 @@ def _build(data: dict[str, Any]) -> Registry:
             for i in t["integrations"]
         )
         digests = tuple(dict.fromkeys(k["sha256"].lower() for k in t["api_keys"]))
-        tenants.append(Tenant(id=t["id"], key_digests=digests, integrations=integrations))
+        hooks = tuple(Webhook(h.get("id", f"file-{n}"), h["url"], h["secret"], tuple(dict.fromkeys(h["events"])))
+                      for n, h in enumerate(t["webhooks"], 1))
+        tenants.append(Tenant(id=t["id"], key_digests=digests, integrations=integrations, webhooks=hooks))
     prober = data["prober"]
     return Registry(
         tenants=tuple(tenants),
@@ -176,6 +178,12 @@ def _build(data: dict[str, Any]) -> Registry:
         max_integrations_per_tenant=data["admin"].get("max_integrations_per_tenant", DEFAULT_MAX_INTEGRATIONS),
         history=history_options(data["history"]),
         metrics_tenant_label=data["metrics"].get("tenant_label", False),
+        alerts=AlertOptions(
+            first_retry_s=data["alerts"].get("first_retry_seconds", AlertOptions.first_retry_s),
+            retry_s=data["alerts"].get("retry_hours", AlertOptions.retry_s / 3600) * 3600.0,
+            flap_changes=data["alerts"].get("flap_changes", AlertOptions.flap_changes),
+            flap_window_s=data["alerts"].get("flap_minutes", AlertOptions.flap_window_s / 60) * 60.0,
+        ),
     )
 
 

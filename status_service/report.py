@@ -41,7 +41,7 @@ def row(integration: Integration, state: State | None, now: float) -> Row:
         health, reason = Health.UNKNOWN, "stale"
     else:
         health, reason = state.status, state.reason
-    return {
+    entry = {
         "id": integration.id,
         "status": health.value,
         "type": integration.type,
@@ -49,6 +49,9 @@ def row(integration: Integration, state: State | None, now: float) -> Row:
         "latency_ms": state.latency_ms if state else None,
         "reason": reason,
     }
+    if state is not None and state.held is not None and health is not Health.UNKNOWN:
+        entry["flapping"] = True  # present only while it flaps
+    return entry
 
 
 def summarize(rows: Sequence[Row], generated_at: str) -> dict[str, Any]:
@@ -144,6 +147,7 @@ class TenantReport:
         self._encoded = [encode(r) for r in self._rows]
         self._counts: dict[str, list[int]] = {}  # type -> [healthy, total], in order of first appearance
         self._checked: set[str] = set()  # types with a result: the scopes whose statuses are events
+        self._flapping: set[str] = set()  # ids whose state is flapping
         for i in self.integrations:
             self._counts.setdefault(i.type, [0, 0])[1] += 1
         self._next_stale = float("inf")  # no row needs ageing before this
@@ -156,6 +160,10 @@ class TenantReport:
                 continue
             self.states[iid] = state
             self._checked.add(self.integrations[n].type)
+            if state.held is not None:
+                self._flapping.add(iid)
+            else:
+                self._flapping.discard(iid)
             self.stale_at[iid] = at = state.checked_at + self.integrations[n].probe.stale_after_s
             self._render(n, now)
             if at >= now:
@@ -166,6 +174,7 @@ class TenantReport:
         iid = integration.id
         self.states.pop(iid, None)
         self.stale_at.pop(iid, None)
+        self._flapping.discard(iid)
         n = self._index.get(iid)
         if n is None:
             n = self._index[iid] = len(self.integrations)
@@ -190,6 +199,7 @@ class TenantReport:
             self._index[later.id] -= 1
         self.states.pop(integration_id, None)
         self.stale_at.pop(integration_id, None)
+        self._flapping.discard(integration_id)
         self._recount()
 
     def _recount(self) -> None:
@@ -223,11 +233,17 @@ class TenantReport:
         """Return the overall status (key "") and each type's ("type:<type>"), as the last body said them.
 
         A scope none of whose integrations has a result yet is left out: "unhealthy" because nothing
-        has been checked is no transition worth an event.
+        has been checked is no transition worth an event. A flapping integration counts as it was
+        when it began to flap, so its flaps move no scope either.
         """
-        out = {f"type:{t}": overall(h, n) for t, (h, n) in self._counts.items() if t in self._checked}
+        counts = {t: [h, n] for t, (h, n) in self._counts.items()}
+        for iid in self._flapping:
+            n, held = self._index[iid], self.states[iid].held
+            if "flapping" in self._rows[n]:  # not gone stale meanwhile
+                counts[self.integrations[n].type][0] += (held == Health.HEALTHY.value) - (self._rows[n]["status"] == Health.HEALTHY.value)
+        out = {f"type:{t}": overall(h, n) for t, (h, n) in counts.items() if t in self._checked}
         if self._checked:
-            out[""] = overall(sum(h for h, _ in self._counts.values()), sum(n for _, n in self._counts.values()))
+            out[""] = overall(sum(h for h, _ in counts.values()), sum(n for _, n in counts.values()))
         return out
 
     def _render(self, n: int, now: float) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from .model import DEFAULT_INTERVAL_S, DEFAULT_TIMEOUT_S
+from .webhooks import EVENT_TYPES
 
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 # Ids appear in URLs, logs and Redis key names: keep them plain.
@@ -133,12 +134,22 @@ class ApiKeySchema(Schema):
     sha256 = fields.String(required=True, validate=validate.Regexp(SHA256_PATTERN, error="not a SHA-256 hex digest"))
 
 
+class WebhookSchema(Schema):
+    """Where a tenant's events go (the config file's; the admin API's body is NewWebhookSchema)."""
+
+    id = Id()  # default: file-<n>, n counting from 1
+    url = fields.Url(required=True, schemes={"http", "https"}, require_tld=False, validate=validate.Length(max=2048))
+    secret = Text(required=True, validate=validate.Length(min=16, max=256))
+    events = fields.List(fields.String(validate=validate.OneOf(EVENT_TYPES)), load_default=list, validate=validate.Length(max=len(EVENT_TYPES)))
+
+
 class TenantSchema(Schema):
     """One customer."""
 
     id = Id(required=True)
     api_keys = fields.List(fields.Nested(ApiKeySchema), load_default=list)
     integrations = fields.List(fields.Nested(IntegrationSchema), load_default=list)
+    webhooks = fields.List(fields.Nested(WebhookSchema), load_default=list, validate=validate.Length(max=16))
 
     @validates_schema
     def unique_integration_ids(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -146,6 +157,9 @@ class TenantSchema(Schema):
         errors = _duplicates([i["id"] for i in data.get("integrations", [])], "duplicate integration id")
         if errors:
             raise ValidationError({"integrations": {index: {"id": [msg]} for index, msg in errors.items()}})
+        hooks = _duplicates([h.get("id", f"file-{n}") for n, h in enumerate(data.get("webhooks", []), 1)], "duplicate webhook id")
+        if hooks:
+            raise ValidationError({"webhooks": {index: {"id": [msg]} for index, msg in hooks.items()}})
 
 
 class AdminKeySchema(Schema):
@@ -189,6 +203,15 @@ class HistorySchema(Schema):
             raise ValidationError("must be at least five_minute_days", "hourly_days")
 
 
+class AlertsSchema(Schema):
+    """How webhook deliveries are retried."""
+
+    first_retry_seconds = Number(validate=validate.Range(min=0.1, max=3600))
+    retry_hours = Number(validate=validate.Range(min=0.001, max=24 * 7))
+    flap_changes = Count(validate=validate.Range(min=2, max=100))
+    flap_minutes = Number(validate=validate.Range(min=0.01, max=24 * 60))
+
+
 class MetricsSchema(Schema):
     """What /metrics shows."""
 
@@ -205,6 +228,7 @@ class ConfigSchema(Schema):
     admin = fields.Nested(AdminSettingsSchema, load_default=dict)
     history = fields.Nested(HistorySchema, load_default=dict)
     metrics = fields.Nested(MetricsSchema, load_default=dict)
+    alerts = fields.Nested(AlertsSchema, load_default=dict)
     tenants = fields.List(fields.Nested(TenantSchema), required=True)
     admin_keys = fields.List(fields.Nested(AdminKeySchema), load_default=list)
 
@@ -269,3 +293,17 @@ class IntegrationBodySchema(Schema):
             floor = probe.get("interval_seconds", DEFAULT_INTERVAL_S) + probe.get("timeout_seconds", DEFAULT_TIMEOUT_S)
             if probe["stale_after_seconds"] <= floor:
                 raise ValidationError({"probe": {"stale_after_seconds": [f"must exceed interval_seconds + timeout_seconds ({floor:g})"]}})
+
+
+class NewWebhookSchema(Schema):
+    """The body of POST /admin/tenants/<tid>/webhooks: a secret is made when none is given."""
+
+    url = fields.Url(required=True, schemes={"http", "https"}, require_tld=False, validate=validate.Length(max=2048))
+    secret = Text(validate=validate.Length(min=16, max=256))
+    events = fields.List(fields.String(validate=validate.OneOf(EVENT_TYPES)), load_default=list, validate=validate.Length(max=len(EVENT_TYPES)))
+
+
+class ReplaySchema(Schema):
+    """The body of POST /admin/tenants/<tid>/webhooks/dead/replay: the dead letters to queue again (none: all)."""
+
+    ids = fields.List(fields.String(validate=validate.Length(min=1, max=200)), load_default=list, validate=validate.Length(max=1000))

@@ -1,7 +1,9 @@
 """Health rules: judging a response, and thresholds on state changes."""
 import pytest
 
-from status_service.checks import _MISSING, advance, dotted_get, judge
+from hypothesis import given, strategies as st
+
+from status_service.checks import _MISSING, advance, dotted_get, judge, transition
 from status_service.model import Health, Outcome, ProbeSpec, State
 
 SPEC = ProbeSpec(url="http://127.0.0.1/", failure_threshold=2, success_threshold=1)
@@ -85,3 +87,64 @@ def test_a_previous_state_older_than_stale_after_counts_as_absent() -> None:
     assert state.status is Health.UNHEALTHY and state.consecutive_failures == 1
     fresh = State(Health.HEALTHY, checked_at=7 * 86400.0 - 60, consecutive_successes=40)
     assert advance(fresh, FAIL, spec, 7 * 86400.0).status is Health.HEALTHY  # within stale_after: thresholds hold
+
+
+# -- flapping -----------------------------------------------------------------------------------
+FLAP = (5, 1800.0)
+
+
+def run_flaps(outcomes: list[tuple[float, bool]], spec=None) -> list[tuple[State, dict | None]]:
+    """Advance through (time, ok) outcomes with the default flap rule; return each state and its event."""
+    spec = spec or ProbeSpec(url="http://x", failure_threshold=1, stale_after_s=10_000.0)
+    state, out = None, []
+    for at, ok in outcomes:
+        after = advance(state, OK if ok else FAIL, spec, at, flap=FLAP)
+        out.append((after, transition(state, after)))
+        state = after
+    return out
+
+
+def test_five_changes_in_the_window_start_flapping_with_one_event_and_hold_the_rest() -> None:
+    steps = run_flaps([(0.0, True)] + [(60.0 * n, n % 2 == 0) for n in range(1, 8)])
+    events = [e for _, e in steps]
+    assert events[0] == {"previous": "unknown", "current": "healthy"}  # the first result: no change that counts
+    assert all(e is not None and not e.get("flapping") and not e.get("held") for e in events[1:5])  # changes 1-4
+    assert events[5] == {"previous": "healthy", "current": "unhealthy", "flapping": True}  # the fifth
+    assert events[6]["held"] and events[7]["held"]
+    assert all(s.held == "healthy" for s, _ in steps[5:])
+
+
+def test_steady_for_a_window_settles_once_where_it_ended() -> None:
+    flaps = [(0.0, True)] + [(60.0 * n, n % 2 == 0) for n in range(1, 6)]  # flapping at 300 s, unhealthy
+    steps = run_flaps(flaps + [(600.0, False), (300.0 + 1799.0, False), (300.0 + 1800.0, False), (300.0 + 1830.0, False)])
+    events = [e for _, e in steps]
+    assert events[6] is None and events[7] is None  # steady, but not for a whole window yet
+    assert events[8] == {"previous": "healthy", "current": "unhealthy", "settled": True}
+    assert steps[8][0].held is None and events[9] is None  # one event, then quiet
+
+
+@given(st.lists(st.tuples(st.floats(min_value=1, max_value=900), st.booleans()), max_size=60))
+def test_flapping_follows_its_definition(gaps: list[tuple[float, bool]]) -> None:
+    """Whatever the sequence: flapping starts only on a change that makes 5 within 30 minutes, ends only after 30 quiet ones."""
+    at, outcomes = 0.0, []
+    for gap, ok in gaps:
+        at += gap
+        outcomes.append((at, ok))
+    changes: list[float] = []
+    previous: State | None = None
+    for (t, _), (state, event) in zip(outcomes, run_flaps(outcomes)):
+        changed = previous is not None and previous.status is not state.status
+        if changed:
+            changes.append(t)
+        recent = [c for c in changes if t - c < 1800.0]
+        was = previous is not None and previous.held is not None
+        if not was and state.held is not None:
+            assert changed and len(recent) >= 5 and event is not None and event.get("flapping")
+        elif was and state.held is None:
+            assert not recent and event is not None and event.get("settled") and event["previous"] == previous.held
+        elif was and changed:
+            assert event is not None and event.get("held")  # no alert while it flaps
+        elif changed:
+            assert event is not None and not ({"held", "flapping", "settled"} & event.keys())
+        assert len(state.changes) <= 5
+        previous = state

@@ -181,8 +181,26 @@ def test_missing_file_is_named(tmp_path) -> None:
 
 def test_shipped_configs_are_valid() -> None:
     assert parse((REPO / "config/status.yaml").read_text(), {}).tenants[0].id == "demo"
-    example = parse((REPO / "config/status.example.yaml").read_text(), {"ACME_MJ_TOKEN": "t"})
+    example = parse((REPO / "config/status.example.yaml").read_text(), {"ACME_MJ_TOKEN": "t", "ACME_WEBHOOK_SECRET": "s" * 32})
     assert example.integrations[0].probe.interval_s == 60
+    hook = example.tenants[0].webhooks[0]
+    assert (hook.id, hook.url, hook.secret, hook.guarded) == ("file-1", "https://hooks.example.com/status", "s" * 32, False)
+    assert hook.wants("status.changed") and not hook.wants("type.changed")
+    assert example.alerts.first_retry_s == 5 and example.alerts.retry_s == 24 * 3600
+
+
+@pytest.mark.parametrize("hooks, where", [
+    ([{"url": "https://x.example/h"}], "tenants[0].webhooks[0].secret"),
+    ([{"url": "https://x.example/h", "secret": "short"}], "tenants[0].webhooks[0].secret"),
+    ([{"url": "ftp://x.example/h", "secret": "s" * 16}], "tenants[0].webhooks[0].url"),
+    ([{"url": "https://x.example/h", "secret": "s" * 16, "events": ["nope"]}], "tenants[0].webhooks[0].events[0]"),
+    ([{"id": "a", "url": "https://x.example/h", "secret": "s" * 16}, {"id": "a", "url": "https://x.example/i", "secret": "s" * 16}],
+     "tenants[0].webhooks[1].id"),
+])
+def test_bad_webhooks_in_the_file_are_named(hooks, where) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse(yaml.safe_dump(config(tenants=[{"id": "acme", "webhooks": hooks}])), {})
+    assert any(p.startswith(where) for p in caught.value.problems), caught.value.problems
 
 
 def test_prober_with_invalid_config_exits_with_one_line(tmp_path) -> None:

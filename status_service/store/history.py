@@ -119,9 +119,9 @@ def parse_check(entry_id: str, text: str) -> Check:
 
 
 def event_text(at: float, scope: str, integration: Mapping[str, str] | None, previous: str, current: str,
-               reason: str | None) -> str:
-    """Return an event as kept on the tenant's stream: its time in ms, a space, then its JSON."""
-    body = {"scope": scope, "integration": integration, "previous": previous, "current": current, "reason": reason}
+               reason: str | None, extra: Mapping[str, Any] | None = None) -> str:
+    """Return an event as kept on the tenant's stream: its time in ms, a space, then its JSON (`extra` fields last)."""
+    body = {"scope": scope, "integration": integration, "previous": previous, "current": current, "reason": reason, **(extra or {})}
     return f"{round(at * 1000)} {json.dumps(body, separators=(',', ':'))}"
 
 

@@ -1,0 +1,166 @@
+"""The dispatcher: delivers each tenant's events to its webhooks, beside the prober, on threads of its own.
+
+Each prober process runs one. Events come from the tenant's events feed through a Redis consumer
+group, so any number of dispatchers share the work and none hands an event out twice; each event
+becomes one job per webhook that wants it, and a job is taken under a lease, sent, and settled:
+delivered, retried later with backoff and jitter, or dead-lettered when its retry window ends.
+Delivery is at least once: a dispatcher that dies mid-send leaves the job to come back when its
+lease ends, so a receiver deduplicates by the payload's `id`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Mapping
+
+from . import webhooks
+from .cipher import CipherError
+from .fetch import Fetcher
+from .metrics import Tally
+from .model import DEFAULT_MAX_BODY_BYTES, AlertOptions, ProbeSpec, Webhook
+from .store import Store
+from .store.webhooks import Job, Webhooks
+
+log = logging.getLogger("status_service.dispatcher")
+
+DELIVERY_TIMEOUT_S = 10.0  # a 2xx within this counts as delivered: the hard deadline of the whole exchange
+LEASE_S = DELIVERY_TIMEOUT_S + 5.0  # a taken job comes back to the others if it is not settled by then
+WORKERS = 8  # deliveries in flight at once per dispatcher
+PER_WEBHOOK = 2  # of those, at most this many to one webhook: a slow receiver holds up no other
+RECLAIM_S = 30.0  # how often events another dispatcher left pending are looked for
+USER_AGENT = "status-service-webhooks/1"
+
+
+class Dispatcher:
+    """Reads events, fans them out to jobs, and delivers them; `run_once` never blocks on a receiver."""
+
+    def __init__(self, store: Store, open_secret: Callable[[str], str], consumer: str, tally: Tally,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.webhooks = Webhooks(store)
+        self.open_secret = open_secret
+        self.consumer = consumer
+        self.tally = tally
+        self.clock = clock
+        self.configure(AlertOptions(), {}, True)
+        self.fetcher = Fetcher(pool_size=WORKERS)  # its own connections and resolver threads: probes never wait for it
+        self.pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="deliver")
+        self.lock = threading.Lock()
+        self.inflight: dict[tuple[str, str], int] = {}  # (tenant, webhook) -> deliveries under way
+        self.reclaim_at = 0.0
+        self.unreadable: set[tuple[str, str]] = set()  # webhooks whose secret no key opens (logged once)
+
+    def configure(self, options: AlertOptions, file_hooks: Mapping[str, tuple[Webhook, ...]], guarded: bool) -> None:
+        """Take the config file's settings and webhooks; `guarded`: the admin API's webhooks reach public addresses only."""
+        self.options = options
+        self.file_hooks = {t: {h.id: h for h in hooks} for t, hooks in file_hooks.items() if hooks}
+        self.guarded = guarded
+
+    def run_once(self) -> int:
+        """Fan out new events and start the deliveries that are due; return how many were started."""
+        now = self.clock()
+        tenants = sorted(set(self.file_hooks) | set(self.webhooks.hooked()))
+        if not tenants:
+            return 0
+        reclaim = time.monotonic() >= self.reclaim_at
+        if reclaim:
+            self.reclaim_at = time.monotonic() + RECLAIM_S
+        read = self.webhooks.read(tenants, self.consumer, reclaim)
+        hooks = {t: self._hooks(t, made) for t, (_, made) in read.items()}
+        fan: dict[str, list[tuple[str, list[str]]]] = {}
+        for tenant_id, (events, _) in read.items():
+            for event_id, text in events:
+                kind = webhooks.event_type(json.loads(text.split(" ", 1)[1]))
+                # An event no webhook wants is acknowledged all the same.
+                fan.setdefault(tenant_id, []).append((event_id, [h.id for h in hooks[tenant_id].values() if kind and h.wants(kind)]))
+        self.webhooks.fan_out(fan, now)
+        with self.lock:
+            free = WORKERS - sum(self.inflight.values())
+        started = 0
+        for job in self.webhooks.take({t: free for t in tenants if hooks[t]}, now, LEASE_S) if free > 0 else []:
+            hook = hooks[job.tenant_id].get(job.webhook_id)
+            if hook is None:  # removed since the event was fanned out
+                self.webhooks.settle(job, "done")
+                continue
+            key = (job.tenant_id, job.webhook_id)
+            with self.lock:
+                busy = self.inflight.get(key, 0) >= PER_WEBHOOK or sum(self.inflight.values()) >= WORKERS
+                if not busy:
+                    self.inflight[key] = self.inflight.get(key, 0) + 1
+            if busy:  # handed back, due now, attempts unchanged: the next round takes it
+                self.webhooks.settle(job, "retry", job.state(), now)
+                continue
+            self.pool.submit(self._deliver, job, hook)
+            started += 1
+        return started
+
+    def _hooks(self, tenant_id: str, made: Mapping[str, dict]) -> dict[str, Webhook]:
+        """Return a tenant's webhooks: the config file's and the admin API's, secrets opened."""
+        out = dict(self.file_hooks.get(tenant_id, {}))
+        for hook_id, definition in made.items():
+            try:
+                secret = self.open_secret(definition["secret"])
+            except CipherError:
+                if (tenant_id, hook_id) not in self.unreadable:
+                    log.error("webhook.unreadable tenant=%s webhook=%s: give this prober every key of STATUS_SECRET_KEY in use",
+                              tenant_id, hook_id)
+                    self.unreadable.add((tenant_id, hook_id))
+                continue
+            out[hook_id] = Webhook(hook_id, definition["url"], secret, tuple(definition.get("events", ())), guarded=self.guarded)
+        return out
+
+    def _deliver(self, job: Job, hook: Webhook) -> None:
+        try:
+            self._send(job, hook)
+        except Exception:  # a bug or a Redis outage here must not end the pool's thread; the lease brings the job back
+            log.exception("webhook.deliver_failed tenant=%s webhook=%s", job.tenant_id, job.webhook_id)
+        finally:
+            with self.lock:
+                key = (job.tenant_id, job.webhook_id)
+                self.inflight[key] -= 1
+                if not self.inflight[key]:
+                    del self.inflight[key]
+
+    def _send(self, job: Job, hook: Webhook) -> None:
+        if not job.event:  # the feed trimmed it: nothing left to send
+            self.webhooks.settle(job, "done")
+            return
+        at_ms, _, raw = job.event.partition(" ")
+        body = json.loads(raw)
+        data = webhooks.payload(job.event_id, webhooks.event_type(body) or "", int(at_ms) / 1000, job.tenant_id, body)
+        signed_at = int(self.clock())  # each attempt is signed afresh
+        spec = ProbeSpec(
+            url=hook.url, method="POST", timeout_s=DELIVERY_TIMEOUT_S, max_body_bytes=DEFAULT_MAX_BODY_BYTES, guarded=hook.guarded,
+            headers=(("Content-Type", "application/json"), ("User-Agent", USER_AGENT), ("Status-Event-Id", job.event_id),
+                     (webhooks.SIGNATURE_HEADER, webhooks.signature(hook.secret, signed_at, data))),
+        )
+        outcome = self.fetcher.probe(spec, data)
+        now = self.clock()
+        if outcome.ok:
+            self.webhooks.settle(job, "done")
+            self.tally.delivery("delivered")
+            return
+        attempts = job.attempts + 1
+        due = now + webhooks.retry_delay(attempts, self.options.first_retry_s)
+        if due > job.first_ms / 1000 + self.options.retry_s:
+            self.webhooks.settle(job, "dead", job.state(n=attempts, err=outcome.reason, dead_at=round(now * 1000)))
+            self.tally.delivery("dead")
+            log.warning("webhook.dead tenant=%s webhook=%s event=%s attempts=%d reason=%s",
+                        job.tenant_id, job.webhook_id, job.event_id, attempts, outcome.reason)
+            return
+        self.webhooks.settle(job, "retry", job.state(n=attempts, err=outcome.reason), due)
+        self.tally.delivery("failed")
+        log.info("webhook.retry tenant=%s webhook=%s event=%s attempts=%d reason=%s in_s=%.1f",
+                 job.tenant_id, job.webhook_id, job.event_id, attempts, outcome.reason, due - now)
+
+    def busy(self) -> bool:
+        """Return whether a delivery is under way."""
+        with self.lock:
+            return bool(self.inflight)
+
+    def close(self) -> None:
+        """Stop: deliveries under way finish within their deadline; what is not settled comes back after its lease."""
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.fetcher.close()

@@ -1,0 +1,262 @@
+"""Webhooks in Redis: their registry, and the outbox a tenant's events pass through on their way out.
+
+Keys, under the tenant's base (see Store.tenant_base), so each step is one script in one slot:
+- `webhooks`: hash, webhook id -> JSON {url, events, secret (sealed), created_at} (the admin API's);
+- `events`: the events feed (store/history.py), read through the consumer group GROUP: each entry is
+  handed to one dispatcher, and stays pending until fanned out, so a dispatcher that dies holding
+  it leaves it to be claimed again;
+- `outbox`: hash, job ("<webhook id>|<event id>") -> JSON {w, e, n (attempts), first (ms), err};
+- `outbox:due`: zset, job -> when to try it next (ms); a dispatcher that takes a job pushes it to
+  its lease end, so a dead dispatcher's job comes back;
+- `dead`: hash, job -> JSON of a job whose retry window ended (listed and replayed by the admin API).
+And P{reg}:hooked: set, the tenants with webhooks made through the admin API.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+import redis
+
+from . import Store, _text
+
+GROUP = "webhooks"
+CLAIM_IDLE_MS = 60_000  # an event pending this long with a dispatcher is taken over by another
+
+# Turn a tenant's events into jobs (ARGV: now ms, then event id and its jobs' webhook ids, '' ending
+# each event's), and acknowledge them, in one step: an event is fanned out once, or left pending.
+_FANOUT = """
+local base, now, i = KEYS[1], ARGV[1], 2
+while i <= #ARGV do
+  local event = ARGV[i]
+  i = i + 1
+  while ARGV[i] ~= '' do
+    local job = ARGV[i] .. '|' .. event
+    if redis.call('HSETNX', base .. 'outbox', job, cjson.encode({w = ARGV[i], e = event, n = 0, first = tonumber(now)})) == 1 then
+      redis.call('ZADD', base .. 'outbox:due', now, job)
+    end
+    i = i + 1
+  end
+  i = i + 1
+  redis.call('XACK', base .. 'events', 'webhooks', event)  -- the consumer group, GROUP
+end
+return 0
+"""
+
+# Take up to ARGV[3] jobs due at ARGV[1] (ms), leased until ARGV[2]; return job, its JSON, its lease
+# and the event's entry text ('' if the feed no longer holds it) for each.
+_TAKE = """
+local base = KEYS[1]
+local due = redis.call('ZRANGEBYSCORE', base .. 'outbox:due', '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+local out = {}
+for _, job in ipairs(due) do
+  local raw = redis.call('HGET', base .. 'outbox', job)
+  if raw then
+    redis.call('ZADD', base .. 'outbox:due', ARGV[2], job)
+    local event = cjson.decode(raw)['e']
+    local found = redis.call('XRANGE', base .. 'events', event, event)[1]
+    out[#out + 1] = job
+    out[#out + 1] = raw
+    out[#out + 1] = found and found[2][2] or ''
+  else
+    redis.call('ZREM', base .. 'outbox:due', job)
+  end
+end
+return out
+"""
+
+# Settle a job taken under lease ARGV[2]: 'done' removes it, 'retry' keeps it (ARGV[4]: its JSON) due
+# at ARGV[3], 'dead' moves it to the dead letters. A job taken over since (its lease changed) is left alone.
+_SETTLE = """
+local base, job = KEYS[1], ARGV[1]
+if tonumber(redis.call('ZSCORE', base .. 'outbox:due', job)) ~= tonumber(ARGV[2]) then return 0 end
+if ARGV[5] == 'retry' then
+  redis.call('HSET', base .. 'outbox', job, ARGV[4])
+  redis.call('ZADD', base .. 'outbox:due', ARGV[3], job)
+  return 1
+end
+redis.call('HDEL', base .. 'outbox', job)
+redis.call('ZREM', base .. 'outbox:due', job)
+if ARGV[5] == 'dead' then redis.call('HSET', base .. 'dead', job, ARGV[4]) end
+return 1
+"""
+
+# Put dead jobs (ARGV[2...]; none: all of them) back in the outbox, due now (ARGV[1] ms), their attempts anew.
+_REPLAY = """
+local base, now = KEYS[1], tonumber(ARGV[1])
+local jobs = {}
+for i = 2, #ARGV do jobs[#jobs + 1] = ARGV[i] end
+if #jobs == 0 then jobs = redis.call('HKEYS', base .. 'dead') end
+local done = {}
+for _, job in ipairs(jobs) do
+  local raw = redis.call('HGET', base .. 'dead', job)
+  if raw then
+    local entry = cjson.decode(raw)
+    entry['n'], entry['first'], entry['err'], entry['dead_at'] = 0, now, nil, nil
+    redis.call('HDEL', base .. 'dead', job)
+    redis.call('HSET', base .. 'outbox', job, cjson.encode(entry))
+    redis.call('ZADD', base .. 'outbox:due', now, job)
+    done[#done + 1] = job
+  end
+end
+return done
+"""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One delivery of one event to one webhook, as taken from the outbox."""
+
+    tenant_id: str
+    id: str
+    webhook_id: str
+    event_id: str
+    attempts: int
+    first_ms: int
+    lease_ms: int
+    event: str  # the feed entry's text ("<ms> <json>"), '' if the feed no longer holds it
+
+    def state(self, **changes: Any) -> str:
+        """Return the job's stored JSON, with changes."""
+        return json.dumps({"w": self.webhook_id, "e": self.event_id, "n": self.attempts, "first": self.first_ms, **changes})
+
+
+class Webhooks:
+    """The webhooks' reads and writes, over the Store's client and key space."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def key(self, tenant_id: str, name: str) -> str:
+        """Return the full name of one of a tenant's webhook keys."""
+        return self.store.tenant_base(tenant_id) + name
+
+    def hooked_key(self) -> str:
+        """Return the key of the set of tenants with webhooks made through the admin API."""
+        return f"{self.store.prefix}{{reg}}:hooked"
+
+    # -- the admin API's side ------------------------------------------------------------------
+    def add(self, tenant_id: str, webhook_id: str, definition: Mapping[str, Any]) -> None:
+        """Register a webhook; events from now on reach it."""
+
+        def run() -> None:
+            self.store.client.sadd(self.hooked_key(), tenant_id)  # first: a dispatcher must look for it
+            self.store.client.hset(self.key(tenant_id, "webhooks"), webhook_id, json.dumps(definition))
+            self._ensure_group(tenant_id)
+
+        self.store._call(run)
+
+    def remove(self, tenant_id: str, webhook_id: str) -> bool:
+        """Remove a webhook; False if there was none. Its jobs still queued are dropped as they come due."""
+        return bool(self.store._call(lambda: self.store.client.hdel(self.key(tenant_id, "webhooks"), webhook_id)))
+
+    def definitions(self, tenant_id: str) -> dict[str, dict[str, Any]]:
+        """Return a tenant's webhooks made through the admin API (secrets sealed)."""
+        raw = self.store._call(lambda: self.store.client.hgetall(self.key(tenant_id, "webhooks")))
+        return {_text(k): json.loads(v) for k, v in raw.items()}
+
+    def dead(self, tenant_id: str) -> dict[str, dict[str, Any]]:
+        """Return a tenant's dead letters: job -> its last state."""
+        raw = self.store._call(lambda: self.store.client.hgetall(self.key(tenant_id, "dead")))
+        return {_text(k): json.loads(v) for k, v in raw.items()}
+
+    def replay(self, tenant_id: str, jobs: Sequence[str], now: float) -> list[str]:
+        """Queue dead letters again (none named: all of them), due now; return those queued."""
+        done = self.store._call(lambda: self.store._script(_REPLAY, [self.store.tenant_base(tenant_id)], [round(now * 1000), *jobs]))
+        return [_text(j) for j in done]
+
+    # -- the dispatchers' side -----------------------------------------------------------------
+    def hooked(self) -> list[str]:
+        """Return the tenants with webhooks made through the admin API."""
+        return [_text(t) for t in self.store._call(lambda: self.store.client.smembers(self.hooked_key()))]
+
+    def ensure_groups(self, tenant_ids: Iterable[str]) -> None:
+        """Make sure these tenants' events are read through the consumer group, from now on if it is new."""
+        for tenant_id in tenant_ids:
+            self.store._call(lambda: self._ensure_group(tenant_id))
+
+    def _ensure_group(self, tenant_id: str) -> None:
+        try:
+            self.store.client.xgroup_create(self.key(tenant_id, "events"), GROUP, id="$", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def read(self, tenant_ids: Sequence[str], consumer: str, reclaim: bool) -> dict[str, tuple[list[tuple[str, str]], dict[str, Any]]]:
+        """Return, per tenant, new events handed to `consumer` (and, with `reclaim`, those another left pending) and its webhooks."""
+
+        def run() -> dict[str, tuple[list[tuple[str, str]], dict[str, Any]]]:
+            pipe = self.store.client.pipeline(transaction=False)
+            for tenant_id in tenant_ids:
+                pipe.xreadgroup(GROUP, consumer, {self.key(tenant_id, "events"): ">"}, count=100)
+                pipe.hgetall(self.key(tenant_id, "webhooks"))
+                if reclaim:
+                    pipe.xautoclaim(self.key(tenant_id, "events"), GROUP, consumer, CLAIM_IDLE_MS, count=100)
+            replies = pipe.execute(raise_on_error=False)
+            step = 3 if reclaim else 2
+            out = {}
+            for n, tenant_id in enumerate(tenant_ids):
+                fresh, hooks, *claimed = replies[n * step:(n + 1) * step]
+                if isinstance(fresh, redis.ResponseError):  # no group yet (a new tenant, or Redis lost it)
+                    if "NOGROUP" not in str(fresh):
+                        raise fresh
+                    self._ensure_group(tenant_id)
+                    fresh = []
+                entries = [e for _, stream in (fresh or []) for e in stream]
+                if claimed and not isinstance(claimed[0], redis.ResponseError):
+                    entries += [e for e in claimed[0][1] if e]  # entries the feed trimmed come back empty
+                events = [(_text(eid), _text(fields[b"e"])) for eid, fields in entries if fields]
+                out[tenant_id] = (events, {_text(k): json.loads(v) for k, v in hooks.items()})
+            return out
+
+        return self.store._call(run)
+
+    def fan_out(self, jobs: Mapping[str, Sequence[tuple[str, Sequence[str]]]], now: float) -> None:
+        """Queue each event's jobs (tenant -> [(event id, webhook ids)]) and acknowledge the events."""
+
+        def run() -> None:
+            pipe = self.store.client.pipeline(transaction=False)  # plain EVAL, as in Store.record
+            for tenant_id, events in jobs.items():
+                args = [x for event_id, hooks in events for x in (event_id, *hooks, "")]
+                pipe.execute_command("EVAL", _FANOUT, 1, self.store.tenant_base(tenant_id), round(now * 1000), *args)
+            pipe.execute()
+
+        if jobs:
+            self.store._call(run)
+
+    def take(self, limits: Mapping[str, int], now: float, lease_s: float) -> list[Job]:
+        """Take up to a number of due jobs per tenant, leased for lease_s."""
+        tenant_ids = [t for t, n in limits.items() if n > 0]
+        lease = round((now + lease_s) * 1000)
+
+        def run() -> list[Any]:
+            pipe = self.store.client.pipeline(transaction=False)
+            for tenant_id in tenant_ids:
+                pipe.execute_command("EVAL", _TAKE, 1, self.store.tenant_base(tenant_id), round(now * 1000), lease, limits[tenant_id])
+            return pipe.execute()
+
+        jobs = []
+        for tenant_id, flat in zip(tenant_ids, self.store._call(run) if tenant_ids else []):
+            for i in range(0, len(flat), 3):
+                state = json.loads(flat[i + 1])
+                jobs.append(Job(tenant_id, _text(flat[i]), state["w"], state["e"], int(state["n"]), int(state["first"]), lease,
+                                _text(flat[i + 2])))
+        return jobs
+
+    def settle(self, job: Job, outcome: str, state: str = "", due: float = 0.0) -> bool:
+        """Record what became of a taken job ('done', 'retry' due then with `state`, or 'dead'); False if it was taken over."""
+        args = [job.id, job.lease_ms, round(due * 1000), state, outcome]
+        return bool(self.store._call(lambda: self.store._script(_SETTLE, [self.store.tenant_base(job.tenant_id)], args)))
+
+    def pending(self, tenant_ids: Iterable[str]) -> int:
+        """Return how many jobs wait in these tenants' outboxes (for tests and tools)."""
+        ids = list(tenant_ids)
+
+        def run() -> list[int]:
+            pipe = self.store.client.pipeline(transaction=False)
+            for tenant_id in ids:
+                pipe.zcard(self.key(tenant_id, "outbox:due"))
+            return pipe.execute()
+
+        return sum(self.store._call(run)) if ids else 0

@@ -1,0 +1,341 @@
+"""Webhooks against a real receiver on 127.0.0.1: signatures, payloads, exactly one event per transition, retries, dead letters."""
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Iterator
+
+import pytest
+from hypothesis import given, strategies as st
+
+from status_service import create_app, webhooks
+from status_service.cipher import Cipher
+from status_service.settings import Settings
+from status_service.store.history import History
+from status_service.store.webhooks import Webhooks
+from tests.conftest import TEST_SECRET_KEY, integration, key_digest, make_registry, report_of, run_round, tenant, wait_for
+
+SECRET = "whsec_for-tests-only-0123456789"
+ADMIN = {"Authorization": "Bearer admin-secret"}
+
+
+@dataclass
+class Receiver:
+    """A real HTTP server that records each delivery and answers as the test says."""
+
+    url: str = ""
+    received: list[dict[str, Any]] = field(default_factory=list)
+    status: int = 200
+    fail_first: int = 0  # answer 500 to this many deliveries first
+    delay_s: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def ids(self) -> list[str]:
+        with self.lock:
+            return [r["body"]["id"] for r in self.received if r["answered"] < 300]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    state = Receiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            raw = self.rfile.read(int(self.headers["Content-Length"]))
+            time.sleep(state.delay_s)
+            with state.lock:
+                answer = 500 if state.fail_first > 0 else state.status
+                state.fail_first -= 1
+                state.received.append({"raw": raw, "body": json.loads(raw), "signature": self.headers.get("Status-Signature"),
+                                       "at": time.time(), "answered": answer, "path": self.path})
+            self.send_response(answer)
+            for name, value in state.headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+def hooked_registry(upstream, receiver: Receiver, **extra: Any):
+    """acme: one MJ integration (a failure turns it unhealthy at once) and the receiver as its file webhook."""
+    document = tenant("acme", ["acme-key"], [integration("1", "MJ", upstream.url("/mj"), failure_threshold=1)])
+    document["webhooks"] = [{"url": receiver.url, "secret": SECRET}]
+    return make_registry([document], admin_keys=[{"id": "ops", "sha256": key_digest("admin-secret")}], **extra)
+
+
+def flip(prober, upstream, status: int) -> None:
+    """Make the upstream answer `status` and have `prober` probe every integration now."""
+    upstream.url("/mj", status=status, body=b"{}")
+    store = prober.store
+    store.client.zadd(store.due_key(), {i.member: 0 for i in prober.registry.integrations})
+    run_round(prober)
+
+
+def deliver_all(*probers, expected: int, timeout_s: float = 15.0, receiver: Receiver) -> None:
+    """Run every prober's dispatcher, side by side on threads, until the receiver holds `expected` distinct events."""
+    done = threading.Event()
+
+    def loop(prober) -> None:
+        while not done.is_set():
+            prober.dispatch()
+            time.sleep(0.05)
+
+    threads = [threading.Thread(target=loop, args=(p,), daemon=True) for p in probers]
+    for t in threads:
+        t.start()
+    try:
+        wait_for(lambda: len(set(receiver.ids())) >= expected, timeout_s=timeout_s)
+        time.sleep(0.5)  # long enough for a duplicate to show, were one sent
+    finally:
+        done.set()
+        for t in threads:
+            t.join(5)
+
+
+def alertable(store, tenant_id: str = "acme") -> list[str]:
+    """Return the ids of the feed's events that are alerts."""
+    return [e.id for e in History(store).events(tenant_id, None, 1000) if webhooks.event_type(e.body)]
+
+
+def test_each_transition_reaches_the_receiver_once_signed_with_two_probers(upstream, receiver, make_prober, store) -> None:
+    reg = hooked_registry(upstream, receiver)
+    first, second = make_prober(reg), make_prober(reg)
+    run_round(first)  # unknown -> healthy: no alert
+    flip(second, upstream, 500)  # healthy -> unhealthy: the integration, the tenant's status and MJ's
+    flip(first, upstream, 200)  # and back
+    expected = alertable(store)
+    assert len(expected) == 6
+    deliver_all(first, second, expected=len(expected), receiver=receiver)
+    got = receiver.ids()
+    assert sorted(got) == sorted(expected)  # each once: no duplicate even before deduplication
+    kinds = {r["body"]["type"] for r in receiver.received}
+    assert kinds == {"integration.unhealthy", "integration.healthy", "status.changed", "type.changed"}
+    for delivery in receiver.received:
+        body = delivery["body"]
+        assert webhooks.verify(SECRET, delivery["signature"], delivery["raw"], time.time())
+        assert not webhooks.verify("another-secret-of-16+", delivery["signature"], delivery["raw"], time.time())
+        assert body["tenant"] == "acme" and body["occurred_at"].endswith("Z")
+        assert set(body) >= {"id", "type", "occurred_at", "tenant", "integration", "previous", "current", "reason"}
+    unhealthy = next(r["body"] for r in receiver.received if r["body"]["type"] == "integration.unhealthy")
+    assert unhealthy["integration"] == {"id": "1", "type": "MJ"}
+    assert (unhealthy["previous"], unhealthy["current"], unhealthy["reason"]) == ("healthy", "unhealthy", "http_500")
+    status = next(r["body"] for r in receiver.received if r["body"]["type"] == "status.changed" and r["body"]["current"] == "unhealthy")
+    assert status["integration"] is None and status["previous"] == "ok"
+    assert Webhooks(store).pending(["acme"]) == 0
+    assert SECRET not in json.dumps([r["body"] for r in receiver.received])
+
+
+def test_a_failing_receiver_gets_retries_until_it_recovers(upstream, receiver, make_prober, store) -> None:
+    receiver.fail_first = 3
+    prober = make_prober(hooked_registry(upstream, receiver, alerts={"first_retry_seconds": 0.3}))
+    run_round(prober)
+    flip(prober, upstream, 500)
+    expected = alertable(store)
+    deliver_all(prober, expected=len(expected), receiver=receiver)
+    assert sorted(set(receiver.ids())) == sorted(expected)
+    first_event = receiver.received[0]["body"]["id"]
+    attempts = [r for r in receiver.received if r["body"]["id"] == first_event]
+    assert [a["answered"] for a in attempts][-1] == 200 and len(attempts) >= 2
+    gaps = [b["at"] - a["at"] for a, b in zip(attempts, attempts[1:])]
+    assert all(g >= 0.1 for g in gaps)  # backoff: not retried at once
+    for a in attempts:  # every attempt signed afresh, each signature good
+        assert webhooks.verify(SECRET, a["signature"], a["raw"], time.time())
+    prober.flush_metrics(force=True)
+    found = samples_of(store)
+    assert found.get('["deliveries","failed"]', 0) >= 3 and found['["deliveries","delivered"]'] == len(expected)
+
+
+def samples_of(store) -> dict[str, float]:
+    return {k.decode(): float(v) for k, v in store.client.hgetall(f"{store.prefix}{{metrics}}:counters").items()}
+
+
+def test_an_undeliverable_event_is_dead_lettered_and_can_be_replayed(upstream, receiver, make_prober, store, redis_url, prefix) -> None:
+    receiver.status = 503
+    prober = make_prober(hooked_registry(upstream, receiver, alerts={"first_retry_seconds": 0.2, "retry_hours": 0.001}))
+    run_round(prober)
+    flip(prober, upstream, 500)
+    expected = alertable(store)
+    deadline = time.monotonic() + 20
+    while len(Webhooks(store).dead("acme")) < len(expected) and time.monotonic() < deadline:
+        prober.dispatch()
+        time.sleep(0.1)
+    web = create_app(Settings(secret_keys=TEST_SECRET_KEY, redis_url=redis_url, key_prefix=prefix, web_memory_bytes=0)).test_client()
+    dead = web.get("/admin/tenants/acme/webhooks/dead", headers=ADMIN).get_json()["dead"]
+    assert sorted(d["event"] for d in dead) == sorted(expected)
+    assert all(d["reason"] == "http_503" and d["attempts"] >= 2 and d["webhook"] == "file-1" for d in dead)
+    assert Webhooks(store).pending(["acme"]) == 0
+    receiver.status = 200
+    replayed = web.post("/admin/tenants/acme/webhooks/dead/replay", headers=ADMIN).get_json()["replayed"]
+    assert sorted(replayed) == sorted(d["id"] for d in dead)
+    deliver_all(prober, expected=len(expected), receiver=receiver)
+    assert web.get("/admin/tenants/acme/webhooks/dead", headers=ADMIN).get_json()["dead"] == []
+
+
+def test_redirects_are_not_followed(upstream, receiver, make_prober, store) -> None:
+    receiver.status, receiver.headers = 302, {"Location": upstream.url("/elsewhere")}
+    prober = make_prober(hooked_registry(upstream, receiver, alerts={"first_retry_seconds": 60}))
+    run_round(prober)
+    flip(prober, upstream, 500)
+    wait_for(lambda: prober.dispatch() is not None and len(receiver.received) >= 3, timeout_s=10)
+    time.sleep(0.3)
+    assert upstream.count("/elsewhere") == 0
+    assert Webhooks(store).pending(["acme"]) == 3  # each waits for its retry
+
+
+def test_a_slow_receiver_delays_no_other(upstream, receiver, make_prober, store, redis_url, prefix) -> None:
+    receiver.delay_s = 6.0  # the file's webhook: slow
+    reg = hooked_registry(upstream, receiver, probe={"allow_private_addresses": True})
+    cipher = Cipher([TEST_SECRET_KEY])
+    prober = make_prober(reg, cipher=cipher)
+    fast = Receiver()
+    fast_server = _serve(fast)
+    try:
+        Webhooks(store).add("acme", "wh_fast", {"url": fast.url, "events": [], "secret": cipher.seal(SECRET), "created_at": "2026-01-01T00:00:00Z"})
+        run_round(prober)
+        flip(prober, upstream, 500)
+        started = time.monotonic()
+        deliver_all(prober, expected=3, receiver=fast, timeout_s=5)
+        assert time.monotonic() - started < 4  # while the slow receiver still holds its deliveries
+        assert len(receiver.received) <= 2  # at most two at once to one webhook
+    finally:
+        fast_server.shutdown()
+
+
+def _serve(state: Receiver) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            raw = self.rfile.read(int(self.headers["Content-Length"]))
+            with state.lock:
+                state.received.append({"raw": raw, "body": json.loads(raw), "signature": self.headers.get("Status-Signature"),
+                                       "at": time.time(), "answered": 200, "path": self.path})
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/fast"
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    return server
+
+
+# -- the admin API ------------------------------------------------------------------------------
+@pytest.fixture
+def web(redis_url, prefix, make_prober, upstream):
+    run_round(make_prober(make_registry([tenant("filecorp", ["file-key"], [])],
+                                        admin_keys=[{"id": "ops", "sha256": key_digest("admin-secret")}])))
+    client = create_app(Settings(secret_keys=TEST_SECRET_KEY, redis_url=redis_url, key_prefix=prefix, web_memory_bytes=0)).test_client()
+    assert client.post("/admin/tenants", json={"id": "api"}, headers=ADMIN).status_code == 201
+    return client
+
+
+def test_a_webhook_made_through_the_api_shows_its_secret_once(web, store) -> None:
+    made = web.post("/admin/tenants/api/webhooks", json={"url": "https://hooks.example.com/x", "events": ["status.changed"]}, headers=ADMIN)
+    assert made.status_code == 201, made.get_data(as_text=True)
+    hook = made.get_json()
+    assert hook["secret"].startswith("whsec_") and hook["events"] == ["status.changed"]
+    listed = web.get("/admin/tenants/api/webhooks", headers=ADMIN).get_json()["webhooks"]
+    assert listed == [{k: v for k, v in hook.items() if k != "secret"}]
+    raw = json.dumps({k.decode(): v.decode() for k, v in store.client.hgetall(store.tenant_base("api") + "webhooks").items()})
+    assert hook["secret"] not in raw  # sealed at rest
+    given = web.post("/admin/tenants/api/webhooks", json={"url": "https://hooks.example.com/y", "secret": SECRET}, headers=ADMIN)
+    assert given.status_code == 201 and "secret" not in given.get_json()
+    assert web.delete(f"/admin/tenants/api/webhooks/{hook['id']}", headers=ADMIN).status_code == 204
+    assert web.delete(f"/admin/tenants/api/webhooks/{hook['id']}", headers=ADMIN).status_code == 404
+    assert len(web.get("/admin/tenants/api/webhooks", headers=ADMIN).get_json()["webhooks"]) == 1
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"url": "http://127.0.0.1:9/x"}, "url"),  # the address policy
+    ({"url": "http://169.254.169.254/latest"}, "url"),
+    ({"url": "ftp://example.com/x"}, "url"),
+    ({"url": "https://example.com/x", "secret": "short"}, "secret"),
+    ({"url": "https://example.com/x", "events": ["integration.exploded"]}, "events"),
+    ({}, "url"),
+])
+def test_bad_webhooks_are_refused_naming_the_field(web, body, field) -> None:
+    response = web.post("/admin/tenants/api/webhooks", json=body, headers=ADMIN)
+    assert response.status_code == 400
+    assert any(name.split(".")[0] == field for name in response.get_json()["fields"]), response.get_json()
+
+
+def test_webhooks_of_missing_and_file_tenants(web) -> None:
+    assert web.post("/admin/tenants/nobody/webhooks", json={"url": "https://example.com/x"}, headers=ADMIN).status_code == 404
+    assert web.post("/admin/tenants/filecorp/webhooks", json={"url": "https://example.com/x"}, headers=ADMIN).status_code == 409
+    assert web.get("/admin/tenants/filecorp/webhooks/dead", headers=ADMIN).status_code == 200
+    assert web.get("/admin/tenants/nobody/webhooks/dead", headers=ADMIN).status_code == 404
+    assert web.post("/admin/tenants/api/webhooks", json={"url": "https://example.com/x"}, headers={"Authorization": "Bearer file-key"}).status_code == 403
+
+
+# -- the pure rules -----------------------------------------------------------------------------
+def test_signature_checks_as_the_readme_shows() -> None:
+    body = b'{"id":"1-0"}'
+    header = webhooks.signature(SECRET, 1_800_000_000, body)
+    assert header.startswith("t=1800000000,v1=") and len(header.split("v1=")[1]) == 64
+    assert webhooks.verify(SECRET, header, body, 1_800_000_000 + 299)
+    assert not webhooks.verify(SECRET, header, body, 1_800_000_000 + 301)  # too old: a replay
+    assert not webhooks.verify(SECRET, header, body + b" ", 1_800_000_000)
+    assert not webhooks.verify(SECRET, "garbage", body, 1_800_000_000)
+
+
+@given(attempts=st.integers(min_value=1, max_value=200), first=st.floats(min_value=0.1, max_value=3600), seed=st.integers())
+def test_retries_wait_longer_each_time_within_bounds(attempts: int, first: float, seed: int) -> None:
+    delay = webhooks.retry_delay(attempts, first, random.Random(seed))
+    base = min(webhooks.MAX_DELAY_S, first * 2 ** (attempts - 1))
+    assert base / 2 <= delay <= base
+    if attempts == 1:
+        assert delay <= first  # the first retry comes within first_retry_seconds
+
+
+def test_which_events_are_alerts() -> None:
+    assert webhooks.event_type({"scope": "integration", "previous": "unknown", "current": "healthy"}) is None
+    assert webhooks.event_type({"scope": "integration", "previous": "unknown", "current": "unhealthy"}) == "integration.unhealthy"
+    assert webhooks.event_type({"scope": "integration", "previous": "unhealthy", "current": "healthy"}) == "integration.healthy"
+    assert webhooks.event_type({"scope": "status", "previous": "ok", "current": "degraded"}) == "status.changed"
+    assert webhooks.event_type({"scope": "type", "type": "MJ", "previous": "ok", "current": "degraded"}) == "type.changed"
+
+
+def test_a_flapping_integration_sends_one_flapping_event_then_one_where_it_settled(upstream, receiver, make_prober, store) -> None:
+    prober = make_prober(hooked_registry(upstream, receiver, alerts={"flap_changes": 5, "flap_minutes": 0.05}))  # a 3 s window
+    run_round(prober)
+    for status in (500, 200, 500, 200, 500, 200, 500):  # five changes, then two more while it flaps
+        flip(prober, upstream, status)
+    row = report_of(store, "acme")["data"]["integrations"][0]
+    assert row["flapping"] is True and row["status"] == "unhealthy"
+    time.sleep(3.2)  # steady for the whole window
+    flip(prober, upstream, 500)
+    assert "flapping" not in report_of(store, "acme")["data"]["integrations"][0]
+    expected = alertable(store)
+    deliver_all(prober, expected=len(expected), receiver=receiver)
+    bodies = [r["body"] for r in receiver.received]
+    kinds = [b["type"] for b in bodies]
+    assert kinds.count("integration.flapping") == 1
+    assert len([k for k in kinds if k in ("integration.healthy", "integration.unhealthy")]) == 5  # four changes and the settling
+    assert kinds.count("status.changed") == 5  # the tenant's status did not flap with it
+    settled = [b for b in bodies if b["type"] == "integration.unhealthy"][-1]
+    assert (settled["previous"], settled["current"], settled["flapping"]) == ("healthy", "unhealthy", False)
+    held = [e for e in History(store).events("acme", None, 100) if e.body.get("held")]
+    assert len(held) == 2  # the feed keeps every change; the alerts skip them
