@@ -8,7 +8,7 @@ from flask import Flask
 from .settings import Settings, configure_logging, credentials_cipher, from_env, redis_url
 from .store import Store, connect
 from .web import admin, errors, health, history, metrics, status
-from .web import webhooks as admin_webhooks  # noqa: F401  (its routes join the admin blueprint)
+from .web import maintenance as admin_maintenance, webhooks as admin_webhooks  # noqa: F401  (their routes join the admin blueprint)
 
 
 def create_app(settings: Settings | None = None) -> Flask:

@@ -25,6 +25,7 @@ class Health(str, enum.Enum):
     HEALTHY = "healthy"
     UNHEALTHY = "unhealthy"
     UNKNOWN = "unknown"
+    MAINTENANCE = "maintenance"  # inside a maintenance window: left out of counts, percentages and alerts
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,26 @@ class Webhook:
     def wants(self, event_type: str) -> bool:
         """Return whether this webhook subscribed to the event type."""
         return not self.events or event_type in self.events
+
+
+@dataclass(frozen=True)
+class Window:
+    """A maintenance window of a tenant: [starts_at, ends_at), for some integrations or types (none named: all)."""
+
+    id: str
+    starts_at: float
+    ends_at: float
+    integrations: tuple[str, ...] = ()
+    types: tuple[str, ...] = ()
+    note: str = ""
+
+    def covers(self, integration: Integration, at: float) -> bool:
+        """Return whether the integration is inside this window at `at`."""
+        if not self.starts_at <= at < self.ends_at:
+            return False
+        if not self.integrations and not self.types:
+            return True
+        return integration.id in self.integrations or integration.type in self.types
 
 
 @dataclass(frozen=True)

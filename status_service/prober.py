@@ -31,12 +31,13 @@ from .compactor import Compactor
 from .dispatcher import Dispatcher
 from .fetch import Fetcher
 from .metrics import Tally
-from .model import Integration, Outcome, ProbeSpec, Registry, State, split_member, tenant_fingerprint
+from .model import Integration, Outcome, ProbeSpec, Registry, State, Window, split_member, tenant_fingerprint
 from .registry import ConfigError, load
 from .settings import SettingsError, configure_logging, credentials_cipher, from_env, redis_url
 from .store import Claim, Fenced, OlderGeneration, Recorded, Store, StoreUnavailable, TenantConflict, connect
 from .store.catalog import Catalog as StoredCatalog
 from .store.history import History, check_text, event_text
+from .store.maintenance import Maintenance
 from .store.metrics import Metrics
 from .store.webhooks import Webhooks
 
@@ -54,6 +55,7 @@ STOP_MARGIN_S = 0.25  # on SIGTERM, how long past their deadline running probes 
 RECORD_ATTEMPTS = 5  # rounds of recomputing a result that another prober's write overtook
 REPORT_BYTES_PER_S = 8 * 1024 * 1024  # a tenant's report is rewritten at most this many bytes a second
 RECONCILE_S = 60.0  # how often a prober re-reads every admin API tenant's rev, in case a feed entry was lost
+MAINTENANCE_READ_S = 5.0  # how often a prober reads the maintenance windows (a new one shows within this and a tick)
 DISPATCH_S = 1.0  # how often a prober's dispatcher looks for events to deliver and deliveries due
 METRICS_FLUSH_S = 5.0  # how often a prober adds its counts to the sums in Redis that /metrics shows
 
@@ -162,6 +164,8 @@ class Prober:
         # Each touched tenant's states and report as of a results version, kept one write at a time.
         self.views: dict[str, View] = {}
         self.dirty: dict[str, float] = {}  # tenant -> time.monotonic() its report may be written again
+        self.windows: dict[str, tuple[Window, ...]] = {}  # each tenant's maintenance windows, as last read
+        self.windows_at = 0.0  # time.monotonic() of the next read
         # Every claim is made with the lease the config file's integrations need; one of the admin
         # API's that needs a longer one has its claim extended (see _claim_and_submit).
         self.lease_s = max((self.lease_for(i) for i in registry.integrations), default=self.lease_for(None))
@@ -228,6 +232,7 @@ class Prober:
                     self.reload()
                 self.ensure_seeded(now)
                 self.follow(now)
+                self.read_windows(now)
             # Only after a good seed: a prober that cannot seed must not make /readyz say ready.
             self.store.heartbeat(self.id, now, HEARTBEAT_INTERVALS * self.registry.default_interval_s)
             self.reap(time.monotonic())
@@ -290,6 +295,22 @@ class Prober:
             "registry.seeded prober=%s tenants=%d integrations=%d removed=%d",
             self.id, len(tenant_ids), len(members), len(removed),
         )
+
+    def read_windows(self, now: float, force: bool = False) -> None:
+        """Read the maintenance windows every MAINTENANCE_READ_S, re-render the views they changed, and mark due the reports a window opens or closes."""
+        touched = set()
+        if force or time.monotonic() >= self.windows_at:
+            self.windows_at = time.monotonic() + MAINTENANCE_READ_S
+            found = Maintenance(self.store).windows()
+            changed = {t for t in set(found) | set(self.windows) if found.get(t, ()) != self.windows.get(t, ())}
+            self.windows = found
+            for tenant_id in changed & self.views.keys():
+                self.views[tenant_id].report.set_windows(found.get(tenant_id, ()), now)
+                touched.add(tenant_id)
+        touched |= {t for t in self.windows if t in self.views and self.views[t].report.next_edge() <= now}
+        if touched:
+            # A new results version (a write of nothing) lets the report be rewritten: the body renders the edge.
+            self.sync({t: (self.views[t].incarnation, self.views[t].version, {}) for t in touched}, now)
 
     def follow(self, now: float, tenant_ids: Iterable[str] = ()) -> None:
         """Bring the admin API's integrations up to date: the tenants the feed names, and `tenant_ids`.
@@ -550,11 +571,15 @@ class Prober:
                 known = (view.incarnation, view.version) if view else ("", -1)
                 writes.setdefault(tenant_id, (*known, {}))[2][iid] = (before.fence if before else 0, state)
                 if self.registry.history.enabled:
+                    # Inside a maintenance window: its history is marked, and its changes are no alert.
+                    paused = any(w.covers(entry.integration, state.checked_at) for w in self.windows.get(tenant_id, ()))
                     change = checks.transition(before, state)
+                    if change is not None and paused:
+                        change["maintenance"] = True
                     event = "" if change is None else event_text(
                         state.checked_at, "integration", {"id": iid, "type": entry.integration.type}, change.pop("previous"),
                         change.pop("current"), state.reason, change)
-                    kept.setdefault(tenant_id, {})[iid] = (check_text(state, outcome.ok), event)
+                    kept.setdefault(tenant_id, {})[iid] = (check_text(state, outcome.ok, paused), event)
             revs: dict[str, dict[str, str]] = {}
             for entry, _, _ in pending.values():
                 if entry.integration.rev:
@@ -615,7 +640,7 @@ class Prober:
                 integrations = self.integrations_of(tenant_id)
                 if integrations is None:
                     continue
-                view = self.views[tenant_id] = View(report.TenantReport(integrations))
+                view = self.views[tenant_id] = View(report.TenantReport(integrations, self.windows.get(tenant_id, ())))
             view.report.apply(result.states, now)
             view.incarnation, view.version = result.incarnation, result.version
             if any(iid not in result.states for iid in result.conflicts):

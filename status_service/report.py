@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Mapping, Sequence
 
-from .model import Health, Integration, State
+from .model import Health, Integration, State, Window
 
 Row = dict[str, Any]
 _CENT = Decimal("0.01")
@@ -33,9 +33,14 @@ def iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def row(integration: Integration, state: State | None, now: float) -> Row:
-    """Return one integration's entry; a result older than its stale_after is unknown, reason stale."""
-    if state is None:
+def row(integration: Integration, state: State | None, now: float, maintenance: bool = False) -> Row:
+    """Return one integration's entry; a result older than its stale_after is unknown, reason stale.
+
+    Inside a maintenance window it is `maintenance`, whatever its result.
+    """
+    if maintenance:
+        health, reason = Health.MAINTENANCE, "maintenance"
+    elif state is None:
         health, reason = Health.UNKNOWN, "not_checked_yet"
     elif now - state.checked_at > integration.probe.stale_after_s:
         health, reason = Health.UNKNOWN, "stale"
@@ -49,7 +54,7 @@ def row(integration: Integration, state: State | None, now: float) -> Row:
         "latency_ms": state.latency_ms if state else None,
         "reason": reason,
     }
-    if state is not None and state.held is not None and health is not Health.UNKNOWN:
+    if state is not None and state.held is not None and health in (Health.HEALTHY, Health.UNHEALTHY):
         entry["flapping"] = True  # present only while it flaps
     return entry
 
@@ -59,8 +64,9 @@ def summarize(rows: Sequence[Row], generated_at: str) -> dict[str, Any]:
     by_type: dict[str, list[int]] = {}  # type -> [healthy, total], in order of first appearance
     for entry in rows:
         counts = by_type.setdefault(entry["type"], [0, 0])
-        counts[0] += entry["status"] == Health.HEALTHY.value
-        counts[1] += 1
+        counted = entry["status"] != Health.MAINTENANCE.value  # maintenance: in no count
+        counts[0] += counted and entry["status"] == Health.HEALTHY.value
+        counts[1] += counted
     return _document(list(rows), by_type, generated_at)
 
 
@@ -82,15 +88,17 @@ def _document(rows: list[Row], by_type: Mapping[str, list[int]], generated_at: s
                     "status": overall(h, t),
                 }
                 for kind, (h, t) in by_type.items()
+                if t  # a type whose integrations are all in maintenance has no stats
             },
             "generated_at": generated_at,
         },
     }
 
 
-def build_report(integrations: Sequence[Integration], states: Mapping[str, State], now: float) -> dict[str, Any]:
+def build_report(integrations: Sequence[Integration], states: Mapping[str, State], now: float,
+                 windows: Sequence[Window] = ()) -> dict[str, Any]:
     """Build the /status document for one tenant."""
-    return summarize([row(i, states.get(i.id), now) for i in integrations], iso(now))
+    return summarize([row(i, states.get(i.id), now, any(w.covers(i, now) for w in windows)) for i in integrations], iso(now))
 
 
 def next_stale(stale_at: Mapping[str, float], now: float) -> float:
@@ -138,8 +146,11 @@ class TenantReport:
     keeps one per tenant, so a tenant of 10,000 integrations costs a join per result, not a rebuild.
     """
 
-    def __init__(self, integrations: Sequence[Integration]) -> None:
+    def __init__(self, integrations: Sequence[Integration], windows: Sequence[Window] = ()) -> None:
         self.integrations = list(integrations)
+        self.windows: tuple[Window, ...] = ()
+        self._active: set[str] = set()  # the windows open as of the last body
+        self._next_edge = float("inf")  # when a window next opens or closes
         self._index = {i.id: n for n, i in enumerate(self.integrations)}
         self.states: dict[str, State] = {}
         self.stale_at: dict[str, float] = {}  # id -> when its result turns stale
@@ -151,7 +162,30 @@ class TenantReport:
         for i in self.integrations:
             self._counts.setdefault(i.type, [0, 0])[1] += 1
         self._next_stale = float("inf")  # no row needs ageing before this
+        if windows:
+            self.set_windows(windows, 0.0)
 
+    def set_windows(self, windows: Sequence[Window], now: float) -> None:
+        """Take the tenant's maintenance windows and render every row as of `now`."""
+        self.windows = tuple(windows)
+        self._edge(now)
+
+    def _edge(self, now: float) -> None:
+        """Render every row anew as the windows stand at `now`, and find the next edge."""
+        self._active = {w.id for w in self.windows if w.starts_at <= now < w.ends_at}
+        edges = [t for w in self.windows for t in (w.starts_at, w.ends_at) if t > now]
+        self._next_edge = min(edges, default=float("inf"))
+        for n in range(len(self.integrations)):
+            self._rows[n] = row(self.integrations[n], self.states.get(self.integrations[n].id), now, self._in_window(n, now))
+            self._encoded[n] = encode(self._rows[n])
+        self._recount()
+
+    def _in_window(self, n: int, now: float) -> bool:
+        return any(w.covers(self.integrations[n], now) for w in self.windows) if self.windows else False
+
+    def next_edge(self) -> float:
+        """Return when a maintenance window next opens or closes (infinity if none will)."""
+        return self._next_edge
     def apply(self, states: Mapping[str, State], now: float) -> None:
         """Take newer states of some integrations (unknown ids are ignored)."""
         for iid, state in states.items():
@@ -179,12 +213,13 @@ class TenantReport:
         if n is None:
             n = self._index[iid] = len(self.integrations)
             self.integrations.append(integration)
-            self._rows.append(row(integration, None, now))
+            self._rows.append(row(integration, None, now, self._in_window(n, now)))
             self._encoded.append(encode(self._rows[n]))
-            self._counts.setdefault(integration.type, [0, 0])[1] += 1  # last: its type's first appearance, if new
+            # Last: its type's first appearance, if new.
+            self._counts.setdefault(integration.type, [0, 0])[1] += self._rows[n]["status"] != Health.MAINTENANCE.value
             return
         self.integrations[n] = integration
-        self._rows[n] = row(integration, None, now)
+        self._rows[n] = row(integration, None, now, self._in_window(n, now))
         self._encoded[n] = encode(self._rows[n])
         self._recount()
 
@@ -208,11 +243,14 @@ class TenantReport:
         self._checked = {self.integrations[self._index[iid]].type for iid in self.states}
         for integration, entry in zip(self.integrations, self._rows):
             counts = self._counts.setdefault(integration.type, [0, 0])
-            counts[0] += entry["status"] == Health.HEALTHY.value
-            counts[1] += 1
+            counted = entry["status"] != Health.MAINTENANCE.value
+            counts[0] += counted and entry["status"] == Health.HEALTHY.value
+            counts[1] += counted
 
     def body(self, now: float) -> bytes:
         """Return the encoded document as of `now`, ageing results that have turned stale since."""
+        if now >= self._next_edge:
+            self._edge(now)
         if now > self._next_stale:
             self._next_stale = float("inf")
             for iid, at in self.stale_at.items():
@@ -241,14 +279,22 @@ class TenantReport:
             n, held = self._index[iid], self.states[iid].held
             if "flapping" in self._rows[n]:  # not gone stale meanwhile
                 counts[self.integrations[n].type][0] += (held == Health.HEALTHY.value) - (self._rows[n]["status"] == Health.HEALTHY.value)
-        out = {f"type:{t}": overall(h, n) for t, (h, n) in counts.items() if t in self._checked}
+        out = {f"type:{t}": overall(h, n) for t, (h, n) in counts.items() if t in self._checked and n}
         if self._checked:
             out[""] = overall(sum(h for h, _ in counts.values()), sum(n for _, n in counts.values()))
+        out.update({f"maintenance:{w}": "active" for w in self._active})  # each edge of a window is an event
         return out
+
+    def in_maintenance(self, integration_id: str, at: float) -> bool:
+        """Return whether an integration is inside a maintenance window at `at`."""
+        n = self._index.get(integration_id)
+        return n is not None and self._in_window(n, at)
 
     def _render(self, n: int, now: float) -> None:
         integration = self.integrations[n]
-        was_healthy = self._rows[n]["status"] == Health.HEALTHY.value
-        self._rows[n] = row(integration, self.states.get(integration.id), now)
+        was = self._rows[n]["status"]
+        self._rows[n] = row(integration, self.states.get(integration.id), now, self._in_window(n, now))
         self._encoded[n] = encode(self._rows[n])
-        self._counts[integration.type][0] += (self._rows[n]["status"] == Health.HEALTHY.value) - was_healthy
+        counts, status = self._counts[integration.type], self._rows[n]["status"]
+        counts[0] += (status == Health.HEALTHY.value) - (was == Health.HEALTHY.value)
+        counts[1] += (status != Health.MAINTENANCE.value) - (was != Health.MAINTENANCE.value)

@@ -13,7 +13,7 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping, Sequence
 
-HEALTHY, UNHEALTHY = "healthy", "unhealthy"
+HEALTHY, UNHEALTHY, MAINTENANCE = "healthy", "unhealthy", "maintenance"
 LATENCY_BASE = 1.1  # histogram buckets grow by 10 %: a quantile is off by at most that much
 QUANTILES = (0.5, 0.95, 0.99)
 OVERALL = ""  # the scope of a tenant's whole series; a type's scope is its name prefixed "type:"
@@ -130,8 +130,8 @@ def quantiles(histogram: Mapping[int, int], qs: Sequence[float]) -> dict[float, 
     return out
 
 
-def segments(track: Track, start: float, end: float) -> list[tuple[float, float, str]]:
-    """Return the known-status stretches of one integration within [start, end), in order."""
+def segments(track: Track, start: float, end: float, kinds: tuple[str, ...] = (HEALTHY, UNHEALTHY)) -> list[tuple[float, float, str]]:
+    """Return the stretches of one integration within [start, end) whose status is one of `kinds` (the known ones), in order."""
     out: list[tuple[float, float, str]] = []
     checks = track.checks
     for n, check in enumerate(checks):
@@ -139,7 +139,7 @@ def segments(track: Track, start: float, end: float) -> list[tuple[float, float,
         if n + 1 < len(checks):
             until = min(until, checks[n + 1].at)
         a, b = max(check.at, start), min(until, end)
-        if a < b and check.status in (HEALTHY, UNHEALTHY):
+        if a < b and check.status in kinds:
             out.append((a, b, check.status))
     return out
 
@@ -181,32 +181,41 @@ def scope_points(tracks: Sequence[Track], start: float, end: float, size_s: floa
         scopes.setdefault(f"type:{track.type}", []).append(track)
     out = {}
     for scope, members in scopes.items():
-        # +1 when an integration turns healthy, -1 when it stops being healthy.
-        changes: dict[float, int] = {}
+        # (healthy, counted) changes: healthy +1 when an integration turns healthy, -1 when it stops;
+        # counted -1 while it is in maintenance, which leaves it out of the percentage.
+        changes: dict[float, tuple[int, int]] = {}
         for track in members:
-            for a, b, status in segments(track, start, end):
-                if status == HEALTHY:
-                    changes[a] = changes.get(a, 0) + 1
-                    changes[b] = changes.get(b, 0) - 1
+            for a, b, status in segments(track, start, end, (HEALTHY, MAINTENANCE)):
+                step = (1, 0) if status == HEALTHY else (0, -1)
+                changes[a] = _add(changes.get(a, (0, 0)), step)
+                changes[b] = _add(changes.get(b, (0, 0)), (-step[0], -step[1]))
         out[scope] = _sweep(sorted(changes.items()), len(members), start, end, size_s)
     return out
 
 
-def _sweep(changes: list[tuple[float, int]], total: int, start: float, end: float, size_s: float) -> list[Point]:
-    points, healthy, n = [], 0, 0
+def _add(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
+    return a[0] + b[0], a[1] + b[1]
+
+
+def _sweep(changes: list[tuple[float, tuple[int, int]]], members: int, start: float, end: float, size_s: float) -> list[Point]:
+    points, healthy, counted, n = [], 0, members, 0
+
+    def percent() -> float:
+        return 100.0 * healthy / counted if counted else 100.0  # all in maintenance: nothing counts against it, as in /status
+
     for at in _steps(start, end, size_s):
         stop = min(_floor(at, size_s) + size_s, end)
         while n < len(changes) and changes[n][0] <= at:
-            healthy += changes[n][1]
+            healthy, counted = healthy + changes[n][1][0], counted + changes[n][1][1]
             n += 1
-        pct = 100.0 * healthy / total
+        pct = percent()
         integral, low, high, cursor = 0.0, pct, pct, at
         while n < len(changes) and changes[n][0] < stop:
             integral += pct * (changes[n][0] - cursor)
             cursor = changes[n][0]
-            healthy += changes[n][1]
+            healthy, counted = healthy + changes[n][1][0], counted + changes[n][1][1]
             n += 1
-            pct = 100.0 * healthy / total
+            pct = percent()
             low, high = min(low, pct), max(high, pct)
         integral += pct * (stop - cursor)
         points.append(Point(at, stop - at, integral, low, high))

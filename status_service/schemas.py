@@ -307,3 +307,28 @@ class ReplaySchema(Schema):
     """The body of POST /admin/tenants/<tid>/webhooks/dead/replay: the dead letters to queue again (none: all)."""
 
     ids = fields.List(fields.String(validate=validate.Length(min=1, max=200)), load_default=list, validate=validate.Length(max=1000))
+
+
+MAX_WINDOW_S = 7 * 86400  # a longer maintenance window needs "long": true
+
+
+class MaintenanceSchema(Schema):
+    """The body of POST /admin/tenants/<tid>/maintenance: a window, for some integrations or types (none named: all)."""
+
+    starts_at = fields.AwareDateTime(required=True)
+    ends_at = fields.AwareDateTime(required=True)
+    integrations = fields.List(Id(), load_default=list, validate=validate.Length(max=1000))
+    types = fields.List(Text(validate=validate.Length(min=1, max=64)), load_default=list, validate=validate.Length(max=100))
+    note = Text(load_default="", validate=validate.Length(max=500))
+    long = Flag(load_default=False)
+
+    @validates_schema
+    def sensible_span(self, data: dict[str, Any], **kwargs: Any) -> None:
+        """Refuse a window that ends before it starts, or lasts over 7 days without "long": true."""
+        if "starts_at" not in data or "ends_at" not in data:
+            return
+        span = (data["ends_at"] - data["starts_at"]).total_seconds()
+        if span <= 0:
+            raise ValidationError("must be after starts_at", "ends_at")
+        if span > MAX_WINDOW_S and not data.get("long"):
+            raise ValidationError('the window is longer than 7 days: send "long": true if it is meant to be', "ends_at")

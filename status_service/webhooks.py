@@ -23,6 +23,8 @@ def event_type(body: Mapping[str, Any]) -> str | None:
     """
     scope = body.get("scope")
     if scope == "integration":
+        if body.get("maintenance"):
+            return None  # inside a maintenance window
         if body.get("flapping"):
             return "integration.flapping"
         if body.get("held") or (body.get("previous") == "unknown" and body.get("current") == "healthy"):

@@ -266,12 +266,23 @@ if tonumber(ARGV[1]) > current then
     if said then
       local old, new, scopes = cjson.decode(said), cjson.decode(ARGV[8]), {}
       for scope in pairs(new) do scopes[#scopes + 1] = scope end
-      table.sort(scopes)  -- the overall status ('') first, then the types: one order for every writer
+      -- A maintenance window is 'active' while open and absent otherwise: its opening and its closing are events.
+      for scope in pairs(old) do
+        if string.sub(scope, 1, 12) == 'maintenance:' and not new[scope] then scopes[#scopes + 1] = scope end
+      end
+      table.sort(scopes)  -- the overall status ('') first, then windows, then types: one order for every writer
       local base = string.sub(KEYS[2], 1, #KEYS[2] - #'registry')
       for _, scope in ipairs(scopes) do
-        if old[scope] and old[scope] ~= new[scope] then  -- a type that appears or goes is no transition
-          local body = {scope = 'status', integration = cjson.null, previous = old[scope], current = new[scope], reason = cjson.null}
-          if scope ~= '' then body['scope'], body['type'] = 'type', string.sub(scope, 6) end
+        local was, is = old[scope], new[scope]
+        local window = string.sub(scope, 1, 12) == 'maintenance:'
+        if window then was, is = was or 'inactive', is or 'inactive' end
+        if was and was ~= is then  -- a type that appears or goes is no transition
+          local body = {scope = 'status', integration = cjson.null, previous = was, current = is, reason = cjson.null}
+          if window then
+            body['scope'], body['maintenance'] = 'maintenance', string.sub(scope, 13)
+          elseif scope ~= '' then
+            body['scope'], body['type'] = 'type', string.sub(scope, 6)
+          end
           add_event(base, ARGV[10], ARGV[9] .. ' ' .. cjson.encode(body))
         end
       end

@@ -56,8 +56,10 @@ local function edit_report(body, iid, new_row, new_type, generated_at)
     local stop = string.find(rows, '},{"id":"', at, true) or #rows
     local old = string.sub(rows, at, stop)
     local status, kind = string.match(old, '"status":"(%a+)","type":"([^"]*)"')
-    counts[kind][2] = counts[kind][2] - 1
-    if status == 'healthy' then counts[kind][1] = counts[kind][1] - 1 end
+    if status ~= 'maintenance' then  -- a row in a maintenance window is in no count
+      counts[kind][2] = counts[kind][2] - 1
+      if status == 'healthy' then counts[kind][1] = counts[kind][1] - 1 end
+    end
     local before, after = string.sub(rows, 1, at - 1), string.sub(rows, stop + 1)
     if new_row ~= '' then
       rows = before .. new_row .. after

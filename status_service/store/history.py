@@ -97,7 +97,7 @@ return {redis.call('GET', KEYS[1] .. 'history:cursor') or false,
         redis.call('ZRANGEBYSCORE', KEYS[1] .. 'r3600:' .. ARGV[1], ARGV[3], '+inf')}
 """
 
-_SHORT = {"healthy": "h", "unhealthy": "u", "unknown": "?"}
+_SHORT = {"healthy": "h", "unhealthy": "u", "unknown": "?", "maintenance": "m"}
 _LONG = {v: k for k, v in _SHORT.items()}
 
 _UNLOCK = """
@@ -106,10 +106,14 @@ return 0
 """
 
 
-def check_text(state: State, ok: bool) -> str:
-    """Return a raw check as the record script takes it: ms|ok|status|latency|reason (it keeps the ms as the entry's id)."""
+def check_text(state: State, ok: bool, maintenance: bool = False) -> str:
+    """Return a raw check as the record script takes it: ms|ok|status|latency|reason (it keeps the ms as the entry's id).
+
+    A check inside a maintenance window is kept with the status maintenance: out of uptime and percentages.
+    """
     latency = "" if state.latency_ms is None else str(state.latency_ms)
-    return f"{round(state.checked_at * 1000)}|{int(ok)}|{_SHORT[state.status.value]}|{latency}|{state.reason or ''}"
+    status = _SHORT["maintenance" if maintenance else state.status.value]
+    return f"{round(state.checked_at * 1000)}|{int(ok)}|{status}|{latency}|{state.reason or ''}"
 
 
 def parse_check(entry_id: str, text: str) -> Check:

@@ -29,7 +29,7 @@ from .auth import AuthError
 
 bp = Blueprint("metrics", __name__)
 
-STATES = ("healthy", "unhealthy", "unknown")
+STATES = ("healthy", "unhealthy", "unknown", "maintenance")
 
 REQUESTS = Counter("status_http_requests", "HTTP requests answered, by route and status code.", ["route", "code"])
 LATENCY = Histogram("status_http_request_duration_seconds", "How long HTTP requests took to answer, by route.", ["route"],
