@@ -339,3 +339,15 @@ def test_a_flapping_integration_sends_one_flapping_event_then_one_where_it_settl
     assert (settled["previous"], settled["current"], settled["flapping"]) == ("healthy", "unhealthy", False)
     held = [e for e in History(store).events("acme", None, 100) if e.body.get("held")]
     assert len(held) == 2  # the feed keeps every change; the alerts skip them
+
+
+def test_a_deleted_tenant_leaves_no_webhook_or_window_behind(web, store) -> None:
+    hook = web.post("/admin/tenants/api/webhooks", json={"url": "https://hooks.example.com/x"}, headers=ADMIN).get_json()
+    window = {"starts_at": "2030-01-01T00:00:00Z", "ends_at": "2030-01-02T00:00:00Z"}
+    assert web.post("/admin/tenants/api/maintenance", json=window, headers=ADMIN).status_code == 201
+    outbox = store.tenant_base("api") + "outbox"
+    store.client.hset(outbox, f"{hook['id']}|1-0", "{}")  # a delivery still queued
+    assert web.delete("/admin/tenants/api", headers=ADMIN).status_code == 204
+    assert not store.client.exists(store.tenant_base("api") + "webhooks", outbox)
+    assert b"api" not in store.client.smembers(Webhooks(store).hooked_key())
+    assert not any(k.startswith(b"api\x1f") for k in store.client.hkeys(f"{store.prefix}{{maint}}:windows"))

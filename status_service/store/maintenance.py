@@ -43,6 +43,12 @@ class Maintenance:
         """Delete a window; False if there was none."""
         return bool(self.store._call(lambda: self.store.client.hdel(self.key(), f"{tenant_id}{MEMBER_SEP}{window_id}")))
 
+    def remove_tenant(self, tenant_id: str) -> None:
+        """Delete every window of a tenant (it was deleted)."""
+        fields = [f"{tenant_id}{MEMBER_SEP}{w}" for w in self.definitions().get(tenant_id, {})]
+        if fields:
+            self.store._call(lambda: self.store.client.hdel(self.key(), *fields))
+
     def definitions(self) -> dict[str, dict[str, dict[str, Any]]]:
         """Return every tenant's windows as stored: tenant -> window id -> definition."""
         out: dict[str, dict[str, dict[str, Any]]] = {}

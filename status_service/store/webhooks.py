@@ -147,6 +147,10 @@ class Webhooks:
 
         self.store._call(run)
 
+    def forget(self, tenant_id: str) -> None:
+        """Stop looking for a deleted tenant's webhooks (its keys went with its data)."""
+        self.store._call(lambda: self.store.client.srem(self.hooked_key(), tenant_id))
+
     def remove(self, tenant_id: str, webhook_id: str) -> bool:
         """Remove a webhook; False if there was none. Its jobs still queued are dropped as they come due."""
         return bool(self.store._call(lambda: self.store.client.hdel(self.key(tenant_id, "webhooks"), webhook_id)))

@@ -22,6 +22,8 @@ from ..registry import probe_spec
 from ..schemas import ID_PATTERN, IntegrationBodySchema, NewTenantSchema
 from ..store.admin import Admin
 from ..store.catalog import Catalog, Snapshot
+from ..store.maintenance import Maintenance
+from ..store.webhooks import Webhooks
 from .auth import AuthError, candidate_keys, digest
 from .errors import error_response
 
@@ -195,6 +197,10 @@ def delete_tenant(tenant_id: str) -> tuple[str, int]:
         if due.get(member) is not None:  # else a prober that claims it takes it out: nothing defines it
             _catalog().unschedule_if(member, due[member])
     _catalog().announce(tenant_id)
+    # Its webhooks went with its data; dispatchers stop looking, and its maintenance windows go too.
+    store = current_app.extensions["status_web"].store
+    Webhooks(store).forget(tenant_id)
+    Maintenance(store).remove_tenant(tenant_id)
     return "", 204
 
 
