@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -79,7 +80,9 @@ class Dispatcher:
         with self.lock:
             free = WORKERS - sum(self.inflight.values())
         started = 0
-        for job in self.webhooks.take({t: free for t in tenants if hooks[t]}, now, LEASE_S) if free > 0 else []:
+        # No tenant is offered more than its webhooks may have in flight; a random order shares what is free.
+        limits = {t: min(free, PER_WEBHOOK * len(hooks[t])) for t in random.sample(tenants, len(tenants)) if hooks[t]}
+        for job in self.webhooks.take(limits, now, LEASE_S) if free > 0 else []:
             hook = hooks[job.tenant_id].get(job.webhook_id)
             if hook is None:  # removed since the event was fanned out
                 self.webhooks.settle(job, "done")
