@@ -8,7 +8,7 @@ from flask import Flask
 from .settings import Settings, configure_logging, credentials_cipher, from_env, redis_url
 from .store import Store, connect
 from .web import admin, errors, health, history, metrics, status
-from .web import maintenance as admin_maintenance, webhooks as admin_webhooks  # noqa: F401  (their routes join the admin blueprint)
+from .web import maintenance as maintenance_routes, webhooks as webhook_routes  # not status_service.webhooks
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -31,6 +31,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(history.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(webhook_routes.bp)
+    app.register_blueprint(maintenance_routes.bp)
     app.register_blueprint(metrics.bp)
     metrics.install(app, settings.metrics_token)
     errors.register(app)

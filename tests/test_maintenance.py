@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import pytest
 
@@ -10,7 +10,7 @@ from status_service import create_app, rollup, webhooks
 from status_service.cipher import Cipher
 from status_service.settings import Settings
 from status_service.store.history import History
-from tests.conftest import TEST_SECRET_KEY, integration, key_digest, make_registry, report_of, run_round, tenant, wait_for
+from tests.conftest import TEST_SECRET_KEY, integration, key_digest, make_registry, run_round, tenant
 
 ADMIN = {"Authorization": "Bearer admin-secret"}
 

@@ -94,6 +94,14 @@ def authenticate() -> None:
     raise AuthError("unknown admin key")
 
 
+def guarded(blueprint: Blueprint) -> Blueprint:
+    """Give another blueprint of admin routes this one's authentication and error answers."""
+    blueprint.before_request(authenticate)
+    blueprint.register_error_handler(AdminError, refused)
+    blueprint.register_error_handler(CipherError, undecryptable)
+    return blueprint
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 

@@ -5,12 +5,14 @@ import secrets
 import time
 from typing import Any
 
-from flask import Response, current_app, g, jsonify
+from flask import Blueprint, Response, current_app, g, jsonify
 
 from .. import report
 from ..schemas import MaintenanceSchema
 from ..store.maintenance import Maintenance, window
-from .admin import AdminError, _admin, _body, _catalog, _ids, _now, bp
+from .admin import AdminError, _admin, _body, _catalog, _ids, _now, guarded
+
+bp = guarded(Blueprint("admin_maintenance", __name__, url_prefix="/admin"))
 
 MAX_WINDOWS = 100  # per tenant, ended ones included until they are dropped (a week after they end)
 

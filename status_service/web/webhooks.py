@@ -6,12 +6,14 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Response, current_app, g, jsonify
+from flask import Blueprint, Response, current_app, g, jsonify
 
 from .. import policy, report
 from ..schemas import NewWebhookSchema, ReplaySchema
 from ..store.webhooks import Webhooks
-from .admin import AdminError, _addresses, _admin, _body, _catalog, _cipher, _ids, _now, _settings, _snapshot, bp
+from .admin import AdminError, _addresses, _admin, _body, _catalog, _cipher, _ids, _now, _settings, _snapshot, guarded
+
+bp = guarded(Blueprint("admin_webhooks", __name__, url_prefix="/admin"))
 
 MAX_WEBHOOKS = 16  # per tenant
 SECRET_PREFIX = "whsec_"
