@@ -43,6 +43,14 @@ class Receiver:
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     state = Receiver()
+    server = _serve(state)
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+def _serve(state: Receiver) -> ThreadingHTTPServer:
+    """Serve `state` on 127.0.0.1 from a thread; its url is set."""
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -69,9 +77,7 @@ def receiver() -> Iterator[Receiver]:
     server.daemon_threads = True
     state.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    yield state
-    server.shutdown()
-    server.server_close()
+    return server
 
 
 def hooked_registry(upstream, receiver: Receiver, **extra: Any):
@@ -217,29 +223,6 @@ def test_a_slow_receiver_delays_no_other(upstream, receiver, make_prober, store,
         assert len(receiver.received) <= 2  # at most two at once to one webhook
     finally:
         fast_server.shutdown()
-
-
-def _serve(state: Receiver) -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def do_POST(self) -> None:
-            raw = self.rfile.read(int(self.headers["Content-Length"]))
-            with state.lock:
-                state.received.append({"raw": raw, "body": json.loads(raw), "signature": self.headers.get("Status-Signature"),
-                                       "at": time.time(), "answered": 200, "path": self.path})
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/fast"
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    return server
 
 
 # -- the admin API ------------------------------------------------------------------------------
