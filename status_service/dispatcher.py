@@ -104,14 +104,14 @@ class Dispatcher:
         out = dict(self.file_hooks.get(tenant_id, {}))
         for hook_id, definition in made.items():
             try:
-                secret = self.open_secret(definition["secret"])
+                url, secret = self.open_secret(definition["url"]), self.open_secret(definition["secret"])
             except CipherError:
                 if (tenant_id, hook_id) not in self.unreadable:
                     log.error("webhook.unreadable tenant=%s webhook=%s: give this prober every key of STATUS_SECRET_KEY in use",
                               tenant_id, hook_id)
                     self.unreadable.add((tenant_id, hook_id))
                 continue
-            out[hook_id] = Webhook(hook_id, definition["url"], secret, tuple(definition.get("events", ())), guarded=self.guarded)
+            out[hook_id] = Webhook(hook_id, url, secret, tuple(definition.get("events", ())), guarded=self.guarded)
         return out
 
     def _deliver(self, job: Job, hook: Webhook) -> None:
@@ -148,7 +148,7 @@ class Dispatcher:
         attempts = job.attempts + 1
         due = now + webhooks.retry_delay(attempts, self.options.first_retry_s)
         if due > job.first_ms / 1000 + self.options.retry_s:
-            self.webhooks.settle(job, "dead", job.state(n=attempts, err=outcome.reason, dead_at=round(now * 1000)))
+            self.webhooks.settle(job, "dead", job.state(n=attempts, err=outcome.reason, dead_at=round(now * 1000)), now)
             self.tally.delivery("dead")
             log.warning("webhook.dead tenant=%s webhook=%s event=%s attempts=%d reason=%s",
                         job.tenant_id, job.webhook_id, job.event_id, attempts, outcome.reason)

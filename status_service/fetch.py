@@ -350,6 +350,8 @@ class Fetcher:
                         break
                     body += chunk
                     if len(body) > spec.max_body_bytes:
+                        if data is not None:
+                            break  # a delivery is judged by its status: read no further than the cap
                         return Outcome.failed("body_too_large", elapsed_ms())
                     if deadline.passed():
                         return Outcome.failed("timeout", elapsed_ms())

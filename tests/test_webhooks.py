@@ -33,6 +33,7 @@ class Receiver:
     fail_first: int = 0  # answer 500 to this many deliveries first
     delay_s: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
+    reply: bytes = b"ok"
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def ids(self) -> list[str]:
@@ -69,9 +70,12 @@ def _serve(state: Receiver) -> ThreadingHTTPServer:
             self.send_response(answer)
             for name, value in state.headers.items():
                 self.send_header(name, value)
-            self.send_header("Content-Length", "2")
+            self.send_header("Content-Length", str(len(state.reply)))
             self.end_headers()
-            self.wfile.write(b"ok")
+            try:
+                self.wfile.write(state.reply)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the dispatcher stopped reading at its cap
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
@@ -214,7 +218,8 @@ def test_a_slow_receiver_delays_no_other(upstream, receiver, make_prober, store,
     fast = Receiver()
     fast_server = _serve(fast)
     try:
-        Webhooks(store).add("acme", "wh_fast", {"url": fast.url, "events": [], "secret": cipher.seal(SECRET), "created_at": "2026-01-01T00:00:00Z"})
+        Webhooks(store).add("acme", "wh_fast", {"url": cipher.seal(fast.url), "events": [], "secret": cipher.seal(SECRET),
+                                                "created_at": "2026-01-01T00:00:00Z"})
         run_round(prober)
         flip(prober, upstream, 500)
         started = time.monotonic()
@@ -243,7 +248,7 @@ def test_a_webhook_made_through_the_api_shows_its_secret_once(web, store) -> Non
     listed = web.get("/admin/tenants/api/webhooks", headers=ADMIN).get_json()["webhooks"]
     assert listed == [{k: v for k, v in hook.items() if k != "secret"}]
     raw = json.dumps({k.decode(): v.decode() for k, v in store.client.hgetall(store.tenant_base("api") + "webhooks").items()})
-    assert hook["secret"] not in raw  # sealed at rest
+    assert hook["secret"] not in raw and "hooks.example.com" not in raw  # sealed at rest, URL too
     given = web.post("/admin/tenants/api/webhooks", json={"url": "https://hooks.example.com/y", "secret": SECRET}, headers=ADMIN)
     assert given.status_code == 201 and "secret" not in given.get_json()
     assert web.delete(f"/admin/tenants/api/webhooks/{hook['id']}", headers=ADMIN).status_code == 204
@@ -334,3 +339,72 @@ def test_a_deleted_tenant_leaves_no_webhook_or_window_behind(web, store) -> None
     assert not store.client.exists(store.tenant_base("api") + "webhooks", outbox)
     assert b"api" not in store.client.smembers(Webhooks(store).hooked_key())
     assert not any(k.startswith(b"api\x1f") for k in store.client.hkeys(f"{store.prefix}{{maint}}:windows"))
+
+
+def test_a_webhook_of_the_api_is_held_to_the_address_policy_when_it_is_delivered(upstream, receiver, make_prober, store) -> None:
+    """A name that pointed elsewhere when it was registered and at 127.0.0.1 now: refused at connect."""
+    cipher = Cipher([TEST_SECRET_KEY])
+    prober = make_prober(hooked_registry(upstream, receiver, alerts={"first_retry_seconds": 60}), cipher=cipher)
+    Webhooks(store).add("acme", "wh_api", {"url": cipher.seal(receiver.url.replace("/hook", "/api")), "events": [],
+                                           "secret": cipher.seal(SECRET), "created_at": "2026-01-01T00:00:00Z"})
+    run_round(prober)
+    flip(prober, upstream, 500)
+    deliver_all(prober, expected=3, receiver=receiver)  # the file's webhook is trusted: delivered
+    time.sleep(0.5)
+    assert not [r for r in receiver.received if r["path"] == "/api"]
+    failed = [json.loads(v) for k, v in store.client.hgetall(store.tenant_base("acme") + "outbox").items() if k.startswith(b"wh_api|")]
+    assert len(failed) == 3 and all(f["err"] == "address_refused" for f in failed)
+
+
+def test_a_receiver_that_answers_2xx_with_a_huge_body_has_it_delivered(upstream, receiver, make_prober, store) -> None:
+    prober = make_prober(hooked_registry(upstream, receiver))
+    big = Receiver()
+    server = _serve(big)
+    try:
+        cipher = Cipher([TEST_SECRET_KEY])
+        prober.cipher = cipher
+        prober.dispatcher.open_secret = cipher.open
+        prober.dispatcher.guarded = False
+        Webhooks(store).add("acme", "wh_big", {"url": cipher.seal(big.url), "events": [], "secret": cipher.seal(SECRET),
+                                               "created_at": "2026-01-01T00:00:00Z"})
+        big.reply = b"x" * (3 * 1024 * 1024)
+        run_round(prober)
+        flip(prober, upstream, 500)
+        deliver_all(prober, expected=3, receiver=big)
+        time.sleep(0.3)
+        assert Webhooks(store).pending(["acme"]) == 0
+    finally:
+        server.shutdown()
+
+
+def test_dead_letters_are_bounded_oldest_first(store, monkeypatch) -> None:
+    from status_service.store import webhooks as stored
+
+    monkeypatch.setattr(stored, "MAX_DEAD", 3)
+    hooks = Webhooks(store)
+    for n in range(5):
+        job = f"w|{n}-0"
+        store.client.hset(hooks.key("acme", "outbox"), job, json.dumps({"w": "w", "e": f"{n}-0", "n": 0, "first": 0}))
+        store.client.zadd(hooks.key("acme", "outbox:due"), {job: 0})
+        taken = hooks.take({"acme": 1}, 1000.0 + n, 15)[0]
+        assert hooks.settle(taken, "dead", taken.state(n=1, err="http_500", dead_at=n), 1000.0 + n)
+    assert sorted(hooks.dead("acme")) == ["w|2-0", "w|3-0", "w|4-0"]
+    assert hooks.replay("acme", ["w|3-0"], 2000.0) == ["w|3-0"]
+    assert sorted(hooks.dead("acme")) == ["w|2-0", "w|4-0"] and store.client.zcard(hooks.key("acme", "dead:at")) == 2
+
+
+def test_consumers_of_gone_probers_are_forgotten_when_they_hold_nothing(store, monkeypatch) -> None:
+    from status_service.store import webhooks as stored
+
+    hooks = Webhooks(store)
+    hooks.ensure_groups(["acme"])
+    events = hooks.key("acme", "events")
+    first = store.client.xadd(events, {"e": '1 {"scope": "status"}'})
+    store.client.xreadgroup(stored.GROUP, "idle-prober", {events: ">"})
+    store.client.xack(events, stored.GROUP, first)  # it fanned its event out: it holds nothing
+    store.client.xadd(events, {"e": '2 {"scope": "status"}'})
+    hooks.read(["acme"], "gone-prober", reclaim=False)  # it takes an event and dies holding it
+    monkeypatch.setattr(stored, "IDLE_CONSUMER_MS", -1)
+    hooks.read(["acme"], "live-prober", reclaim=True)
+    names = {c["name"] for c in store.client.xinfo_consumers(events, stored.GROUP)}
+    assert names == {b"gone-prober"}  # the one holding an event stays, for its event to be claimed

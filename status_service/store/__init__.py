@@ -32,7 +32,7 @@ the layout works on Redis Cluster; atomic steps are Lua scripts, never MULTI acr
                             c (JSON: type -> status -> integrations, for /metrics; absent: count the body)
   P{t:ID}:integrations hash integration id -> JSON definition, probe encrypted (admin API tenants)
   P{t:ID}:changes     stream  one entry {i: ID} per integration change; its id is the change's rev
-  P{t:ID}:webhooks, outbox, outbox:due, dead   webhooks and their deliveries (store/webhooks.py)
+  P{t:ID}:webhooks, outbox, outbox:due, dead, dead:at   webhooks and their deliveries (store/webhooks.py)
   P{t:ID}:checks:*, r300:*, ..., events        history (store/history.py)
 Every key's size is bounded by the registry (one entry per tenant, key or integration), or trimmed.
 Channel Pchanges: "r <tenant> <version>" when a report is replaced, "k" when the key registry is.
@@ -898,7 +898,7 @@ class Store:
         return [self.registry_key(tenant_id), self.results_key(tenant_id), self.changed_key(tenant_id),
                 self.incarnation_key(tenant_id), self.version_key(tenant_id), self.report_key(tenant_id),
                 self.integrations_key(tenant_id), self.tenant_changes_key(tenant_id),
-                *(base + name for name in ("webhooks", "outbox", "outbox:due", "dead"))]  # see store/webhooks.py
+                *(base + name for name in ("webhooks", "outbox", "outbox:due", "dead", "dead:at"))]  # see store/webhooks.py
 
     def seed(
         self,

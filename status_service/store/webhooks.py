@@ -1,14 +1,15 @@
 """Webhooks in Redis: their registry, and the outbox a tenant's events pass through on their way out.
 
 Keys, under the tenant's base (see Store.tenant_base), so each step is one script in one slot:
-- `webhooks`: hash, webhook id -> JSON {url, events, secret (sealed), created_at} (the admin API's);
+- `webhooks`: hash, webhook id -> JSON {url (sealed), events, secret (sealed), created_at} (the admin API's);
 - `events`: the events feed (store/history.py), read through the consumer group GROUP: each entry is
   handed to one dispatcher, and stays pending until fanned out, so a dispatcher that dies holding
   it leaves it to be claimed again;
 - `outbox`: hash, job ("<webhook id>|<event id>") -> JSON {w, e, n (attempts), first (ms), err};
 - `outbox:due`: zset, job -> when to try it next (ms); a dispatcher that takes a job pushes it to
   its lease end, so a dead dispatcher's job comes back;
-- `dead`: hash, job -> JSON of a job whose retry window ended (listed and replayed by the admin API).
+- `dead`: hash, job -> JSON of a job whose retry window ended (listed and replayed by the admin API),
+  and `dead:at`, zset, job -> when it died (ms): at most MAX_DEAD are kept, the oldest dropped first.
 And P{reg}:hooked: set, the tenants with webhooks made through the admin API.
 """
 from __future__ import annotations
@@ -22,7 +23,9 @@ import redis
 from . import Store, _text
 
 GROUP = "webhooks"
+MAX_DEAD = 10_000  # dead letters kept per tenant; past that the oldest are dropped
 CLAIM_IDLE_MS = 60_000  # an event pending this long with a dispatcher is taken over by another
+IDLE_CONSUMER_MS = 3_600_000  # a consumer (a prober process) idle this long, holding nothing, is forgotten
 
 # Turn a tenant's events into jobs (ARGV: now ms, then event id and its jobs' webhook ids, '' ending
 # each event's), and acknowledge them, in one step: an event is fanned out once, or left pending.
@@ -67,7 +70,8 @@ return out
 """
 
 # Settle a job taken under lease ARGV[2]: 'done' removes it, 'retry' keeps it (ARGV[4]: its JSON) due
-# at ARGV[3], 'dead' moves it to the dead letters. A job taken over since (its lease changed) is left alone.
+# at ARGV[3], 'dead' moves it to the dead letters (dead at ARGV[3], at most ARGV[6] kept). A job
+# taken over since (its lease changed) is left alone.
 _SETTLE = """
 local base, job = KEYS[1], ARGV[1]
 if tonumber(redis.call('ZSCORE', base .. 'outbox:due', job)) ~= tonumber(ARGV[2]) then return 0 end
@@ -78,7 +82,15 @@ if ARGV[5] == 'retry' then
 end
 redis.call('HDEL', base .. 'outbox', job)
 redis.call('ZREM', base .. 'outbox:due', job)
-if ARGV[5] == 'dead' then redis.call('HSET', base .. 'dead', job, ARGV[4]) end
+if ARGV[5] == 'dead' then
+  redis.call('HSET', base .. 'dead', job, ARGV[4])
+  redis.call('ZADD', base .. 'dead:at', ARGV[3], job)
+  local over = redis.call('ZCARD', base .. 'dead:at') - tonumber(ARGV[6])
+  if over > 0 then  -- the oldest go first
+    for _, gone in ipairs(redis.call('ZRANGE', base .. 'dead:at', 0, over - 1)) do redis.call('HDEL', base .. 'dead', gone) end
+    redis.call('ZREMRANGEBYRANK', base .. 'dead:at', 0, over - 1)
+  end
+end
 return 1
 """
 
@@ -95,6 +107,7 @@ for _, job in ipairs(jobs) do
     local entry = cjson.decode(raw)
     entry['n'], entry['first'], entry['err'], entry['dead_at'] = 0, now, nil, nil
     redis.call('HDEL', base .. 'dead', job)
+    redis.call('ZREM', base .. 'dead:at', job)
     redis.call('HSET', base .. 'outbox', job, cjson.encode(entry))
     redis.call('ZADD', base .. 'outbox:due', now, job)
     done[#done + 1] = job
@@ -212,9 +225,27 @@ class Webhooks:
                     entries += [e for e in claimed[0][1] if e]  # entries the feed trimmed come back empty
                 events = [(_text(eid), _text(fields[b"e"])) for eid, fields in entries if fields]
                 out[tenant_id] = (events, {_text(k): json.loads(v) for k, v in hooks.items()})
+            if reclaim:
+                self._forget_idle_consumers(tenant_ids, consumer)
             return out
 
         return self.store._call(run)
+
+    def _forget_idle_consumers(self, tenant_ids: Sequence[str], consumer: str) -> None:
+        """Drop the group's consumers that hold nothing and have been idle an hour: each prober process is one, and they come and go."""
+        pipe = self.store.client.pipeline(transaction=False)
+        for tenant_id in tenant_ids:
+            pipe.xinfo_consumers(self.key(tenant_id, "events"), GROUP)
+        found = pipe.execute(raise_on_error=False)
+        pipe = self.store.client.pipeline(transaction=False)
+        stale = 0
+        for tenant_id, consumers in zip(tenant_ids, found):
+            for c in consumers if isinstance(consumers, list) else []:
+                if _text(c["name"]) != consumer and int(c["pending"]) == 0 and int(c["idle"]) > IDLE_CONSUMER_MS:
+                    pipe.xgroup_delconsumer(self.key(tenant_id, "events"), GROUP, c["name"])
+                    stale += 1
+        if stale:
+            pipe.execute(raise_on_error=False)
 
     def fan_out(self, jobs: Mapping[str, Sequence[tuple[str, Sequence[str]]]], now: float) -> None:
         """Queue each event's jobs (tenant -> [(event id, webhook ids)]) and acknowledge the events."""
@@ -249,8 +280,8 @@ class Webhooks:
         return jobs
 
     def settle(self, job: Job, outcome: str, state: str = "", due: float = 0.0) -> bool:
-        """Record what became of a taken job ('done', 'retry' due then with `state`, or 'dead'); False if it was taken over."""
-        args = [job.id, job.lease_ms, round(due * 1000), state, outcome]
+        """Record what became of a taken job ('done', 'retry' due then with `state`, or 'dead' at `due`); False if it was taken over."""
+        args = [job.id, job.lease_ms, round(due * 1000), state, outcome, MAX_DEAD]
         return bool(self.store._call(lambda: self.store._script(_SETTLE, [self.store.tenant_base(job.tenant_id)], args)))
 
     def pending(self, tenant_ids: Iterable[str]) -> int:

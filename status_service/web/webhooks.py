@@ -25,7 +25,8 @@ def _webhooks() -> Webhooks:
 
 def _public(hook_id: str, definition: dict[str, Any]) -> dict[str, Any]:
     """Return a webhook as the API shows it: never its secret."""
-    return {"id": hook_id, "url": definition["url"], "events": definition.get("events", []), "created_at": definition["created_at"]}
+    return {"id": hook_id, "url": _cipher().open(definition["url"]), "events": definition.get("events", []),
+            "created_at": definition["created_at"]}
 
 
 @bp.post("/tenants/<tenant_id>/webhooks")
@@ -44,7 +45,9 @@ def create_webhook(tenant_id: str) -> tuple[Response, int]:
     made = "secret" not in data
     secret = data.get("secret") or SECRET_PREFIX + secrets.token_urlsafe(32)
     hook_id, at = "wh_" + secrets.token_hex(6), _now()
-    definition = {"url": data["url"], "events": list(dict.fromkeys(data["events"])), "secret": _cipher().seal(secret), "created_at": at}
+    # The URL is sealed too: a receiver's URL often holds a token of its own.
+    definition = {"url": _cipher().seal(data["url"]), "events": list(dict.fromkeys(data["events"])), "secret": _cipher().seal(secret),
+                  "created_at": at}
     _webhooks().add(tenant_id, hook_id, definition)
     _catalog().note(tenant_id, g.admin, "webhook.create", f"tenants/{tenant_id}/webhooks/{hook_id}", at)
     shown = _public(hook_id, definition)
