@@ -21,7 +21,7 @@ from . import webhooks
 from .cipher import CipherError
 from .fetch import Fetcher
 from .metrics import Tally
-from .model import DEFAULT_MAX_BODY_BYTES, AlertOptions, ProbeSpec, Webhook
+from .model import DEFAULT_MAX_BODY_BYTES, AlertOptions, Outcome, ProbeSpec, Webhook
 from .store import Store
 from .store.webhooks import Job, Webhooks
 
@@ -29,8 +29,8 @@ log = logging.getLogger("status_service.dispatcher")
 
 DELIVERY_TIMEOUT_S = 10.0  # a 2xx within this counts as delivered: the hard deadline of the whole exchange
 LEASE_S = DELIVERY_TIMEOUT_S + 5.0  # a taken job comes back to the others if it is not settled by then
-WORKERS = 8  # deliveries in flight at once per dispatcher
-PER_WEBHOOK = 2  # of those, at most this many to one webhook: a slow receiver holds up no other
+WORKERS = 32  # deliveries in flight at once per dispatcher (threads waiting on receivers: cheap)
+PER_WEBHOOK = 2  # of those, at most this many to one webhook: it takes 16 hung receivers to fill them
 RECLAIM_S = 30.0  # how often events another dispatcher left pending are looked for
 USER_AGENT = "status-service-webhooks/1"
 
@@ -69,40 +69,56 @@ class Dispatcher:
         if reclaim:
             self.reclaim_at = time.monotonic() + RECLAIM_S
         read = self.webhooks.read(tenants, self.consumer, reclaim)
-        hooks = {t: self._hooks(t, made) for t, (_, made) in read.items()}
+        subscribed, ready = {}, {}
+        for tenant_id, (_, made) in read.items():
+            subscribed[tenant_id], ready[tenant_id] = self._hooks(tenant_id, made)
         fan: dict[str, list[tuple[str, list[str]]]] = {}
         for tenant_id, (events, _) in read.items():
             for event_id, text in events:
-                kind = webhooks.event_type(json.loads(text.split(" ", 1)[1]))
+                kind = webhooks.event_type(json.loads(text.split(" ", 1)[1])) if text else None
                 # An event no webhook wants is acknowledged all the same.
-                fan.setdefault(tenant_id, []).append((event_id, [h.id for h in hooks[tenant_id].values() if kind and h.wants(kind)]))
+                fan.setdefault(tenant_id, []).append((event_id, [h for h, wanted in subscribed[tenant_id].items()
+                                                                 if kind and (not wanted or kind in wanted)]))
         self.webhooks.fan_out(fan, now)
-        with self.lock:
-            free = WORKERS - sum(self.inflight.values())
         started = 0
-        # No tenant is offered more than its webhooks may have in flight; a random order shares what is free.
-        limits = {t: min(free, PER_WEBHOOK * len(hooks[t])) for t in random.sample(tenants, len(tenants)) if hooks[t]}
-        for job in self.webhooks.take(limits, now, LEASE_S) if free > 0 else []:
-            hook = hooks[job.tenant_id].get(job.webhook_id)
-            if hook is None:  # removed since the event was fanned out
+        for job in self.webhooks.take(self._room(subscribed), now, LEASE_S):
+            if job.webhook_id not in subscribed[job.tenant_id]:  # removed from the config file since it was queued
                 self.webhooks.settle(job, "done")
                 continue
-            key = (job.tenant_id, job.webhook_id)
             with self.lock:
-                busy = self.inflight.get(key, 0) >= PER_WEBHOOK or sum(self.inflight.values()) >= WORKERS
-                if not busy:
-                    self.inflight[key] = self.inflight.get(key, 0) + 1
-            if busy:  # handed back, due now, attempts unchanged: the next round takes it
-                self.webhooks.settle(job, "retry", job.state(), now)
-                continue
-            self.pool.submit(self._deliver, job, hook)
+                key = (job.tenant_id, job.webhook_id)
+                self.inflight[key] = self.inflight.get(key, 0) + 1
+            self.pool.submit(self._deliver, job, ready[job.tenant_id].get(job.webhook_id))
             started += 1
         return started
 
-    def _hooks(self, tenant_id: str, made: Mapping[str, dict]) -> dict[str, Webhook]:
-        """Return a tenant's webhooks: the config file's and the admin API's, secrets opened."""
-        out = dict(self.file_hooks.get(tenant_id, {}))
+    def _room(self, subscribed: Mapping[str, Mapping[str, tuple[str, ...]]]) -> dict[str, dict[str, int]]:
+        """Return how many jobs to take per tenant and webhook: what each webhook may add in flight, within what is free.
+
+        Tenants and their webhooks come in a random order, so that when little is free it is shared.
+        """
+        with self.lock:
+            free = WORKERS - sum(self.inflight.values())
+            room: dict[str, dict[str, int]] = {}
+            for tenant_id in random.sample(list(subscribed), len(subscribed)):
+                for hook in random.sample(list(subscribed[tenant_id]), len(subscribed[tenant_id])):
+                    n = min(free, PER_WEBHOOK - self.inflight.get((tenant_id, hook), 0))
+                    if n > 0:
+                        room.setdefault(tenant_id, {})[hook] = n
+                        free -= n
+        return room
+
+    def _hooks(self, tenant_id: str, made: Mapping[str, dict]) -> tuple[dict[str, tuple[str, ...]], dict[str, Webhook]]:
+        """Return a tenant's webhooks: the event types each wants (empty: all), and those whose secrets this prober can open.
+
+        A webhook whose secret no key of this prober opens still gets its jobs: another prober may
+        hold the key, and here the deliveries fail and are retried, not lost.
+        """
+        file_hooks = self.file_hooks.get(tenant_id, {})
+        subscribed = {h.id: h.events for h in file_hooks.values()}
+        ready = dict(file_hooks)
         for hook_id, definition in made.items():
+            subscribed[hook_id] = tuple(definition.get("events", ()))
             try:
                 url, secret = self.open_secret(definition["url"]), self.open_secret(definition["secret"])
             except CipherError:
@@ -111,10 +127,10 @@ class Dispatcher:
                               tenant_id, hook_id)
                     self.unreadable.add((tenant_id, hook_id))
                 continue
-            out[hook_id] = Webhook(hook_id, url, secret, tuple(definition.get("events", ())), guarded=self.guarded)
-        return out
+            ready[hook_id] = Webhook(hook_id, url, secret, subscribed[hook_id], guarded=self.guarded)
+        return subscribed, ready
 
-    def _deliver(self, job: Job, hook: Webhook) -> None:
+    def _deliver(self, job: Job, hook: Webhook | None) -> None:
         try:
             self._send(job, hook)
         except Exception:  # a bug or a Redis outage here must not end the pool's thread; the lease brings the job back
@@ -126,20 +142,23 @@ class Dispatcher:
                 if not self.inflight[key]:
                     del self.inflight[key]
 
-    def _send(self, job: Job, hook: Webhook) -> None:
+    def _send(self, job: Job, hook: Webhook | None) -> None:
         if not job.event:  # the feed trimmed it: nothing left to send
             self.webhooks.settle(job, "done")
             return
-        at_ms, _, raw = job.event.partition(" ")
-        body = json.loads(raw)
-        data = webhooks.payload(job.event_id, webhooks.event_type(body) or "", int(at_ms) / 1000, job.tenant_id, body)
-        signed_at = int(self.clock())  # each attempt is signed afresh
-        spec = ProbeSpec(
-            url=hook.url, method="POST", timeout_s=DELIVERY_TIMEOUT_S, max_body_bytes=DEFAULT_MAX_BODY_BYTES, guarded=hook.guarded,
-            headers=(("Content-Type", "application/json"), ("User-Agent", USER_AGENT), ("Status-Event-Id", job.event_id),
-                     (webhooks.SIGNATURE_HEADER, webhooks.signature(hook.secret, signed_at, data))),
-        )
-        outcome = self.fetcher.probe(spec, data)
+        if hook is None:  # its secret does not open here: a failed attempt, retried (perhaps by a prober that can)
+            outcome = Outcome.failed("secret_key_mismatch")
+        else:
+            at_ms, _, raw = job.event.partition(" ")
+            body = json.loads(raw)
+            data = webhooks.payload(job.event_id, webhooks.event_type(body) or "", int(at_ms) / 1000, job.tenant_id, body)
+            signed_at = int(self.clock())  # each attempt is signed afresh
+            spec = ProbeSpec(
+                url=hook.url, method="POST", timeout_s=DELIVERY_TIMEOUT_S, max_body_bytes=DEFAULT_MAX_BODY_BYTES, guarded=hook.guarded,
+                headers=(("Content-Type", "application/json"), ("User-Agent", USER_AGENT), ("Status-Event-Id", job.event_id),
+                         (webhooks.SIGNATURE_HEADER, webhooks.signature(hook.secret, signed_at, data))),
+            )
+            outcome = self.fetcher.probe(spec, data)
         now = self.clock()
         if outcome.ok:
             self.webhooks.settle(job, "done")
@@ -157,11 +176,6 @@ class Dispatcher:
         self.tally.delivery("failed")
         log.info("webhook.retry tenant=%s webhook=%s event=%s attempts=%d reason=%s in_s=%.1f",
                  job.tenant_id, job.webhook_id, job.event_id, attempts, outcome.reason, due - now)
-
-    def busy(self) -> bool:
-        """Return whether a delivery is under way."""
-        with self.lock:
-            return bool(self.inflight)
 
     def close(self) -> None:
         """Stop: deliveries under way finish within their deadline; what is not settled comes back after its lease."""

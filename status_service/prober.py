@@ -121,7 +121,8 @@ class Prober:
         self.tally = Tally()  # probes and deliveries counted since the last flush to Redis
         self.metrics_at = 0.0  # time.monotonic() of the next flush
         self.id = prober_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self.dispatcher = Dispatcher(store, cipher.open if cipher else _no_secrets, self.id, self.tally, clock or time.time)
+        # On this prober's clock, which follows Redis's: leases and retries agree across probers.
+        self.dispatcher = Dispatcher(store, cipher.open if cipher else _no_secrets, self.id, self.tally, lambda: self.clock())
         self.use(registry)
         self.source = source  # the config file, re-read when it changes or on request
         self.environ = environ if environ is not None else os.environ
@@ -284,8 +285,10 @@ class Prober:
                 log.error("registry.conflict prober=%s tenant=%s: made through the admin API; rename it in the file", self.id, exc.tenant_id)
             self.seeded = mine
             return
-        # The file's webhooks get the events from now on (an existing group keeps its place).
+        # The file's webhooks get the events from now on (an existing group keeps its place); a tenant
+        # without webhooks is read by no group, so webhooks it gets later start from then, not a backlog.
         Webhooks(self.store).ensure_groups(t.id for t in self.registry.tenants if t.webhooks)
+        Webhooks(self.store).drop_groups(t.id for t in self.registry.tenants if not t.webhooks)
         # Every report afresh, so removals show at once; Redis may also have lost what views hold.
         self.views = {}
         self.sync({t: ("", -1, {}) for t in tenant_ids}, now)

@@ -210,24 +210,64 @@ def test_redirects_are_not_followed(upstream, receiver, make_prober, store) -> N
     assert Webhooks(store).pending(["acme"]) == 3  # each waits for its retry
 
 
-def test_a_slow_receiver_delays_no_other(upstream, receiver, make_prober, store, redis_url, prefix) -> None:
-    receiver.delay_s = 6.0  # the file's webhook: slow
-    reg = hooked_registry(upstream, receiver, probe={"allow_private_addresses": True})
+def test_slow_receivers_delay_no_other_with_a_backlog(upstream, receiver, make_prober, store) -> None:
+    """Five hung receivers and a backlog of their deliveries: the tenant's sixth webhook gets every event at once."""
+    receiver.delay_s = 4.0  # the file's webhook, and the four below, share this slow server
     cipher = Cipher([TEST_SECRET_KEY])
-    prober = make_prober(reg, cipher=cipher)
+    prober = make_prober(hooked_registry(upstream, receiver, probe={"allow_private_addresses": True}, alerts={"flap_changes": 100}),
+                         cipher=cipher)
     fast = Receiver()
     fast_server = _serve(fast)
     try:
+        for n in range(4):
+            Webhooks(store).add("acme", f"wh_slow{n}", {"url": cipher.seal(receiver.url), "events": [], "secret": cipher.seal(SECRET),
+                                                        "created_at": "2026-01-01T00:00:00Z"})
         Webhooks(store).add("acme", "wh_fast", {"url": cipher.seal(fast.url), "events": [], "secret": cipher.seal(SECRET),
                                                 "created_at": "2026-01-01T00:00:00Z"})
         run_round(prober)
-        flip(prober, upstream, 500)
+        for n in range(10):  # 30 alerts each, queued before any delivery starts
+            flip(prober, upstream, 500 if n % 2 == 0 else 200)
+        expected = alertable(store)
+        assert len(expected) == 30
         started = time.monotonic()
-        deliver_all(prober, expected=3, receiver=fast, timeout_s=5)
-        assert time.monotonic() - started < 4  # while the slow receiver still holds its deliveries
-        assert len(receiver.received) <= 2  # at most two at once to one webhook
+        deliver_all(prober, expected=30, receiver=fast, timeout_s=8)
+        assert time.monotonic() - started < 3.5  # all 30, while the slow receivers still hold their first ones
+        assert sorted(fast.ids()) == sorted(expected)
+        assert len(receiver.received) <= 2 * 5  # at most two at once to each slow webhook
     finally:
         fast_server.shutdown()
+
+
+def test_a_prober_that_cannot_open_a_secret_leaves_the_deliveries_to_one_that_can(upstream, receiver, make_prober, store) -> None:
+    cipher, other = Cipher([TEST_SECRET_KEY]), Cipher(["b3RoZXIta2V5LWZvci10ZXN0cy1vbmx5LTAxMjM0NTY="])
+    reg = hooked_registry(upstream, receiver, probe={"allow_private_addresses": True}, alerts={"first_retry_seconds": 0.3})
+    keyless, keyed = make_prober(reg, cipher=other), make_prober(reg, cipher=cipher)
+    Webhooks(store).add("acme", "wh_api", {"url": cipher.seal(receiver.url.replace("/hook", "/api")), "events": [],
+                                           "secret": cipher.seal(SECRET), "created_at": "2026-01-01T00:00:00Z"})
+    run_round(keyless)
+    flip(keyless, upstream, 500)
+    for _ in range(20):  # the keyless prober fans the events out and fails each delivery to the API's webhook
+        keyless.dispatch()
+        time.sleep(0.05)
+    queued = [json.loads(v) for k, v in store.client.hgetall(store.tenant_base("acme") + "outbox").items() if k.startswith(b"wh_api|")]
+    assert len(queued) == 3 and all(q["err"] == "secret_key_mismatch" for q in queued)
+    wait_for(lambda: keyed.dispatch() is not None and len({r["body"]["id"] for r in receiver.received if r["path"] == "/api"}) == 3,
+             timeout_s=10, interval_s=0.1)
+
+
+def test_webhooks_made_again_get_the_events_from_then_not_a_backlog(web, store, make_prober, upstream, receiver, redis_url, prefix) -> None:
+    cipher = Cipher([TEST_SECRET_KEY])
+    hooks = Webhooks(store)
+    made = web.post("/admin/tenants/api/webhooks", json={"url": "https://hooks.example.com/x"}, headers=ADMIN).get_json()
+    store.client.xadd(hooks.key("api", "events"), {"e": '1 {"scope": "status", "previous": "ok", "current": "degraded"}'})
+    assert web.delete(f"/admin/tenants/api/webhooks/{made['id']}", headers=ADMIN).status_code == 204
+    assert b"api" not in store.client.smembers(hooks.hooked_key())  # its last webhook: no longer looked for
+    store.client.xadd(hooks.key("api", "events"), {"e": '2 {"scope": "status", "previous": "degraded", "current": "ok"}'})
+    web.post("/admin/tenants/api/webhooks", json={"url": "https://hooks.example.com/y"}, headers=ADMIN)
+    store.client.xadd(hooks.key("api", "events"), {"e": '3 {"scope": "status", "previous": "ok", "current": "degraded"}'})
+    events, _ = hooks.read(["api"], "a-prober", reclaim=False)["api"]
+    assert [text.split(" ")[0] for _, text in events] == ["3"]
+    del cipher, made
 
 
 # -- the admin API ------------------------------------------------------------------------------
@@ -385,8 +425,8 @@ def test_dead_letters_are_bounded_oldest_first(store, monkeypatch) -> None:
     for n in range(5):
         job = f"w|{n}-0"
         store.client.hset(hooks.key("acme", "outbox"), job, json.dumps({"w": "w", "e": f"{n}-0", "n": 0, "first": 0}))
-        store.client.zadd(hooks.key("acme", "outbox:due"), {job: 0})
-        taken = hooks.take({"acme": 1}, 1000.0 + n, 15)[0]
+        store.client.zadd(hooks.key("acme", "outbox:w"), {job: 0})
+        taken = hooks.take({"acme": {"w": 1}}, 1000.0 + n, 15)[0]
         assert hooks.settle(taken, "dead", taken.state(n=1, err="http_500", dead_at=n), 1000.0 + n)
     assert sorted(hooks.dead("acme")) == ["w|2-0", "w|3-0", "w|4-0"]
     assert hooks.replay("acme", ["w|3-0"], 2000.0) == ["w|3-0"]

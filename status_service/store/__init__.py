@@ -32,8 +32,9 @@ the layout works on Redis Cluster; atomic steps are Lua scripts, never MULTI acr
                             c (JSON: type -> status -> integrations, for /metrics; absent: count the body)
   P{t:ID}:integrations hash integration id -> JSON definition, probe encrypted (admin API tenants)
   P{t:ID}:changes     stream  one entry {i: ID} per integration change; its id is the change's rev
-  P{t:ID}:webhooks, outbox, outbox:due, dead, dead:at   webhooks and their deliveries (store/webhooks.py)
-  P{t:ID}:checks:*, r300:*, ..., events        history (store/history.py)
+  P{t:ID}:webhooks, outbox, outbox:*, dead, dead:at   webhooks and their deliveries (store/webhooks.py)
+  P{t:ID}:checks:*, r300:*, ..., events        history (store/history.py); history:keys lists the keys of
+                            both whose names vary (checks:<id>, outbox:<webhook>...), for a tenant's removal
 Every key's size is bounded by the registry (one entry per tenant, key or integration), or trimmed.
 Channel Pchanges: "r <tenant> <version>" when a report is replaced, "k" when the key registry is.
 """
@@ -892,13 +893,13 @@ class Store:
     def tenant_keys(self, tenant_id: str) -> list[str]:
         """Return every key of a tenant's own data (results, report and their bookkeeping, webhooks and their outbox).
 
-        History's keys are listed in the tenant's history:keys, and dropped with it in Lua.
+        History's keys and the webhooks' queues are listed in the tenant's history:keys, and dropped with it in Lua.
         """
         base = self.tenant_base(tenant_id)
         return [self.registry_key(tenant_id), self.results_key(tenant_id), self.changed_key(tenant_id),
                 self.incarnation_key(tenant_id), self.version_key(tenant_id), self.report_key(tenant_id),
                 self.integrations_key(tenant_id), self.tenant_changes_key(tenant_id),
-                *(base + name for name in ("webhooks", "outbox", "outbox:due", "dead", "dead:at"))]  # see store/webhooks.py
+                *(base + name for name in ("webhooks", "outbox", "dead", "dead:at"))]  # see store/webhooks.py
 
     def seed(
         self,

@@ -12,7 +12,8 @@ Keys, under the tenant's base (see Store.tenant_base):
   check written behind the cursor, so the next compaction goes back for it; `history:began`: the first
   check's time, before which there is no history (not a stretch of unknown);
 - `history:folding`: the end of the stretch a compaction is folding, while it does;
-- `history:keys`: the names of the keys above that exist, so a tenant's removal finds them all.
+- `history:keys`: the names of the keys above that exist (and of the webhooks' queues, store/webhooks.py),
+  so a tenant's removal finds them all.
 """
 from __future__ import annotations
 

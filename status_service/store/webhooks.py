@@ -6,8 +6,10 @@ Keys, under the tenant's base (see Store.tenant_base), so each step is one scrip
   handed to one dispatcher, and stays pending until fanned out, so a dispatcher that dies holding
   it leaves it to be claimed again;
 - `outbox`: hash, job ("<webhook id>|<event id>") -> JSON {w, e, n (attempts), first (ms), err};
-- `outbox:due`: zset, job -> when to try it next (ms); a dispatcher that takes a job pushes it to
-  its lease end, so a dead dispatcher's job comes back;
+- `outbox:<webhook id>`: zset, job -> when to try it next (ms), one queue per webhook so that one
+  receiver's backlog never stands before another's; a dispatcher that takes a job pushes it to its
+  lease end, so a dead dispatcher's job comes back. Listed in `history:keys`, which a tenant's
+  removal empties (see store/__init__.py);
 - `dead`: hash, job -> JSON of a job whose retry window ended (listed and replayed by the admin API),
   and `dead:at`, zset, job -> when it died (ms): at most MAX_DEAD are kept, the oldest dropped first.
 And P{reg}:hooked: set, the tenants with webhooks made through the admin API.
@@ -27,9 +29,17 @@ MAX_DEAD = 10_000  # dead letters kept per tenant; past that the oldest are drop
 CLAIM_IDLE_MS = 60_000  # an event pending this long with a dispatcher is taken over by another
 IDLE_CONSUMER_MS = 3_600_000  # a consumer (a prober process) idle this long, holding nothing, is forgotten
 
+# Queue a job (its webhook's queue listed for removal with the tenant); the caller holds `base`.
+_QUEUE_LUA = """
+local function queue(base, hook, job, due)
+  redis.call('ZADD', base .. 'outbox:' .. hook, due, job)
+  redis.call('SADD', base .. 'history:keys', 'outbox:' .. hook)
+end
+"""
+
 # Turn a tenant's events into jobs (ARGV: now ms, then event id and its jobs' webhook ids, '' ending
 # each event's), and acknowledge them, in one step: an event is fanned out once, or left pending.
-_FANOUT = """
+_FANOUT = _QUEUE_LUA + """
 local base, now, i = KEYS[1], ARGV[1], 2
 while i <= #ARGV do
   local event = ARGV[i]
@@ -37,7 +47,7 @@ while i <= #ARGV do
   while ARGV[i] ~= '' do
     local job = ARGV[i] .. '|' .. event
     if redis.call('HSETNX', base .. 'outbox', job, cjson.encode({w = ARGV[i], e = event, n = 0, first = tonumber(now)})) == 1 then
-      redis.call('ZADD', base .. 'outbox:due', now, job)
+      queue(base, ARGV[i], job, now)
     end
     i = i + 1
   end
@@ -47,41 +57,43 @@ end
 return 0
 """
 
-# Take up to ARGV[3] jobs due at ARGV[1] (ms), leased until ARGV[2]; return job, its JSON, its lease
-# and the event's entry text ('' if the feed no longer holds it) for each.
+# Take jobs due at ARGV[1] (ms), leased until ARGV[2], from webhooks' queues (ARGV[3...]: webhook id
+# and how many); return job, its JSON and the event's entry text ('' if the feed no longer holds it) for each.
 _TAKE = """
 local base = KEYS[1]
-local due = redis.call('ZRANGEBYSCORE', base .. 'outbox:due', '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
 local out = {}
-for _, job in ipairs(due) do
-  local raw = redis.call('HGET', base .. 'outbox', job)
-  if raw then
-    redis.call('ZADD', base .. 'outbox:due', ARGV[2], job)
-    local event = cjson.decode(raw)['e']
-    local found = redis.call('XRANGE', base .. 'events', event, event)[1]
-    out[#out + 1] = job
-    out[#out + 1] = raw
-    out[#out + 1] = found and found[2][2] or ''
-  else
-    redis.call('ZREM', base .. 'outbox:due', job)
+for i = 3, #ARGV, 2 do
+  local key = base .. 'outbox:' .. ARGV[i]
+  for _, job in ipairs(redis.call('ZRANGEBYSCORE', key, '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[i + 1]))) do
+    local raw = redis.call('HGET', base .. 'outbox', job)
+    if raw then
+      redis.call('ZADD', key, ARGV[2], job)
+      local event = cjson.decode(raw)['e']
+      local found = redis.call('XRANGE', base .. 'events', event, event)[1]
+      out[#out + 1] = job
+      out[#out + 1] = raw
+      out[#out + 1] = found and found[2][2] or ''
+    else
+      redis.call('ZREM', key, job)
+    end
   end
 end
 return out
 """
 
-# Settle a job taken under lease ARGV[2]: 'done' removes it, 'retry' keeps it (ARGV[4]: its JSON) due
-# at ARGV[3], 'dead' moves it to the dead letters (dead at ARGV[3], at most ARGV[6] kept). A job
-# taken over since (its lease changed) is left alone.
-_SETTLE = """
-local base, job = KEYS[1], ARGV[1]
-if tonumber(redis.call('ZSCORE', base .. 'outbox:due', job)) ~= tonumber(ARGV[2]) then return 0 end
+# Settle a job (ARGV[1], of webhook ARGV[7]) taken under lease ARGV[2]: 'done' removes it, 'retry'
+# keeps it (ARGV[4]: its JSON) due at ARGV[3], 'dead' moves it to the dead letters (dead at ARGV[3],
+# at most ARGV[6] kept). A job taken over since (its lease changed) is left alone.
+_SETTLE = _QUEUE_LUA + """
+local base, job, key = KEYS[1], ARGV[1], KEYS[1] .. 'outbox:' .. ARGV[7]
+if tonumber(redis.call('ZSCORE', key, job)) ~= tonumber(ARGV[2]) then return 0 end
 if ARGV[5] == 'retry' then
   redis.call('HSET', base .. 'outbox', job, ARGV[4])
-  redis.call('ZADD', base .. 'outbox:due', ARGV[3], job)
+  queue(base, ARGV[7], job, ARGV[3])
   return 1
 end
 redis.call('HDEL', base .. 'outbox', job)
-redis.call('ZREM', base .. 'outbox:due', job)
+redis.call('ZREM', key, job)
 if ARGV[5] == 'dead' then
   redis.call('HSET', base .. 'dead', job, ARGV[4])
   redis.call('ZADD', base .. 'dead:at', ARGV[3], job)
@@ -95,7 +107,7 @@ return 1
 """
 
 # Put dead jobs (ARGV[2...]; none: all of them) back in the outbox, due now (ARGV[1] ms), their attempts anew.
-_REPLAY = """
+_REPLAY = _QUEUE_LUA + """
 local base, now = KEYS[1], tonumber(ARGV[1])
 local jobs = {}
 for i = 2, #ARGV do jobs[#jobs + 1] = ARGV[i] end
@@ -109,11 +121,29 @@ for _, job in ipairs(jobs) do
     redis.call('HDEL', base .. 'dead', job)
     redis.call('ZREM', base .. 'dead:at', job)
     redis.call('HSET', base .. 'outbox', job, cjson.encode(entry))
-    redis.call('ZADD', base .. 'outbox:due', now, job)
+    queue(base, entry['w'], job, now)
     done[#done + 1] = job
   end
 end
 return done
+"""
+
+# Remove a webhook (ARGV[1]) with its queued jobs and dead letters; with the tenant's last webhook
+# goes its consumer group, so webhooks made later start from the events of then, not a backlog.
+_REMOVE = """
+local base, hook = KEYS[1], ARGV[1]
+if redis.call('HDEL', base .. 'webhooks', hook) == 0 then return 0 end
+for _, job in ipairs(redis.call('ZRANGE', base .. 'outbox:' .. hook, 0, -1)) do redis.call('HDEL', base .. 'outbox', job) end
+redis.call('DEL', base .. 'outbox:' .. hook)
+redis.call('SREM', base .. 'history:keys', 'outbox:' .. hook)
+for _, job in ipairs(redis.call('ZRANGE', base .. 'dead:at', 0, -1)) do
+  if string.sub(job, 1, #hook + 1) == hook .. '|' then
+    redis.call('HDEL', base .. 'dead', job)
+    redis.call('ZREM', base .. 'dead:at', job)
+  end
+end
+if redis.call('HLEN', base .. 'webhooks') == 0 then redis.pcall('XGROUP', 'DESTROY', base .. 'events', 'webhooks') end
+return 1
 """
 
 
@@ -161,12 +191,28 @@ class Webhooks:
         self.store._call(run)
 
     def forget(self, tenant_id: str) -> None:
-        """Stop looking for a deleted tenant's webhooks (its keys went with its data)."""
+        """Stop looking for a tenant's webhooks (it has none left, or was deleted with its keys)."""
         self.store._call(lambda: self.store.client.srem(self.hooked_key(), tenant_id))
 
     def remove(self, tenant_id: str, webhook_id: str) -> bool:
-        """Remove a webhook; False if there was none. Its jobs still queued are dropped as they come due."""
-        return bool(self.store._call(lambda: self.store.client.hdel(self.key(tenant_id, "webhooks"), webhook_id)))
+        """Remove a webhook with its queued deliveries and dead letters; False if there was none."""
+        done = bool(self.store._call(lambda: self.store._script(_REMOVE, [self.store.tenant_base(tenant_id)], [webhook_id])))
+        if done and not self.definitions(tenant_id):
+            self.forget(tenant_id)
+        return done
+
+    def drop_groups(self, tenant_ids: Iterable[str]) -> None:
+        """Stop reading these tenants' events (they have no webhook): webhooks added later start from then."""
+        ids = list(tenant_ids)
+
+        def run() -> None:
+            pipe = self.store.client.pipeline(transaction=False)
+            for tenant_id in ids:
+                pipe.execute_command("XGROUP", "DESTROY", self.key(tenant_id, "events"), GROUP)
+            pipe.execute(raise_on_error=False)  # a tenant with no events, or no group, has nothing to drop
+
+        if ids:
+            self.store._call(run)
 
     def definitions(self, tenant_id: str) -> dict[str, dict[str, Any]]:
         """Return a tenant's webhooks made through the admin API (secrets sealed)."""
@@ -193,11 +239,12 @@ class Webhooks:
         for tenant_id in tenant_ids:
             self.store._call(lambda: self._ensure_group(tenant_id))
 
-    def _ensure_group(self, tenant_id: str) -> None:
+    def _ensure_group(self, tenant_id: str, make_stream: bool = True) -> None:
         try:
-            self.store.client.xgroup_create(self.key(tenant_id, "events"), GROUP, id="$", mkstream=True)
+            self.store.client.xgroup_create(self.key(tenant_id, "events"), GROUP, id="$", mkstream=make_stream)
         except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
+            # Without make_stream, a tenant with no events (just deleted, say) is left without a stream.
+            if "BUSYGROUP" not in str(exc) and make_stream:
                 raise
 
     def read(self, tenant_ids: Sequence[str], consumer: str, reclaim: bool) -> dict[str, tuple[list[tuple[str, str]], dict[str, Any]]]:
@@ -215,15 +262,16 @@ class Webhooks:
             out = {}
             for n, tenant_id in enumerate(tenant_ids):
                 fresh, hooks, *claimed = replies[n * step:(n + 1) * step]
-                if isinstance(fresh, redis.ResponseError):  # no group yet (a new tenant, or Redis lost it)
+                if isinstance(fresh, redis.ResponseError):  # no group yet (Redis lost it, or no event was written yet)
                     if "NOGROUP" not in str(fresh):
                         raise fresh
-                    self._ensure_group(tenant_id)
+                    self._ensure_group(tenant_id, make_stream=False)
                     fresh = []
                 entries = [e for _, stream in (fresh or []) for e in stream]
                 if claimed and not isinstance(claimed[0], redis.ResponseError):
-                    entries += [e for e in claimed[0][1] if e]  # entries the feed trimmed come back empty
-                events = [(_text(eid), _text(fields[b"e"])) for eid, fields in entries if fields]
+                    entries += [e for e in claimed[0][1] if e]
+                # An entry the feed trimmed comes back empty (Redis 6): fanned out to nobody, it is acknowledged.
+                events = [(_text(eid), _text(fields[b"e"]) if fields else "") for eid, fields in entries]
                 out[tenant_id] = (events, {_text(k): json.loads(v) for k, v in hooks.items()})
             if reclaim:
                 self._forget_idle_consumers(tenant_ids, consumer)
@@ -260,15 +308,16 @@ class Webhooks:
         if jobs:
             self.store._call(run)
 
-    def take(self, limits: Mapping[str, int], now: float, lease_s: float) -> list[Job]:
-        """Take up to a number of due jobs per tenant, leased for lease_s."""
-        tenant_ids = [t for t, n in limits.items() if n > 0]
+    def take(self, limits: Mapping[str, Mapping[str, int]], now: float, lease_s: float) -> list[Job]:
+        """Take up to a number of due jobs per tenant and webhook, leased for lease_s."""
+        tenant_ids = [t for t, hooks in limits.items() if any(n > 0 for n in hooks.values())]
         lease = round((now + lease_s) * 1000)
 
         def run() -> list[Any]:
             pipe = self.store.client.pipeline(transaction=False)
             for tenant_id in tenant_ids:
-                pipe.execute_command("EVAL", _TAKE, 1, self.store.tenant_base(tenant_id), round(now * 1000), lease, limits[tenant_id])
+                wanted = [x for hook, n in limits[tenant_id].items() if n > 0 for x in (hook, n)]
+                pipe.execute_command("EVAL", _TAKE, 1, self.store.tenant_base(tenant_id), round(now * 1000), lease, *wanted)
             return pipe.execute()
 
         jobs = []
@@ -281,17 +330,17 @@ class Webhooks:
 
     def settle(self, job: Job, outcome: str, state: str = "", due: float = 0.0) -> bool:
         """Record what became of a taken job ('done', 'retry' due then with `state`, or 'dead' at `due`); False if it was taken over."""
-        args = [job.id, job.lease_ms, round(due * 1000), state, outcome, MAX_DEAD]
+        args = [job.id, job.lease_ms, round(due * 1000), state, outcome, MAX_DEAD, job.webhook_id]
         return bool(self.store._call(lambda: self.store._script(_SETTLE, [self.store.tenant_base(job.tenant_id)], args)))
 
     def pending(self, tenant_ids: Iterable[str]) -> int:
-        """Return how many jobs wait in these tenants' outboxes (for tests and tools)."""
+        """Return how many deliveries wait in these tenants' outboxes."""
         ids = list(tenant_ids)
 
         def run() -> list[int]:
             pipe = self.store.client.pipeline(transaction=False)
             for tenant_id in ids:
-                pipe.zcard(self.key(tenant_id, "outbox:due"))
+                pipe.hlen(self.key(tenant_id, "outbox"))
             return pipe.execute()
 
         return sum(self.store._call(run)) if ids else 0
