@@ -48,12 +48,13 @@ def same_value(actual: Any, expected: Any) -> bool:
 
 
 def advance(previous: State | None, outcome: Outcome, spec: ProbeSpec, now: float, fence: int = 0,
-            flap: tuple[int, float] = (5, 1800.0)) -> State:
+            flap: tuple[int, float] = (5, 1800.0), paused: bool = False) -> State:
     """Apply one outcome (from the claim with token `fence`) to the previous state, honouring the thresholds.
 
     A previous state older than stale_after is no evidence of the present: it counts as absent, so
     the first fresh result decides alone. `flap` is (changes, window in s): that many changes within
     the window and the integration is flapping until it has changed none for a whole window.
+    `paused`: the probe ran inside a maintenance window, whose start the state remembers.
     """
     checked_at = max(now, previous.checked_at) if previous else now  # never backwards, whatever the clocks
     last = previous  # what was recorded, stale or not: a gap in checks is no change of status
@@ -83,6 +84,9 @@ def advance(previous: State | None, outcome: Outcome, spec: ProbeSpec, now: floa
         held = last.status.value  # type: ignore[union-attr]  # changed implies a last state
     elif held is not None and not recent:
         held = None  # steady for a whole window: settled
+    paused_from = None
+    if paused:
+        paused_from = (last.paused_from or last.status.value) if last is not None else Health.UNKNOWN.value
     return State(
         status=status,
         checked_at=checked_at,
@@ -94,6 +98,7 @@ def advance(previous: State | None, outcome: Outcome, spec: ProbeSpec, now: floa
         since=last.since if last is not None and last.status is status and last.since is not None else checked_at,
         changes=recent,
         held=held,
+        paused_from=paused_from,
     )
 
 
@@ -102,8 +107,16 @@ def transition(before: State | None, after: State) -> dict[str, Any] | None:
 
     A change while flapping is held (`held`: no alert); the change that starts flapping says so
     (`flapping`); the probe that finds it steady again says where it settled (`settled`), changed or not.
+    A change inside a maintenance window is no alert (`maintenance`); the first probe after it says
+    where it is (`resumed`) if that is not where it was when the window began.
     """
     previous = before.status.value if before else "unknown"  # a gap in checks (stale) is no change
+    if after.paused_from is not None:  # inside a maintenance window: history only
+        return {"previous": previous, "current": after.status.value, "maintenance": True} if previous != after.status.value else None
+    if before is not None and before.paused_from is not None:  # the first probe after a window
+        if before.paused_from != after.status.value:  # where it is now, against what alerts last said
+            return {"previous": before.paused_from, "current": after.status.value, "resumed": True}
+        return {"previous": previous, "current": after.status.value, "maintenance": True} if previous != after.status.value else None
     was, now = before is not None and before.held is not None, after.held is not None
     if was and not now:
         return {"previous": before.held, "current": after.status.value, "settled": True}  # type: ignore[union-attr]

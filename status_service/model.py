@@ -221,6 +221,7 @@ class State:
     since: float | None = None  # when the status last changed (None: recorded before this was kept)
     changes: tuple[float, ...] = ()  # when the status changed within the flap window, oldest first
     held: str | None = None  # while flapping: the status alerts last announced, before it began
+    paused_from: str | None = None  # while in a maintenance window: its status when the window began
 
     def to_json(self) -> dict[str, Any]:
         """Return the JSON-ready form stored in Redis."""
@@ -235,6 +236,7 @@ class State:
             "since": self.since,
             "chg": list(self.changes),
             "held": self.held,
+            "paused": self.paused_from,
         }
 
     @classmethod
@@ -251,4 +253,5 @@ class State:
             since=raw.get("since"),
             changes=tuple(raw.get("chg", ())),
             held=raw.get("held"),
+            paused_from=raw.get("paused"),
         )

@@ -55,7 +55,6 @@ STOP_MARGIN_S = 0.25  # on SIGTERM, how long past their deadline running probes 
 RECORD_ATTEMPTS = 5  # rounds of recomputing a result that another prober's write overtook
 REPORT_BYTES_PER_S = 8 * 1024 * 1024  # a tenant's report is rewritten at most this many bytes a second
 RECONCILE_S = 60.0  # how often a prober re-reads every admin API tenant's rev, in case a feed entry was lost
-MAINTENANCE_READ_S = 5.0  # how often a prober reads the maintenance windows (a new one shows within this and a tick)
 DISPATCH_S = 1.0  # how often a prober's dispatcher looks for events to deliver and deliveries due
 METRICS_FLUSH_S = 5.0  # how often a prober adds its counts to the sums in Redis that /metrics shows
 
@@ -165,8 +164,8 @@ class Prober:
         # Each touched tenant's states and report as of a results version, kept one write at a time.
         self.views: dict[str, View] = {}
         self.dirty: dict[str, float] = {}  # tenant -> time.monotonic() its report may be written again
-        self.windows: dict[str, tuple[Window, ...]] = {}  # each tenant's maintenance windows, as last read
-        self.windows_at = 0.0  # time.monotonic() of the next read
+        self.windows: dict[str, tuple[Window, ...]] = {}  # each tenant's maintenance windows, as last read (none: absent)
+        self.windows_version: int | None = None  # of all windows, as last read
         # Every claim is made with the lease the config file's integrations need; one of the admin
         # API's that needs a longer one has its claim extended (see _claim_and_submit).
         self.lease_s = max((self.lease_for(i) for i in registry.integrations), default=self.lease_for(None))
@@ -300,20 +299,31 @@ class Prober:
         )
 
     def read_windows(self, now: float, force: bool = False) -> None:
-        """Read the maintenance windows every MAINTENANCE_READ_S, re-render the views they changed, and mark due the reports a window opens or closes."""
+        """Re-read the maintenance windows when any changed, and rewrite the reports they change or a window opens or closes."""
         touched = set()
-        if force or time.monotonic() >= self.windows_at:
-            self.windows_at = time.monotonic() + MAINTENANCE_READ_S
-            found = Maintenance(self.store).windows()
-            changed = {t for t in set(found) | set(self.windows) if found.get(t, ()) != self.windows.get(t, ())}
-            self.windows = found
-            for tenant_id in changed & self.views.keys():
-                self.views[tenant_id].report.set_windows(found.get(tenant_id, ()), now)
-                touched.add(tenant_id)
+        version = Maintenance(self.store).version()
+        if force or version != self.windows_version:
+            self.windows_version = version
+            touched = self.take_windows(list(self.views), now)
         touched |= {t for t in self.windows if t in self.views and self.views[t].report.next_edge() <= now}
         if touched:
             # A new results version (a write of nothing) lets the report be rewritten: the body renders the edge.
             self.sync({t: (self.views[t].incarnation, self.views[t].version, {}) for t in touched}, now)
+
+    def take_windows(self, tenant_ids: list[str], now: float) -> set[str]:
+        """Read these tenants' maintenance windows and re-render the views they changed; return those tenants."""
+        changed = set()
+        for tenant_id, found in Maintenance(self.store).windows(tenant_ids).items():
+            if found == self.windows.get(tenant_id, ()):
+                continue
+            changed.add(tenant_id)
+            if found:
+                self.windows[tenant_id] = found
+            else:
+                self.windows.pop(tenant_id, None)
+            if tenant_id in self.views:
+                self.views[tenant_id].report.set_windows(found, now)
+        return changed
 
     def follow(self, now: float, tenant_ids: Iterable[str] = ()) -> None:
         """Bring the admin API's integrations up to date: the tenants the feed names, and `tenant_ids`.
@@ -570,15 +580,13 @@ class Prober:
                 before = befores[tenant_id, iid] = view.report.states.get(iid) if view else None
                 spec = entry.integration.probe
                 alerts = self.registry.alerts
-                state = checks.advance(before, outcome, spec, at, entry.claim.fence, (alerts.flap_changes, alerts.flap_window_s))
+                paused = any(w.covers(entry.integration, at) for w in self.windows.get(tenant_id, ()))
+                state = checks.advance(before, outcome, spec, at, entry.claim.fence, (alerts.flap_changes, alerts.flap_window_s), paused)
                 known = (view.incarnation, view.version) if view else ("", -1)
                 writes.setdefault(tenant_id, (*known, {}))[2][iid] = (before.fence if before else 0, state)
                 if self.registry.history.enabled:
-                    # Inside a maintenance window: its history is marked, and its changes are no alert.
-                    paused = any(w.covers(entry.integration, state.checked_at) for w in self.windows.get(tenant_id, ()))
+                    # Inside a maintenance window its checks are marked and its changes are no alert (see checks.transition).
                     change = checks.transition(before, state)
-                    if change is not None and paused:
-                        change["maintenance"] = True
                     event = "" if change is None else event_text(
                         state.checked_at, "integration", {"id": iid, "type": entry.integration.type}, change.pop("previous"),
                         change.pop("current"), state.reason, change)
@@ -655,6 +663,9 @@ class Prober:
         """Store the reports that changed, each at most once per REPORT_BYTES_PER_S share of its size."""
         ready = time.monotonic()
         due = [t for t, at in self.dirty.items() if force or at <= ready]
+        if due:
+            # As they are now: every prober renders a report from the same windows, so none undoes another's.
+            self.take_windows(due, now)
         reports, statuses, counts = [], {}, {}
         for tenant_id in due:
             del self.dirty[tenant_id]

@@ -1,6 +1,7 @@
 """Load and validate the config file into a Registry; the only reader of that file."""
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -161,8 +162,8 @@ def _build(data: dict[str, Any]) -> Registry:
             for i in t["integrations"]
         )
         digests = tuple(dict.fromkeys(k["sha256"].lower() for k in t["api_keys"]))
-        hooks = tuple(Webhook(h.get("id", f"file-{n}"), h["url"], h["secret"], tuple(dict.fromkeys(h["events"])))
-                      for n, h in enumerate(t["webhooks"], 1))
+        hooks = tuple(Webhook(h.get("id") or webhook_id(h["url"]), h["url"], h["secret"], tuple(dict.fromkeys(h["events"])))
+                      for h in t["webhooks"])
         tenants.append(Tenant(id=t["id"], key_digests=digests, integrations=integrations, webhooks=hooks))
     prober = data["prober"]
     return Registry(
@@ -185,6 +186,11 @@ def _build(data: dict[str, Any]) -> Registry:
             flap_window_s=data["alerts"].get("flap_minutes", AlertOptions.flap_window_s / 60) * 60.0,
         ),
     )
+
+
+def webhook_id(url: str) -> str:
+    """Return the id of a config file's webhook that names none: its URL's, so reordering the list moves no delivery."""
+    return "file-" + hashlib.sha256(url.encode()).hexdigest()[:12]
 
 
 def history_options(h: dict[str, Any]) -> HistoryOptions:

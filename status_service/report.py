@@ -112,8 +112,10 @@ def expire(document: dict[str, Any], stale_at: Mapping[str, float], now: float) 
     This is how a dead prober fleet shows: nobody rebuilt the report, so its data ages into unknown.
     """
     rows = [
-        {**entry, "status": Health.UNKNOWN.value, "reason": "stale"}
-        if stale_at.get(entry["id"], float("inf")) < now and entry["checked_at"] is not None  # no result: not stale
+        {**{k: v for k, v in entry.items() if k != "flapping"}, "status": Health.UNKNOWN.value, "reason": "stale"}
+        # No result: not stale. In maintenance: out of the counts whatever its result.
+        if stale_at.get(entry["id"], float("inf")) < now and entry["checked_at"] is not None
+        and entry["status"] != Health.MAINTENANCE.value
         else entry
         for entry in document["data"]["integrations"]
     ]
@@ -272,9 +274,17 @@ class TenantReport:
 
         A scope none of whose integrations has a result yet is left out: "unhealthy" because nothing
         has been checked is no transition worth an event. A flapping integration counts as it was
-        when it began to flap, so its flaps move no scope either.
+        when it began to flap, so its flaps move no scope either; one in maintenance, as it was when
+        its window began.
         """
         counts = {t: [h, n] for t, (h, n) in self._counts.items()}
+        if self._active:  # an integration in maintenance counts as it was when its window began: the window moves no scope
+            for integration, entry in zip(self.integrations, self._rows):
+                if entry["status"] == Health.MAINTENANCE.value:
+                    state = self.states.get(integration.id)
+                    was = (state.paused_from or state.status.value) if state is not None else Health.UNKNOWN.value
+                    counts[integration.type][0] += was == Health.HEALTHY.value
+                    counts[integration.type][1] += 1
         for iid in self._flapping:
             n, held = self._index[iid], self.states[iid].held
             if "flapping" in self._rows[n]:  # not gone stale meanwhile
@@ -285,10 +295,6 @@ class TenantReport:
         out.update({f"maintenance:{w}": "active" for w in self._active})  # each edge of a window is an event
         return out
 
-    def in_maintenance(self, integration_id: str, at: float) -> bool:
-        """Return whether an integration is inside a maintenance window at `at`."""
-        n = self._index.get(integration_id)
-        return n is not None and self._in_window(n, at)
 
     def _render(self, n: int, now: float) -> None:
         integration = self.integrations[n]

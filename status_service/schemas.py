@@ -134,13 +134,19 @@ class ApiKeySchema(Schema):
     sha256 = fields.String(required=True, validate=validate.Regexp(SHA256_PATTERN, error="not a SHA-256 hex digest"))
 
 
-class WebhookSchema(Schema):
-    """Where a tenant's events go (the config file's; the admin API's body is NewWebhookSchema)."""
+class NewWebhookSchema(Schema):
+    """The body of POST /admin/tenants/<tid>/webhooks: a secret is made when none is given."""
 
-    id = Id()  # default: file-<n>, n counting from 1
     url = fields.Url(required=True, schemes={"http", "https"}, require_tld=False, validate=validate.Length(max=2048))
-    secret = Text(required=True, validate=validate.Length(min=16, max=256))
+    secret = Text(validate=validate.Length(min=16, max=256))
     events = fields.List(fields.String(validate=validate.OneOf(EVENT_TYPES)), load_default=list, validate=validate.Length(max=len(EVENT_TYPES)))
+
+
+class WebhookSchema(NewWebhookSchema):
+    """Where a tenant's events go, in the config file: its secret is given, its id defaults to its URL's."""
+
+    id = Id()
+    secret = Text(required=True, validate=validate.Length(min=16, max=256))
 
 
 class TenantSchema(Schema):
@@ -157,7 +163,7 @@ class TenantSchema(Schema):
         errors = _duplicates([i["id"] for i in data.get("integrations", [])], "duplicate integration id")
         if errors:
             raise ValidationError({"integrations": {index: {"id": [msg]} for index, msg in errors.items()}})
-        hooks = _duplicates([h.get("id", f"file-{n}") for n, h in enumerate(data.get("webhooks", []), 1)], "duplicate webhook id")
+        hooks = _duplicates([h.get("id") or h["url"] for h in data.get("webhooks", [])], "duplicate webhook (id, or URL without one)")
         if hooks:
             raise ValidationError({"webhooks": {index: {"id": [msg]} for index, msg in hooks.items()}})
 
@@ -244,6 +250,8 @@ class ConfigSchema(Schema):
         if shared:
             raise ValidationError({"admin_keys": shared})
         tenants = data.get("tenants", [])
+        if data.get("history", {}).get("enabled") is False and any(t.get("webhooks") for t in tenants):
+            raise ValidationError({"history": {"enabled": ["webhooks are sent from the events history keeps: leave it on"]}})
         errors: dict[int, dict[str, Any]] = {
             index: {"id": [msg]} for index, msg in _duplicates([t["id"] for t in tenants], "duplicate tenant id").items()
         }
@@ -295,14 +303,6 @@ class IntegrationBodySchema(Schema):
                 raise ValidationError({"probe": {"stale_after_seconds": [f"must exceed interval_seconds + timeout_seconds ({floor:g})"]}})
 
 
-class NewWebhookSchema(Schema):
-    """The body of POST /admin/tenants/<tid>/webhooks: a secret is made when none is given."""
-
-    url = fields.Url(required=True, schemes={"http", "https"}, require_tld=False, validate=validate.Length(max=2048))
-    secret = Text(validate=validate.Length(min=16, max=256))
-    events = fields.List(fields.String(validate=validate.OneOf(EVENT_TYPES)), load_default=list, validate=validate.Length(max=len(EVENT_TYPES)))
-
-
 class ReplaySchema(Schema):
     """The body of POST /admin/tenants/<tid>/webhooks/dead/replay: the dead letters to queue again (none: all)."""
 
@@ -327,6 +327,9 @@ class MaintenanceSchema(Schema):
         """Refuse a window that ends before it starts, or lasts over 7 days without "long": true."""
         if "starts_at" not in data or "ends_at" not in data:
             return
+        for name in ("starts_at", "ends_at"):
+            if not 2000 <= data[name].year <= 2999:  # as given: converting year 1 or 9999 to UTC can overflow
+                raise ValidationError("must be in the years 2000 to 2999", name)
         span = (data["ends_at"] - data["starts_at"]).total_seconds()
         if span <= 0:
             raise ValidationError("must be after starts_at", "ends_at")

@@ -298,3 +298,58 @@ def test_the_admin_api_makes_probes_and_removes_integrations_on_a_cluster(redis_
     run_round(prober)
     assert web.get("/status", headers={"Authorization": f"Bearer {key}"}).get_json()["data"]["integrations"] == []
     assert web.delete("/admin/tenants/acme", headers=admin).status_code == 204
+
+
+def test_webhooks_windows_metrics_and_etags_on_a_cluster(redis_cluster_url, cluster_store, cluster_probers, prefix, upstream) -> None:
+    """Every script and pipeline of alerts, windows, metrics and cheap polling stays within what a cluster allows."""
+    import time
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from status_service.cipher import Cipher
+    from tests.test_webhooks import SECRET, Receiver, _serve
+
+    receiver = Receiver()
+    server = _serve(receiver)
+    try:
+        reg = make_registry([], probe={"allow_private_addresses": True}, admin_keys=[{"id": "ops", "sha256": key_digest("admin-secret")}])
+        prober = Prober(reg, cluster_store, cipher=Cipher([TEST_SECRET_KEY]))
+        cluster_probers.append(prober)
+        run_round(prober)
+        web = create_app(Settings(secret_keys=TEST_SECRET_KEY, redis_url=redis_cluster_url, redis_cluster=True, key_prefix=prefix,
+                                  web_memory_bytes=0)).test_client()
+        admin = {"Authorization": "Bearer admin-secret"}
+        assert web.post("/admin/tenants", json={"id": "acme"}, headers=admin).status_code == 201
+        key = {"Authorization": "Bearer " + web.post("/admin/tenants/acme/keys", headers=admin).get_json()["key"]}
+        probe = {"url": upstream.url("/api"), "failure_threshold": 1}
+        assert web.put("/admin/tenants/acme/integrations/a", json={"type": "MJ", "probe": probe}, headers=admin).status_code == 201
+        hook = web.post("/admin/tenants/acme/webhooks", json={"url": receiver.url, "secret": SECRET}, headers=admin)
+        assert hook.status_code == 201, hook.get_data(as_text=True)
+        run_round(prober)
+        upstream.url("/api", status=500)
+        cluster_store.client.zadd(cluster_store.due_key(), {"acme\x1fa": 0})
+        run_round(prober)
+        wait_for(lambda: prober.dispatch() is not None and "integration.unhealthy" in {r["body"]["type"] for r in receiver.received},
+                 timeout_s=10, interval_s=0.1)
+        now = time.time()
+        window = {"starts_at": report_iso(now - 1), "ends_at": report_iso(now + 60)}
+        assert web.post("/admin/tenants/acme/maintenance", json=window, headers=admin).status_code == 201
+        prober.tick()
+        prober.drain()
+        first = web.get("/status", headers=key)
+        assert first.get_json()["data"]["integrations"][0]["status"] == "maintenance"
+        assert web.get("/status", headers={**key, "If-None-Match": first.headers["ETag"]}).status_code == 304
+        scraped = web.get("/metrics")
+        assert scraped.status_code == 200
+        found = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                 for f in text_string_to_metric_families(scraped.get_data(as_text=True)) for s in f.samples}
+        assert found[("status_integrations", (("state", "maintenance"), ("type", "MJ")))] == 1
+        assert web.delete("/admin/tenants/acme", headers=admin).status_code == 204
+    finally:
+        server.shutdown()
+
+
+def report_iso(at: float) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(at, timezone.utc).isoformat()

@@ -48,6 +48,7 @@ def status(web) -> dict:
 
 def test_an_integration_in_maintenance_is_out_of_the_counts_until_the_window_ends(web, prober, store) -> None:
     assert status(web)["status"] == "degraded"
+    since = time.time() + 0.001  # event ids are rounded to the ms
     window = open_window(web, 2.5, integrations=["2"], note="DALL-E key rotation")
     assert window["state"] == "active" and window["note"] == "DALL-E key rotation"
     prober.read_windows(time.time(), force=True)
@@ -68,6 +69,8 @@ def test_an_integration_in_maintenance_is_out_of_the_counts_until_the_window_end
     edges = [(e.body["previous"], e.body["current"]) for e in History(store).events("acme", None, 100)
              if e.body["scope"] == "maintenance" and e.body["maintenance"] == window["id"]]
     assert edges == [("inactive", "active"), ("active", "inactive")]  # an event at each edge
+    scopes = [e.body["scope"] for e in History(store).events("acme", None, 100) if e.at > since]
+    assert "status" not in scopes and "type" not in scopes  # the window moved no status: no alert
     assert all(not webhooks.event_type(e.body) for e in History(store).events("acme", None, 100) if e.body["scope"] == "maintenance")
 
 
@@ -120,6 +123,8 @@ def test_windows_are_listed_with_where_they_stand(web) -> None:
     ({"ends_at": "2030-01-02T00:00:00Z"}, "starts_at"),
     ({"starts_at": "2030-01-01T00:00:00Z", "ends_at": "2030-01-02T00:00:00Z", "integrations": ["bad id!"]}, "integrations"),
     ({"starts_at": "2030-01-01T00:00:00Z", "ends_at": "2030-01-02T00:00:00Z", "note": "x" * 501}, "note"),
+    ({"starts_at": "0001-01-01T00:00:00+14:00", "ends_at": "2030-01-02T00:00:00Z", "long": True}, "starts_at"),
+    ({"starts_at": "2030-01-01T00:00:00Z", "ends_at": "9999-12-31T23:59:59-14:00", "long": True}, "ends_at"),
 ])
 def test_bad_windows_are_refused_naming_the_field(web, body, field) -> None:
     response = web.post("/admin/tenants/acme/maintenance", json=body, headers=ADMIN)
@@ -144,3 +149,59 @@ def test_maintenance_time_is_out_of_the_healthy_percentage() -> None:
     assert [round(p.integral / p.covered_s, 6) for p in points] == [50.0, 100.0]
     buckets = rollup.integration_buckets(tracks[1], 0.0, 120.0, 60.0)
     assert [(b.healthy_s, b.unhealthy_s) for b in buckets] == [(0.0, 60.0), (0.0, 0.0)]  # out of uptime too
+
+
+def test_a_window_over_the_only_healthy_integration_moves_no_status(web, prober, store) -> None:
+    since = time.time() + 0.001  # event ids are rounded to the ms
+    open_window(web, 60, integrations=["1"])
+    prober.read_windows(time.time())
+    prober.drain()
+    document = status(web)
+    assert document["status"] == "unhealthy"  # what is left, 2, is unhealthy: the document says so
+    assert not [e for e in History(store).events("acme", None, 100) if e.body["scope"] in ("status", "type") and e.at > since]
+
+
+def test_two_probers_agree_on_a_window_one_has_not_heard_of(web, prober, store, make_prober) -> None:
+    """The other prober writes the report from the windows as they are, not as it last heard: no flip, one edge event."""
+    other = make_prober(prober.registry, cipher=Cipher([TEST_SECRET_KEY]))
+    run_round(other)
+    since = time.time() + 0.001  # event ids are rounded to the ms
+    window = open_window(web, 60, integrations=["2"])
+    prober.read_windows(time.time())
+    prober.drain()
+    store.client.zadd(store.due_key(), {"acme\x1f1": 0, "acme\x1f2": 0})
+    other.start_probes()  # no tick: it has not read the change
+    other.drain()
+    rows = {r["id"]: r["status"] for r in status(web)["data"]["integrations"]}
+    assert rows == {"1": "healthy", "2": "maintenance"}
+    edges = [e.body for e in History(store).events("acme", None, 100) if e.body["scope"] == "maintenance"]
+    assert [(e["maintenance"], e["current"]) for e in edges] == [(window["id"], "active")]
+    assert not [e for e in History(store).events("acme", None, 100) if e.body["scope"] in ("status", "type") and e.at > since]
+
+
+def test_a_change_inside_a_window_is_announced_once_after_it(web, prober, store, upstream) -> None:
+    since = time.time() + 0.001  # event ids are rounded to the ms
+    window = open_window(web, 2.0, integrations=["1"])
+    prober.read_windows(time.time())
+    upstream.url("/mj", status=500)
+    for _ in range(2):  # it breaks inside the window
+        store.client.zadd(store.due_key(), {"acme\x1f1": 0})
+        run_round(prober)
+    time.sleep(max(0.0, _ends(window) + 1 - time.time()))
+    store.client.zadd(store.due_key(), {"acme\x1f1": 0})
+    run_round(prober)  # still broken after it
+    alerts = [e.body for e in History(store).events("acme", None, 100) if webhooks.event_type(e.body) and e.at > since]
+    ones = [a for a in alerts if a["scope"] == "integration"]
+    assert len(ones) == 1 and (ones[0]["previous"], ones[0]["current"], ones[0]["resumed"]) == ("healthy", "unhealthy", True)
+    assert [a["current"] for a in alerts if a["scope"] == "status"] == ["unhealthy"]  # once, as the window closed
+
+
+def test_windows_that_ended_long_ago_make_room(web, store) -> None:
+    """The limit counts what is kept: windows ended over a week ago are dropped as a new one is made."""
+    import json as _json
+
+    old = {"starts_at": time.time() - 30 * 86400, "ends_at": time.time() - 29 * 86400, "created_at": "x"}
+    store.client.hset(store.tenant_base("acme") + "maintenance", mapping={f"mw_old{n}": _json.dumps(old) for n in range(100)})
+    assert web.post("/admin/tenants/acme/maintenance", json={"starts_at": iso(time.time()), "ends_at": iso(time.time() + 60)},
+                    headers=ADMIN).status_code == 201
+    assert len(web.get("/admin/tenants/acme/maintenance", headers=ADMIN).get_json()["maintenance"]) == 1

@@ -145,7 +145,9 @@ def test_gunicorn_workers_sum_their_counters(redis_url, prefix, upstream, tmp_pa
     path.write_text(yaml.safe_dump({"tenants": [{"id": "acme", "api_keys": [{"sha256": key_digest("acme-key")}],
                                                  "integrations": [integration("1", "MJ", upstream.url("/mj"))]}]}))
     port = free_port()
-    env = environment(redis_url, prefix, path, PORT=str(port), WEB_CONCURRENCY="3", STATUS_METRICS_TOKEN=TOKEN)
+    # A directory the operator names but did not make: made, not a 500 on every request.
+    env = environment(redis_url, prefix, path, PORT=str(port), WEB_CONCURRENCY="3", STATUS_METRICS_TOKEN=TOKEN,
+                      PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "not" / "made" / "yet"))
     log = open(tmp_path / "web.log", "wb")
     web = spawn([sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "wsgi:app"], env, log)
     try:
@@ -170,3 +172,9 @@ def _answers(port: int) -> bool:
         return requests.get(f"http://127.0.0.1:{port}/livez", timeout=1).status_code == 200
     except requests.ConnectionError:
         return False
+
+
+def test_a_new_integration_due_at_once_is_no_lag(redis_url, prefix, upstream, make_prober, store) -> None:
+    run_round(make_prober(registry(upstream)))
+    store.client.zadd(store.due_key(), {"acme\x1fnew": 0})  # as the admin API or a seed schedules a new one
+    assert samples(app_client(redis_url, prefix))[("status_prober_lag_seconds", ())] == 0

@@ -1,6 +1,7 @@
 """Cheap polling: /status carries a strong ETag, and a client that holds the current report gets 304."""
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -115,3 +116,18 @@ def test_an_edit_made_inside_redis_tags_the_report_as_the_prober_does(redis_url,
     assert tag.decode() == report.etag(body)  # Lua's sha1hex and Python's hashlib agree
     after = get(web, key, **{"If-None-Match": before})
     assert after.status_code == 200 and after.headers["ETag"] == f'"{tag.decode()}"'
+
+
+def test_an_aged_report_has_one_tag_from_memory_and_from_redis(redis_url, prefix, prober, store) -> None:
+    # One result stale already, another turning stale in a moment: the report is aged twice.
+    store.client.hset(store.report_key("acme"), mapping={"until": 1, "stale": json.dumps({"1": 1.0, "later": time.time() + 0.5})})
+    app = create_app(Settings(secret_keys=TEST_SECRET_KEY, redis_url=redis_url, key_prefix=prefix, web_memory_bytes=1024 * 1024))
+    remembering = app.test_client()
+    reading = create_app(Settings(secret_keys=TEST_SECRET_KEY, redis_url=redis_url, key_prefix=prefix, web_memory_bytes=0)).test_client()
+    get(remembering, ACME)
+    wait_for(lambda: app.extensions["status_web"].mirror.live)
+    get(remembering, ACME)  # read, aged and remembered aged
+    time.sleep(0.6)
+    tags = {get(remembering, ACME).headers["ETag"] for _ in range(3)} | {get(reading, ACME).headers["ETag"]}
+    app.extensions["status_web"].close()
+    assert len(tags) == 1 and tags.pop().count(".") == 1  # aged once, from the base tag, however often it is aged again

@@ -6,7 +6,7 @@ import time
 import pytest
 import yaml
 
-from status_service.registry import ConfigError, load, parse
+from status_service.registry import ConfigError, load, parse, webhook_id
 from tests.conftest import REPO
 
 DIGEST = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
@@ -184,7 +184,8 @@ def test_shipped_configs_are_valid() -> None:
     example = parse((REPO / "config/status.example.yaml").read_text(), {"ACME_MJ_TOKEN": "t", "ACME_WEBHOOK_SECRET": "s" * 32})
     assert example.integrations[0].probe.interval_s == 60
     hook = example.tenants[0].webhooks[0]
-    assert (hook.id, hook.url, hook.secret, hook.guarded) == ("file-1", "https://hooks.example.com/status", "s" * 32, False)
+    assert (hook.url, hook.secret, hook.guarded) == ("https://hooks.example.com/status", "s" * 32, False)
+    assert hook.id.startswith("file-") and hook.id == webhook_id(hook.url)  # its URL's: reordering the list moves nothing
     assert hook.wants("status.changed") and not hook.wants("type.changed")
     assert example.alerts.first_retry_s == 5 and example.alerts.retry_s == 24 * 3600
 
@@ -195,6 +196,8 @@ def test_shipped_configs_are_valid() -> None:
     ([{"url": "ftp://x.example/h", "secret": "s" * 16}], "tenants[0].webhooks[0].url"),
     ([{"url": "https://x.example/h", "secret": "s" * 16, "events": ["nope"]}], "tenants[0].webhooks[0].events[0]"),
     ([{"id": "a", "url": "https://x.example/h", "secret": "s" * 16}, {"id": "a", "url": "https://x.example/i", "secret": "s" * 16}],
+     "tenants[0].webhooks[1].id"),
+    ([{"url": "https://x.example/h", "secret": "s" * 16}, {"url": "https://x.example/h", "secret": "t" * 16}],
      "tenants[0].webhooks[1].id"),
 ])
 def test_bad_webhooks_in_the_file_are_named(hooks, where) -> None:
@@ -244,3 +247,10 @@ tenants:
 def test_an_explicit_stale_after_above_interval_plus_timeout_loads() -> None:
     reg = parse(yaml.safe_dump(bad_integration(interval_seconds=60, timeout_seconds=5, stale_after_seconds=66)), {})
     assert reg.integrations[0].probe.stale_after_s == 66.0
+
+
+def test_webhooks_need_the_history_that_feeds_them() -> None:
+    document = config(tenants=[{"id": "acme", "webhooks": [{"url": "https://x.example/h", "secret": "s" * 16}]}], history={"enabled": False})
+    with pytest.raises(ConfigError) as caught:
+        parse(yaml.safe_dump(document), {})
+    assert caught.value.problems[0].startswith("history.enabled: webhooks are sent from the events")

@@ -14,6 +14,7 @@ from hypothesis import given, strategies as st
 
 from status_service import create_app, webhooks
 from status_service.cipher import Cipher
+from status_service.registry import webhook_id
 from status_service.settings import Settings
 from status_service.store.history import History
 from status_service.store.webhooks import Webhooks
@@ -190,7 +191,7 @@ def test_an_undeliverable_event_is_dead_lettered_and_can_be_replayed(upstream, r
     web = create_app(Settings(secret_keys=TEST_SECRET_KEY, redis_url=redis_url, key_prefix=prefix, web_memory_bytes=0)).test_client()
     dead = web.get("/admin/tenants/acme/webhooks/dead", headers=ADMIN).get_json()["dead"]
     assert sorted(d["event"] for d in dead) == sorted(expected)
-    assert all(d["reason"] == "http_503" and d["attempts"] >= 2 and d["webhook"] == "file-1" for d in dead)
+    assert all(d["reason"] == "http_503" and d["attempts"] >= 2 and d["webhook"] == webhook_id(receiver.url) for d in dead)
     assert Webhooks(store).pending(["acme"]) == 0
     receiver.status = 200
     replayed = web.post("/admin/tenants/acme/webhooks/dead/replay", headers=ADMIN).get_json()["replayed"]

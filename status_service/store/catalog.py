@@ -129,6 +129,7 @@ if report[2] then  -- none only if a crash cut the tenant's creation short: its 
   end
   local body = edit_report(report[2], ARGV[1], ARGV[3], new_type, ARGV[4])
   redis.call('HSET', KEYS[6], 'v', version, 'body', body, 'e', string.sub(redis.sha1hex(body), 1, 20))  -- as report.etag
+  redis.call('HDEL', KEYS[6], 'c')  -- the counts of /metrics: taken from the body until a prober writes them
   redis.call('PUBLISH', ARGV[6], 'r ' .. ARGV[7] .. ' ' .. version)
 end
 if old then return {0, rev} end

@@ -1,18 +1,31 @@
-"""Maintenance windows in Redis: one hash for every tenant's, read whole by each prober every few seconds.
+"""Maintenance windows in Redis, each tenant's in its own slot, and one counter that says when any changed.
 
-Key: P{maint}:windows, hash "<tenant>\\x1f<window id>" -> JSON {starts_at, ends_at (epoch s),
-integrations, types, note, created_at}. Windows are few (each ends within 7 days unless made
-`long`), and one that ended more than KEEP_ENDED_S ago is dropped when a window is added.
+Keys: P{t:ID}:maintenance, hash window id -> JSON {starts_at, ends_at (epoch s), integrations,
+types, note, created_at} (dropped with the tenant's data); P{maint}:version, bumped with every
+change, which probers read each tick. Probers also read a tenant's windows before each write of
+its report, so every prober renders a report from the windows as they are.
 """
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
-from ..model import MEMBER_SEP, Window
+from ..model import Window
 from . import Store, _text
 
-KEEP_ENDED_S = 7 * 86400.0
+KEEP_ENDED_S = 7 * 86400.0  # a window that ended this long ago is dropped when another is made
+
+# Add a window (ARGV[1], its JSON ARGV[2]) unless the tenant has ARGV[4] already, dropping those that
+# ended before ARGV[3] (epoch s) first. Returns 1, or 0 when the tenant is full.
+_ADD = """
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  if cjson.decode(all[i + 1])['ends_at'] < tonumber(ARGV[3]) then redis.call('HDEL', KEYS[1], all[i]) end
+end
+if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[4]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
 
 
 class Maintenance:
@@ -21,47 +34,54 @@ class Maintenance:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def key(self) -> str:
-        """Return the key of every tenant's windows."""
-        return f"{self.store.prefix}{{maint}}:windows"
+    def key(self, tenant_id: str) -> str:
+        """Return the key of a tenant's windows."""
+        return self.store.tenant_base(tenant_id) + "maintenance"
 
-    def add(self, tenant_id: str, window_id: str, definition: Mapping[str, Any], now: float) -> None:
-        """Store a window, and drop those that ended long ago."""
+    def version_key(self) -> str:
+        """Return the key of the counter bumped with every change of any tenant's windows."""
+        return f"{self.store.prefix}{{maint}}:version"
 
-        def run() -> None:
-            ended = [field for field, raw in self.store.client.hgetall(self.key()).items()
-                     if json.loads(raw)["ends_at"] < now - KEEP_ENDED_S]
-            pipe = self.store.client.pipeline(transaction=False)
-            if ended:
-                pipe.hdel(self.key(), *ended)
-            pipe.hset(self.key(), f"{tenant_id}{MEMBER_SEP}{window_id}", json.dumps(definition))
-            pipe.execute()
-
-        self.store._call(run)
+    def add(self, tenant_id: str, window_id: str, definition: Mapping[str, Any], now: float, most: int) -> bool:
+        """Store a window, dropping the tenant's that ended long ago; False if it has `most` windows already."""
+        args = [window_id, json.dumps(definition), now - KEEP_ENDED_S, most]
+        done = bool(self.store._call(lambda: self.store._script(_ADD, [self.key(tenant_id)], args)))
+        if done:
+            self._bump()
+        return done
 
     def remove(self, tenant_id: str, window_id: str) -> bool:
         """Delete a window; False if there was none."""
-        return bool(self.store._call(lambda: self.store.client.hdel(self.key(), f"{tenant_id}{MEMBER_SEP}{window_id}")))
+        done = bool(self.store._call(lambda: self.store.client.hdel(self.key(tenant_id), window_id)))
+        if done:
+            self._bump()
+        return done
 
-    def remove_tenant(self, tenant_id: str) -> None:
-        """Delete every window of a tenant (it was deleted)."""
-        fields = [f"{tenant_id}{MEMBER_SEP}{w}" for w in self.definitions().get(tenant_id, {})]
-        if fields:
-            self.store._call(lambda: self.store.client.hdel(self.key(), *fields))
+    def _bump(self) -> None:
+        self.store._call(lambda: self.store.client.incr(self.version_key()))
 
-    def definitions(self) -> dict[str, dict[str, dict[str, Any]]]:
-        """Return every tenant's windows as stored: tenant -> window id -> definition."""
-        out: dict[str, dict[str, dict[str, Any]]] = {}
-        for field, raw in self.store._call(lambda: self.store.client.hgetall(self.key())).items():
-            tenant_id, _, window_id = _text(field).partition(MEMBER_SEP)
-            out.setdefault(tenant_id, {})[window_id] = json.loads(raw)
-        return out
+    def version(self) -> int:
+        """Return the counter of changes (0 before any, or after Redis lost it)."""
+        return int(self.store._call(lambda: self.store.client.get(self.version_key())) or 0)
 
-    def windows(self) -> dict[str, tuple[Window, ...]]:
-        """Return every tenant's windows, ordered by start."""
+    def definitions(self, tenant_id: str) -> dict[str, dict[str, Any]]:
+        """Return a tenant's windows as stored: window id -> definition."""
+        return {_text(k): json.loads(v) for k, v in self.store._call(lambda: self.store.client.hgetall(self.key(tenant_id))).items()}
+
+    def windows(self, tenant_ids: Iterable[str]) -> dict[str, tuple[Window, ...]]:
+        """Return the windows of each of these tenants (those with none map to ()), ordered by start."""
+        ids = list(tenant_ids)
+
+        def run() -> list[dict[bytes, bytes]]:
+            pipe = self.store.client.pipeline(transaction=False)
+            for tenant_id in ids:
+                pipe.hgetall(self.key(tenant_id))
+            return pipe.execute()
+
+        found = self.store._call(run) if ids else []
         return {
-            tenant_id: tuple(sorted((window(i, d) for i, d in found.items()), key=lambda w: (w.starts_at, w.id)))
-            for tenant_id, found in self.definitions().items()
+            tenant_id: tuple(sorted((window(_text(k), json.loads(v)) for k, v in raw.items()), key=lambda w: (w.starts_at, w.id)))
+            for tenant_id, raw in zip(ids, found)
         }
 
 

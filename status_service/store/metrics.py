@@ -19,7 +19,7 @@ class Scrape:
     counts: dict[str, dict[str, dict[str, int]]]  # tenant -> type -> status -> integrations
     aged: dict[str, tuple[bytes, bytes]]  # tenant -> (body, stale times) of reports to count from their rows
     counters: dict[str, float]
-    oldest_due: float | None  # epoch s of the earliest scheduled probe (claimed ones are pushed to their lease end)
+    oldest_due: float | None  # epoch s of the earliest scheduled probe (claimed ones are pushed to their lease end; new ones left out)
     probers: int
     now: float  # Redis's clock
 
@@ -51,7 +51,7 @@ class Metrics:
         self.store._call(run)
 
     def scrape(self) -> Scrape:
-        """Read everything /metrics shows, in three round trips whatever the number of tenants."""
+        """Read everything /metrics shows, in three to four round trips whatever the number of tenants."""
         s = self.store
 
         def run() -> Scrape:
@@ -59,9 +59,10 @@ class Metrics:
             pipe.smembers(s.tenants_key())
             pipe.hkeys(s.api_tenants_key())
             pipe.hgetall(self.counters_key())
-            pipe.zrange(s.due_key(), 0, 0, withscores=True)
-            pipe.time()
-            file_tenants, api_tenants, counters, oldest, (seconds, micros) = pipe.execute()
+            # Integrations new to the schedule are due at once (score 0 or below): they have waited no measurable time.
+            pipe.zrangebyscore(s.due_key(), 1, "+inf", start=0, num=1, withscores=True)
+            file_tenants, api_tenants, counters, oldest = pipe.execute()
+            seconds, micros = s.client.time()  # not in a pipeline: a cluster client refuses that
             now = seconds + micros / 1e6
             tenants = sorted({_text(t) for t in file_tenants} | {_text(t) for t in api_tenants})
             pipe = s.client.pipeline(transaction=False)

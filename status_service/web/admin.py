@@ -22,7 +22,6 @@ from ..registry import probe_spec
 from ..schemas import ID_PATTERN, IntegrationBodySchema, NewTenantSchema
 from ..store.admin import Admin
 from ..store.catalog import Catalog, Snapshot
-from ..store.maintenance import Maintenance
 from ..store.webhooks import Webhooks
 from .auth import AuthError, candidate_keys, digest
 from .errors import error_response
@@ -100,6 +99,13 @@ def guarded(blueprint: Blueprint) -> Blueprint:
     blueprint.register_error_handler(AdminError, refused)
     blueprint.register_error_handler(CipherError, undecryptable)
     return blueprint
+
+
+def _known_tenant(tenant_id: str) -> None:
+    """Refuse a bad tenant id (400), or one that names no tenant, of the file or the API (404)."""
+    _ids(tenant_id=tenant_id)
+    if _admin().tenant(tenant_id) is None:
+        raise AdminError(404, "not_found", f"no tenant {tenant_id}")
 
 
 def _now() -> str:
@@ -205,10 +211,8 @@ def delete_tenant(tenant_id: str) -> tuple[str, int]:
         if due.get(member) is not None:  # else a prober that claims it takes it out: nothing defines it
             _catalog().unschedule_if(member, due[member])
     _catalog().announce(tenant_id)
-    # Its webhooks went with its data; dispatchers stop looking, and its maintenance windows go too.
-    store = current_app.extensions["status_web"].store
-    Webhooks(store).forget(tenant_id)
-    Maintenance(store).remove_tenant(tenant_id)
+    # Its webhooks and maintenance windows went with its data; dispatchers stop looking.
+    Webhooks(current_app.extensions["status_web"].store).forget(tenant_id)
     return "", 204
 
 

@@ -10,21 +10,15 @@ from flask import Blueprint, Response, current_app, g, jsonify
 from .. import report
 from ..schemas import MaintenanceSchema
 from ..store.maintenance import Maintenance, window
-from .admin import AdminError, _admin, _body, _catalog, _ids, _now, guarded
+from .admin import AdminError, _body, _catalog, _ids, _known_tenant, _now, guarded
 
 bp = guarded(Blueprint("admin_maintenance", __name__, url_prefix="/admin"))
 
-MAX_WINDOWS = 100  # per tenant, ended ones included until they are dropped (a week after they end)
+MAX_WINDOWS = 100  # per tenant, ended ones included until they are dropped (when one is made a week after they end)
 
 
 def _maintenance() -> Maintenance:
     return Maintenance(current_app.extensions["status_web"].store)
-
-
-def _tenant(tenant_id: str) -> None:
-    _ids(tenant_id=tenant_id)
-    if _admin().tenant(tenant_id) is None:
-        raise AdminError(404, "not_found", f"no tenant {tenant_id}")
 
 
 def _shown(window_id: str, definition: dict[str, Any], now: float) -> dict[str, Any]:
@@ -39,18 +33,17 @@ def _shown(window_id: str, definition: dict[str, Any], now: float) -> dict[str, 
 @bp.post("/tenants/<tenant_id>/maintenance")
 def create_window(tenant_id: str) -> tuple[Response, int]:
     """Schedule a maintenance window; probers apply it within a few seconds, and it ends by itself."""
-    _tenant(tenant_id)
+    _known_tenant(tenant_id)
     data = _body(MaintenanceSchema())
     now = time.time()
     if data["ends_at"].timestamp() <= now:
         raise AdminError(400, "invalid_request", "invalid body", {"ends_at": ["must be in the future"]})
-    if len(_maintenance().definitions().get(tenant_id, {})) >= MAX_WINDOWS:
-        raise AdminError(409, "limit_reached", f"tenant {tenant_id} has {MAX_WINDOWS} maintenance windows, the most allowed")
     window_id, at = "mw_" + secrets.token_hex(6), _now()
     definition = {"starts_at": data["starts_at"].timestamp(), "ends_at": data["ends_at"].timestamp(),
                   "integrations": list(dict.fromkeys(data["integrations"])), "types": list(dict.fromkeys(data["types"])),
                   "note": data["note"], "created_at": at}
-    _maintenance().add(tenant_id, window_id, definition, now)
+    if not _maintenance().add(tenant_id, window_id, definition, now, MAX_WINDOWS):
+        raise AdminError(409, "limit_reached", f"tenant {tenant_id} has {MAX_WINDOWS} maintenance windows, the most allowed")
     _catalog().note(tenant_id, g.admin, "maintenance.create", f"tenants/{tenant_id}/maintenance/{window_id}", at)
     return jsonify(_shown(window_id, definition, now)), 201
 
@@ -58,8 +51,8 @@ def create_window(tenant_id: str) -> tuple[Response, int]:
 @bp.get("/tenants/<tenant_id>/maintenance")
 def list_windows(tenant_id: str) -> Response:
     """List a tenant's maintenance windows, by start."""
-    _tenant(tenant_id)
-    found, now = _maintenance().definitions().get(tenant_id, {}), time.time()
+    _known_tenant(tenant_id)
+    found, now = _maintenance().definitions(tenant_id), time.time()
     listed = sorted((_shown(i, d, now) for i, d in found.items()), key=lambda w: (w["starts_at"], w["id"]))
     return jsonify(maintenance=listed)
 
@@ -67,7 +60,7 @@ def list_windows(tenant_id: str) -> Response:
 @bp.delete("/tenants/<tenant_id>/maintenance/<window_id>")
 def delete_window(tenant_id: str, window_id: str) -> tuple[str, int]:
     """Cancel a window (ending it, if it is open)."""
-    _tenant(tenant_id)
+    _known_tenant(tenant_id)
     _ids(window_id=window_id)
     if not _maintenance().remove(tenant_id, window_id):
         raise AdminError(404, "not_found", f"tenant {tenant_id} has no maintenance window {window_id}")

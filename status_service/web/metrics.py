@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import os
 import time
 from typing import Any, Iterable
@@ -28,6 +29,7 @@ from ..store.metrics import Metrics, Scrape
 from .auth import AuthError
 
 bp = Blueprint("metrics", __name__)
+log = logging.getLogger("status_service.web")
 
 STATES = ("healthy", "unhealthy", "unknown", "maintenance")
 
@@ -47,19 +49,26 @@ def _started() -> None:
     g.metrics_started = time.perf_counter()
 
 
+_failed = False  # counting failed once (logged once)
 _children: dict[tuple[str, int], tuple[Any, Any]] = {}  # (route, code) -> its two series: labels() costs a lock and a hash
 
 
 def _counted(response: Response) -> Response:
     # The route's pattern, never the path: paths carry ids, and a label per id would grow without bound.
     route = request.url_rule.rule if request.url_rule is not None else "(unmatched)"
-    series = _children.get((route, response.status_code))
-    if series is None:
-        series = _children[route, response.status_code] = (REQUESTS.labels(route, str(response.status_code)), LATENCY.labels(route))
-    series[0].inc()
-    started = g.get("metrics_started")
-    if started is not None:
-        series[1].observe(time.perf_counter() - started)
+    try:
+        series = _children.get((route, response.status_code))
+        if series is None:
+            series = _children[route, response.status_code] = (REQUESTS.labels(route, str(response.status_code)), LATENCY.labels(route))
+        series[0].inc()
+        started = g.get("metrics_started")
+        if started is not None:
+            series[1].observe(time.perf_counter() - started)
+    except OSError as exc:  # the multiprocess directory is gone or full: the request is answered all the same
+        global _failed
+        if not _failed:
+            log.error("metrics.count_failed error=%s: check PROMETHEUS_MULTIPROC_DIR", exc.__class__.__name__)
+            _failed = True
     return response
 
 

@@ -105,7 +105,7 @@ def status() -> Response:
         stale_at = {iid: float(at) for iid, at in json.loads(found.stale).items()}
         document = report.expire(json.loads(found.body), stale_at, now)
         # The aged document follows from the base one and which of its results have turned stale.
-        tag = f"{found.etag}.{sum(at < now for at in stale_at.values())}"
+        tag = f"{found.etag.partition('.')[0]}.{sum(at < now for at in stale_at.values())}"  # from the base tag, even if aged already
         found = replace(found, body=report.encode(document), until=report.next_stale(stale_at, now), etag=tag)
         web.mirror.replace(found)
         if raw_held is not None and _holds(raw_held, found.etag):

@@ -11,7 +11,7 @@ from flask import Blueprint, Response, current_app, g, jsonify
 from .. import policy, report
 from ..schemas import NewWebhookSchema, ReplaySchema
 from ..store.webhooks import Webhooks
-from .admin import AdminError, _addresses, _admin, _body, _catalog, _cipher, _ids, _now, _settings, _snapshot, guarded
+from .admin import AdminError, _addresses, _body, _catalog, _cipher, _ids, _known_tenant, _now, _settings, _snapshot, guarded
 
 bp = guarded(Blueprint("admin_webhooks", __name__, url_prefix="/admin"))
 
@@ -74,12 +74,6 @@ def delete_webhook(tenant_id: str, webhook_id: str) -> tuple[str, int]:
         raise AdminError(404, "not_found", f"tenant {tenant_id} has no webhook {webhook_id}")
     _catalog().note(tenant_id, g.admin, "webhook.delete", f"tenants/{tenant_id}/webhooks/{webhook_id}", _now())
     return "", 204
-
-
-def _known_tenant(tenant_id: str) -> None:
-    _ids(tenant_id=tenant_id)
-    if _admin().tenant(tenant_id) is None:
-        raise AdminError(404, "not_found", f"no tenant {tenant_id}")
 
 
 @bp.get("/tenants/<tenant_id>/webhooks/dead")
