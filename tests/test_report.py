@@ -6,7 +6,7 @@ from fractions import Fraction
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from status_service.model import Health, Integration, ProbeSpec, State
+from status_service.model import Health, Integration, ProbeSpec, State, Window
 from status_service.report import TenantReport, build_report, encode, expire, percentage
 
 NOW = 1_800_000_000.0
@@ -227,3 +227,36 @@ def test_a_report_kept_through_puts_and_removals_equals_one_built_from_scratch(s
             states[iid] = State(health, checked_at=now, reason=None if health is Health.HEALTHY else "http_503")
             kept.apply({iid: states[iid]}, now)
         assert kept.body(now) == encode(build_report(order, states, now))
+
+
+windows_strategy = st.lists(
+    st.tuples(st.floats(900, 1400), st.floats(1, 300), st.lists(st.integers(0, 5), max_size=2),
+              st.lists(st.sampled_from(["MJ", "DALL-E"]), max_size=1)),
+    max_size=3,
+).map(lambda found: tuple(Window(f"w{n}", start, start + length, tuple(map(str, ids)), tuple(kinds))
+                          for n, (start, length, ids, kinds) in enumerate(found)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.sampled_from(["MJ", "DALL-E"]), min_size=1, max_size=6),
+    windows_strategy,
+    st.lists(st.tuples(st.integers(0, 5), st.booleans(), st.booleans(), st.floats(0, 60), st.one_of(st.none(), windows_strategy)),
+             max_size=25),
+)
+def test_a_report_kept_through_windows_and_flaps_equals_one_built_from_scratch(types, windows, updates) -> None:
+    """Windows opening and closing with time, changed on the way, over flapping and steady integrations."""
+    integrations = [Integration("t", str(n), kind, ProbeSpec(url="u", stale_after_s=200)) for n, kind in enumerate(types)]
+    kept = TenantReport(integrations, windows)
+    states: dict[str, State] = {}
+    now = 1000.0
+    for n, ok, flapping, step, new_windows in updates:
+        now += step
+        if new_windows is not None:
+            windows = new_windows
+            kept.set_windows(windows, now)
+        iid = integrations[n % len(integrations)].id
+        states[iid] = State(Health.HEALTHY if ok else Health.UNHEALTHY, checked_at=now, held="healthy" if flapping else None)
+        kept.apply({iid: states[iid]}, now)
+        assert kept.body(now) == encode(build_report(integrations, states, now, windows))
+    assert kept.body(now + 400) == encode(build_report(integrations, states, now + 400, windows))
