@@ -33,6 +33,12 @@ class LoadResult:
     p99_ms: float
     errors_4xx_5xx: int
     socket_errors: int
+    bytes_read: int = 0  # everything the responses carried, head and body
+
+    @property
+    def bytes_per_response(self) -> float:
+        """Return the mean size of a response on the wire."""
+        return self.bytes_read / max(1, self.requests)
 
     @property
     def rps(self) -> float:
@@ -59,9 +65,9 @@ def run(port: int, path: str, keys: list[str], duration_s: float, connections: i
 _LUA_DONE = """
 done = function(summary, latency, requests)
   local e = summary.errors
-  io.write(string.format('BENCH_RESULT {"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, '
+  io.write(string.format('BENCH_RESULT {"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, "bytes": %d, '
     .. '"status": %d, "connect": %d, "read": %d, "write": %d, "timeout": %d}\\n',
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), summary.bytes,
     e.status, e.connect, e.read, e.write, e.timeout))
 end
 """
@@ -105,6 +111,7 @@ def _wrk(port: int, path: str, keys: list[str], duration_s: float, connections: 
         p99_ms=r["p99_us"] / 1000,
         errors_4xx_5xx=r["status"],
         socket_errors=r["connect"] + r["read"] + r["write"] + r["timeout"],
+        bytes_read=r["bytes"],
     )
 
 
@@ -116,6 +123,7 @@ class _Tally:
         """Start from zero."""
         self.latencies: list[float] = []
         self.errors_4xx_5xx = 0
+        self.bytes_read = 0
         self.errors = 0
 
 
@@ -142,6 +150,7 @@ async def _connection(port: int, requests: list[bytes], first: int, stop_at: flo
                 elif name == b"connection" and value.strip().lower() == b"close":
                     close = True
             await reader.readexactly(length)
+            tally.bytes_read += len(head) + length
             tally.latencies.append(time.perf_counter() - started)
             if status >= 400:  # as wrk counts them: a 304 is an answer too
                 tally.errors_4xx_5xx += 1
@@ -177,4 +186,5 @@ async def _python(port: int, path: str, keys: list[str], duration_s: float, conn
         """Return the p-th percentile latency in ms."""
         return 1000 * latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))]
 
-    return LoadResult("python-asyncio", len(tally.latencies), elapsed, pct(50), pct(99), tally.errors_4xx_5xx, tally.errors)
+    return LoadResult("python-asyncio", len(tally.latencies), elapsed, pct(50), pct(99), tally.errors_4xx_5xx, tally.errors,
+                      tally.bytes_read)

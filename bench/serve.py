@@ -40,6 +40,7 @@ ROUNDS = env_int("BENCH_SERVE_ROUNDS", 2)  # load runs per app, alternating hell
 WARMUP_RUNS = env_int("BENCH_WARMUP_RUNS", 10)  # bound on the warm-up runs of /status
 WARMUP_RUN_S = 5.0  # each /status warm-up run lasts at least this: several passes over 1,000 keys
 WORKERS = "2"
+MAX_304_BYTES = 400  # a 304's head; any 200 of a report would be far larger
 CLOSED_PORT_URL = "http://127.0.0.1:9"  # never probed: the reports are seeded here, no prober runs
 
 
@@ -149,7 +150,7 @@ def measure(name: str, port: int, keys: list[str], directory: Path, redis: Redis
     before = commands(redis)
     r = load.run(port, "/status", keys, SECONDS, CONNECTIONS, directory, headers)
     spent = commands(redis) - before - 1
-    log(f"  {r.rps:,.0f} req/s, p50 {r.p50_ms:.1f} ms, p99 {r.p99_ms:.1f} ms, 4xx/5xx {r.errors_4xx_5xx}, "
+    log(f"  {r.rps:,.0f} req/s, p50 {r.p50_ms:.1f} ms, p99 {r.p99_ms:.1f} ms, 4xx/5xx {r.errors_4xx_5xx}, {r.bytes_per_response:,.0f} B/response, "
         f"socket errors {r.socket_errors}, Redis commands {spent:,} ({spent / max(1, r.requests):.4f} per request)")
     return r, spent
 
@@ -193,6 +194,7 @@ def pooled(results: list[load.LoadResult]) -> load.LoadResult:
         p99_ms=sum(r.p99_ms for r in results) / n,
         errors_4xx_5xx=sum(r.errors_4xx_5xx for r in results),
         socket_errors=sum(r.socket_errors for r in results),
+        bytes_read=sum(r.bytes_read for r in results),
     )
 
 
@@ -249,7 +251,11 @@ def scenario(redis: Redis, directory: Path, name: str, tenants: int, per_tenant:
                 if label == "status":
                     spent += n
             if held:
-                results["304"].append(measure("wsgi:app (304)", ports["status"], keys, directory, redis, held)[0])
+                r = measure("wsgi:app (304)", ports["status"], keys, directory, redis, held)[0]
+                # A 304 is a head of some 200 bytes; the 200 of this report is some 9 KB.
+                if r.bytes_per_response > MAX_304_BYTES:
+                    raise RuntimeError(f"the If-None-Match run read {r.bytes_per_response:,.0f} bytes a response: not 304s")
+                results["304"].append(r)
         if held:
             conditional_headers(ports["status"], keys[0])  # still a 304 after the load: nothing changed the report
     finally:
