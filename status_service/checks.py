@@ -76,7 +76,8 @@ def advance(previous: State | None, outcome: Outcome, spec: ProbeSpec, now: floa
 
     # Flapping: the times of recent changes, and while flapping the status alerts last announced.
     changes_k, window_s = flap
-    changed = last is not None and last.status is not status
+    # A change inside a maintenance window is no evidence of flapping: it counts for nothing here.
+    changed = last is not None and last.status is not status and not paused
     # The last changes_k are all it takes to tell: changes_k of them within the window, or none in it.
     recent = (tuple(t for t in (last.changes if last else ()) if checked_at - t < window_s) + ((checked_at,) if changed else ()))[-changes_k:]
     held = last.held if last else None
@@ -86,7 +87,8 @@ def advance(previous: State | None, outcome: Outcome, spec: ProbeSpec, now: floa
         held = None  # steady for a whole window: settled
     paused_from = None
     if paused:
-        paused_from = (last.paused_from or last.status.value) if last is not None else Health.UNKNOWN.value
+        # What alerts last said: its status, or while it flapped, where it was before.
+        paused_from = (last.paused_from or last.held or last.status.value) if last is not None else Health.UNKNOWN.value
     return State(
         status=status,
         checked_at=checked_at,
@@ -107,16 +109,19 @@ def transition(before: State | None, after: State) -> dict[str, Any] | None:
 
     A change while flapping is held (`held`: no alert); the change that starts flapping says so
     (`flapping`); the probe that finds it steady again says where it settled (`settled`), changed or not.
-    A change inside a maintenance window is no alert (`maintenance`); the first probe after it says
-    where it is (`resumed`) if that is not where it was when the window began.
+    A change inside a maintenance window is no alert (`maintenance`) and no evidence of flapping; the
+    first probe after it says where it is (`resumed`) if that is not what alerts last said, unless it
+    still flaps (then its settling will).
     """
     previous = before.status.value if before else "unknown"  # a gap in checks (stale) is no change
     if after.paused_from is not None:  # inside a maintenance window: history only
         return {"previous": previous, "current": after.status.value, "maintenance": True} if previous != after.status.value else None
     if before is not None and before.paused_from is not None:  # the first probe after a window
-        if before.paused_from != after.status.value:  # where it is now, against what alerts last said
+        if after.held is None and before.paused_from != after.status.value:  # where it is, against what alerts last said
             return {"previous": before.paused_from, "current": after.status.value, "resumed": True}
-        return {"previous": previous, "current": after.status.value, "maintenance": True} if previous != after.status.value else None
+        # Back where it was; or still flapping, so its settling will say where it is.
+        mark = "held" if after.held is not None else "maintenance"
+        return {"previous": previous, "current": after.status.value, mark: True} if previous != after.status.value else None
     was, now = before is not None and before.held is not None, after.held is not None
     if was and not now:
         return {"previous": before.held, "current": after.status.value, "settled": True}  # type: ignore[union-attr]

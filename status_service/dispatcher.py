@@ -21,7 +21,7 @@ from . import webhooks
 from .cipher import CipherError
 from .fetch import Fetcher
 from .metrics import Tally
-from .model import DEFAULT_MAX_BODY_BYTES, AlertOptions, Outcome, ProbeSpec, Webhook
+from .model import DEFAULT_MAX_BODY_BYTES, AlertOptions, ProbeSpec, Webhook
 from .store import Store
 from .store.webhooks import Job, Webhooks
 
@@ -58,6 +58,7 @@ class Dispatcher:
         self.options = options
         self.file_hooks = {t: {h.id: h for h in hooks} for t, hooks in file_hooks.items() if hooks}
         self.guarded = guarded
+        self.prune = False  # whether this config file is the one seeded: only then are other webhooks' queues dropped
 
     def run_once(self) -> int:
         """Fan out new events and start the deliveries that are due; return how many were started."""
@@ -68,31 +69,33 @@ class Dispatcher:
         reclaim = time.monotonic() >= self.reclaim_at
         if reclaim:
             self.reclaim_at = time.monotonic() + RECLAIM_S
-        read = self.webhooks.read(tenants, self.consumer, reclaim)
+        read = self.webhooks.read(tenants, self.consumer, reclaim, self.file_hooks)
         subscribed, ready = {}, {}
-        for tenant_id, (_, made) in read.items():
-            subscribed[tenant_id], ready[tenant_id] = self._hooks(tenant_id, made)
+        for tenant_id, found in read.items():
+            subscribed[tenant_id], ready[tenant_id] = self._hooks(tenant_id, found.made)
+            if self.prune:  # queues of webhooks the config file dropped (or renamed: a new URL is a new id)
+                for gone in found.queues - subscribed[tenant_id].keys():
+                    if self.webhooks.drop_orphan(tenant_id, gone):
+                        log.info("webhook.queue_dropped tenant=%s webhook=%s: no longer configured", tenant_id, gone)
         fan: dict[str, list[tuple[str, list[str]]]] = {}
-        for tenant_id, (events, _) in read.items():
-            for event_id, text in events:
+        for tenant_id, found in read.items():
+            for event_id, text in found.events:
                 kind = webhooks.event_type(json.loads(text.split(" ", 1)[1])) if text else None
                 # An event no webhook wants is acknowledged all the same.
                 fan.setdefault(tenant_id, []).append((event_id, [h for h, wanted in subscribed[tenant_id].items()
                                                                  if kind and (not wanted or kind in wanted)]))
         self.webhooks.fan_out(fan, now)
         started = 0
-        for job in self.webhooks.take(self._room(subscribed), now, LEASE_S):
-            if job.webhook_id not in subscribed[job.tenant_id]:  # removed from the config file since it was queued
-                self.webhooks.settle(job, "done")
-                continue
+        # Only the webhooks whose secrets this prober opens: the others' jobs wait, untouched, for a prober that can.
+        for job in self.webhooks.take(self._room(ready), now, LEASE_S):
             with self.lock:
                 key = (job.tenant_id, job.webhook_id)
                 self.inflight[key] = self.inflight.get(key, 0) + 1
-            self.pool.submit(self._deliver, job, ready[job.tenant_id].get(job.webhook_id))
+            self.pool.submit(self._deliver, job, ready[job.tenant_id][job.webhook_id])
             started += 1
         return started
 
-    def _room(self, subscribed: Mapping[str, Mapping[str, tuple[str, ...]]]) -> dict[str, dict[str, int]]:
+    def _room(self, subscribed: Mapping[str, Mapping[str, object]]) -> dict[str, dict[str, int]]:
         """Return how many jobs to take per tenant and webhook: what each webhook may add in flight, within what is free.
 
         Tenants and their webhooks come in a random order, so that when little is free it is shared.
@@ -112,7 +115,7 @@ class Dispatcher:
         """Return a tenant's webhooks: the event types each wants (empty: all), and those whose secrets this prober can open.
 
         A webhook whose secret no key of this prober opens still gets its jobs: another prober may
-        hold the key, and here the deliveries fail and are retried, not lost.
+        hold the key and send them.
         """
         file_hooks = self.file_hooks.get(tenant_id, {})
         subscribed = {h.id: h.events for h in file_hooks.values()}
@@ -130,7 +133,7 @@ class Dispatcher:
             ready[hook_id] = Webhook(hook_id, url, secret, subscribed[hook_id], guarded=self.guarded)
         return subscribed, ready
 
-    def _deliver(self, job: Job, hook: Webhook | None) -> None:
+    def _deliver(self, job: Job, hook: Webhook) -> None:
         try:
             self._send(job, hook)
         except Exception:  # a bug or a Redis outage here must not end the pool's thread; the lease brings the job back
@@ -142,23 +145,20 @@ class Dispatcher:
                 if not self.inflight[key]:
                     del self.inflight[key]
 
-    def _send(self, job: Job, hook: Webhook | None) -> None:
+    def _send(self, job: Job, hook: Webhook) -> None:
         if not job.event:  # the feed trimmed it: nothing left to send
             self.webhooks.settle(job, "done")
             return
-        if hook is None:  # its secret does not open here: a failed attempt, retried (perhaps by a prober that can)
-            outcome = Outcome.failed("secret_key_mismatch")
-        else:
-            at_ms, _, raw = job.event.partition(" ")
-            body = json.loads(raw)
-            data = webhooks.payload(job.event_id, webhooks.event_type(body) or "", int(at_ms) / 1000, job.tenant_id, body)
-            signed_at = int(self.clock())  # each attempt is signed afresh
-            spec = ProbeSpec(
-                url=hook.url, method="POST", timeout_s=DELIVERY_TIMEOUT_S, max_body_bytes=DEFAULT_MAX_BODY_BYTES, guarded=hook.guarded,
-                headers=(("Content-Type", "application/json"), ("User-Agent", USER_AGENT), ("Status-Event-Id", job.event_id),
-                         (webhooks.SIGNATURE_HEADER, webhooks.signature(hook.secret, signed_at, data))),
-            )
-            outcome = self.fetcher.probe(spec, data)
+        at_ms, _, raw = job.event.partition(" ")
+        body = json.loads(raw)
+        data = webhooks.payload(job.event_id, webhooks.event_type(body) or "", int(at_ms) / 1000, job.tenant_id, body)
+        signed_at = int(self.clock())  # each attempt is signed afresh
+        spec = ProbeSpec(
+            url=hook.url, method="POST", timeout_s=DELIVERY_TIMEOUT_S, max_body_bytes=DEFAULT_MAX_BODY_BYTES, guarded=hook.guarded,
+            headers=(("Content-Type", "application/json"), ("User-Agent", USER_AGENT), ("Status-Event-Id", job.event_id),
+                     (webhooks.SIGNATURE_HEADER, webhooks.signature(hook.secret, signed_at, data))),
+        )
+        outcome = self.fetcher.probe(spec, data)
         now = self.clock()
         if outcome.ok:
             self.webhooks.settle(job, "done")

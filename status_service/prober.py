@@ -271,7 +271,8 @@ class Prober:
             kept = self.registry.history
             settings = {"allow_private_addresses": self.registry.allow_private_addresses,
                         "max_integrations_per_tenant": self.registry.max_integrations_per_tenant,
-                        "history": {"raw_s": kept.raw_s, "five_minute_s": kept.five_minute_s, "hourly_s": kept.hourly_s},
+                        "history": {"enabled": kept.enabled, "raw_s": kept.raw_s, "five_minute_s": kept.five_minute_s,
+                                    "hourly_s": kept.hourly_s},
                         "metrics": {"tenant_label": self.registry.metrics_tenant_label}}
             file_prints = {t.id: self.tenant_prints[t.id] for t in self.registry.tenants}
             removed = self.store.seed(mine, self.registry.generation, owners, file_prints, members, admins, settings)
@@ -283,7 +284,9 @@ class Prober:
             else:
                 log.error("registry.conflict prober=%s tenant=%s: made through the admin API; rename it in the file", self.id, exc.tenant_id)
             self.seeded = mine
+            self.dispatcher.prune = False  # an older file's webhooks are not the ones to go by
             return
+        self.dispatcher.prune = True
         # The file's webhooks get the events from now on (an existing group keeps its place); a tenant
         # without webhooks is read by no group, so webhooks it gets later start from then, not a backlog.
         Webhooks(self.store).ensure_groups(t.id for t in self.registry.tenants if t.webhooks)

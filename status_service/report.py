@@ -278,13 +278,14 @@ class TenantReport:
         its window began.
         """
         counts = {t: [h, n] for t, (h, n) in self._counts.items()}
-        if self._active:  # an integration in maintenance counts as it was when its window began: the window moves no scope
+        if self._active:  # one in maintenance counts as alerts last said it was: the window moves no scope
             for integration, entry in zip(self.integrations, self._rows):
-                if entry["status"] == Health.MAINTENANCE.value:
-                    state = self.states.get(integration.id)
-                    was = (state.paused_from or state.status.value) if state is not None else Health.UNKNOWN.value
-                    counts[integration.type][0] += was == Health.HEALTHY.value
-                    counts[integration.type][1] += 1
+                state = self.states.get(integration.id)
+                if entry["status"] == Health.MAINTENANCE.value and state is not None:
+                    was = state.paused_from or state.held or state.status.value
+                    if was != Health.UNKNOWN.value:  # one made inside the window was never announced: out of the count
+                        counts[integration.type][0] += was == Health.HEALTHY.value
+                        counts[integration.type][1] += 1
         for iid in self._flapping:
             n, held = self._index[iid], self.states[iid].held
             if "flapping" in self._rows[n]:  # not gone stale meanwhile

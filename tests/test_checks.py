@@ -148,3 +148,25 @@ def test_flapping_follows_its_definition(gaps: list[tuple[float, bool]]) -> None
             assert event is not None and not ({"held", "flapping", "settled"} & event.keys())
         assert len(state.changes) <= 5
         previous = state
+
+
+def test_bounces_inside_a_window_are_no_flapping_and_an_outage_after_it_alerts() -> None:
+    spec = ProbeSpec(url="http://x", failure_threshold=1, stale_after_s=10_000.0)
+    state = advance(None, OK, spec, 0.0, flap=FLAP)
+    for n in range(1, 7):  # six bounces inside a window
+        before, state = state, advance(state, OK if n % 2 == 0 else FAIL, spec, 10.0 * n, flap=FLAP, paused=True)
+        assert transition(before, state)["maintenance"] is True
+    assert state.held is None and state.paused_from == "healthy"
+    before, state = state, advance(state, OK, spec, 100.0, flap=FLAP)  # after the window: where it was
+    assert transition(before, state) is None
+    before, state = state, advance(state, FAIL, spec, 110.0, flap=FLAP)  # a real outage
+    assert transition(before, state) == {"previous": "healthy", "current": "unhealthy"}
+
+
+def test_a_window_over_a_flapping_integration_remembers_what_alerts_said() -> None:
+    spec = ProbeSpec(url="http://x", failure_threshold=1, stale_after_s=10_000.0)
+    flapping = State(Health.UNHEALTHY, checked_at=0.0, held="healthy", changes=(0.0,))
+    paused = advance(flapping, FAIL, spec, 10.0, flap=FLAP, paused=True)
+    assert paused.paused_from == "healthy"  # what alerts last said, not where it bounced to
+    after = advance(paused, FAIL, spec, 20.0, flap=FLAP)  # after the window, still flapping: its settling will speak
+    assert after.held == "healthy" and transition(paused, after) is None

@@ -205,3 +205,12 @@ def test_windows_that_ended_long_ago_make_room(web, store) -> None:
     assert web.post("/admin/tenants/acme/maintenance", json={"starts_at": iso(time.time()), "ends_at": iso(time.time() + 60)},
                     headers=ADMIN).status_code == 201
     assert len(web.get("/admin/tenants/acme/maintenance", headers=ADMIN).get_json()["maintenance"]) == 1
+
+
+def test_a_window_made_as_its_tenant_is_deleted_is_refused(store) -> None:
+    from status_service.store.maintenance import Maintenance
+
+    store.client.set(store.registry_key("gone"), "gone:inc", px=60_000)  # what a deletion leaves for a while
+    assert Maintenance(store).add("gone", "mw_x", {"starts_at": 1, "ends_at": 2}, time.time(), 100) == -1
+    assert Maintenance(store).add("never", "mw_x", {"starts_at": 1, "ends_at": 2}, time.time(), 100) == -1
+    assert not store.client.exists(store.tenant_base("gone") + "maintenance", store.tenant_base("never") + "maintenance")

@@ -260,3 +260,16 @@ def test_a_report_kept_through_windows_and_flaps_equals_one_built_from_scratch(t
         kept.apply({iid: states[iid]}, now)
         assert kept.body(now) == encode(build_report(integrations, states, now, windows))
     assert kept.body(now + 400) == encode(build_report(integrations, states, now + 400, windows))
+
+
+def test_a_window_over_a_flapping_integration_moves_no_status() -> None:
+    a, b = Integration("t", "a", "MJ", SPEC), Integration("t", "b", "MJ", SPEC)
+    kept = TenantReport([a, b])
+    kept.apply({"a": State(Health.UNHEALTHY, checked_at=NOW, held="healthy"), "b": State(Health.HEALTHY, checked_at=NOW)}, NOW)
+    kept.body(NOW)
+    before = kept.statuses()
+    kept.set_windows([Window("w", NOW - 1, NOW + 60, ("a",))], NOW)
+    kept.body(NOW)
+    after = kept.statuses()
+    assert before == {"type:MJ": "ok", "": "ok"}
+    assert after == {**before, "maintenance:w": "active"}

@@ -251,7 +251,7 @@ def test_a_prober_that_cannot_open_a_secret_leaves_the_deliveries_to_one_that_ca
         keyless.dispatch()
         time.sleep(0.05)
     queued = [json.loads(v) for k, v in store.client.hgetall(store.tenant_base("acme") + "outbox").items() if k.startswith(b"wh_api|")]
-    assert len(queued) == 3 and all(q["err"] == "secret_key_mismatch" for q in queued)
+    assert len(queued) == 3 and all(q["n"] == 0 for q in queued)  # waiting, untouched: no attempt spent, no retry window used
     wait_for(lambda: keyed.dispatch() is not None and len({r["body"]["id"] for r in receiver.received if r["path"] == "/api"}) == 3,
              timeout_s=10, interval_s=0.1)
 
@@ -266,8 +266,8 @@ def test_webhooks_made_again_get_the_events_from_then_not_a_backlog(web, store, 
     store.client.xadd(hooks.key("api", "events"), {"e": '2 {"scope": "status", "previous": "degraded", "current": "ok"}'})
     web.post("/admin/tenants/api/webhooks", json={"url": "https://hooks.example.com/y"}, headers=ADMIN)
     store.client.xadd(hooks.key("api", "events"), {"e": '3 {"scope": "status", "previous": "ok", "current": "degraded"}'})
-    events, _ = hooks.read(["api"], "a-prober", reclaim=False)["api"]
-    assert [text.split(" ")[0] for _, text in events] == ["3"]
+    found = hooks.read(["api"], "a-prober", reclaim=False)["api"]
+    assert [text.split(" ")[0] for _, text in found.events] == ["3"]
     del cipher, made
 
 
@@ -449,3 +449,34 @@ def test_consumers_of_gone_probers_are_forgotten_when_they_hold_nothing(store, m
     hooks.read(["acme"], "live-prober", reclaim=True)
     names = {c["name"] for c in store.client.xinfo_consumers(events, stored.GROUP)}
     assert names == {b"gone-prober"}  # the one holding an event stays, for its event to be claimed
+
+
+def test_the_queue_of_a_webhook_the_file_dropped_goes_and_the_apis_stay(upstream, receiver, make_prober, store) -> None:
+    prober = make_prober(hooked_registry(upstream, receiver))
+    run_round(prober)  # seeded: this file is the one that counts
+    hooks = Webhooks(store)
+    hooks.fan_out({"acme": [("1-0", ["file-gone", "wh_api"])]}, time.time() + 3600)  # not due: nothing is sent
+    sealed = Cipher([TEST_SECRET_KEY]).seal("x" * 16)  # this prober has no key: the job is never taken
+    store.client.hset(hooks.key("acme", "webhooks"), "wh_api", json.dumps({"url": sealed, "secret": sealed, "events": []}))
+    prober.dispatcher.reclaim_at = 0.0  # a reclaim pass now
+    prober.dispatch()
+    assert sorted(k.decode() for k in store.client.hkeys(hooks.key("acme", "outbox"))) == ["wh_api|1-0"]
+    assert not store.client.exists(hooks.key("acme", "outbox:file-gone"))
+
+
+def test_a_tenant_without_webhooks_gets_no_group_back(store) -> None:
+    hooks = Webhooks(store)
+    store.client.xadd(hooks.key("api", "events"), {"e": '1 {"scope": "status"}'})  # events, and no group: its last webhook went
+    hooks.read(["api"], "a-prober", reclaim=False)
+    assert store.client.xinfo_groups(hooks.key("api", "events")) == []
+    hooks.read(["api"], "a-prober", reclaim=False, file_hooked=["api"])  # the file gives it webhooks: the group comes back
+    assert len(store.client.xinfo_groups(hooks.key("api", "events"))) == 1
+
+
+def test_no_webhook_is_made_through_the_api_while_history_is_off(redis_url, prefix, make_prober) -> None:
+    reg = make_registry([], admin_keys=[{"id": "ops", "sha256": key_digest("admin-secret")}], history={"enabled": False})
+    run_round(make_prober(reg))
+    web = create_app(Settings(secret_keys=TEST_SECRET_KEY, redis_url=redis_url, key_prefix=prefix, web_memory_bytes=0)).test_client()
+    assert web.post("/admin/tenants", json={"id": "api"}, headers=ADMIN).status_code == 201
+    refused = web.post("/admin/tenants/api/webhooks", json={"url": "https://hooks.example.com/x"}, headers=ADMIN)
+    assert refused.status_code == 409 and refused.get_json()["error"]["code"] == "history_off"

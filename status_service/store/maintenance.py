@@ -16,8 +16,11 @@ from . import Store, _text
 KEEP_ENDED_S = 7 * 86400.0  # a window that ended this long ago is dropped when another is made
 
 # Add a window (ARGV[1], its JSON ARGV[2]) unless the tenant has ARGV[4] already, dropping those that
-# ended before ARGV[3] (epoch s) first. Returns 1, or 0 when the tenant is full.
+# ended before ARGV[3] (epoch s) first. Returns 1, 0 when the tenant is full, -1 when it is gone
+# (deleted meanwhile: a tenant made again under its id must not find the window).
 _ADD = """
+local seeded = redis.call('GET', KEYS[2])
+if not seeded or string.sub(seeded, 1, 5) == 'gone:' then return -1 end
 local all = redis.call('HGETALL', KEYS[1])
 for i = 1, #all, 2 do
   if cjson.decode(all[i + 1])['ends_at'] < tonumber(ARGV[3]) then redis.call('HDEL', KEYS[1], all[i]) end
@@ -42,11 +45,11 @@ class Maintenance:
         """Return the key of the counter bumped with every change of any tenant's windows."""
         return f"{self.store.prefix}{{maint}}:version"
 
-    def add(self, tenant_id: str, window_id: str, definition: Mapping[str, Any], now: float, most: int) -> bool:
-        """Store a window, dropping the tenant's that ended long ago; False if it has `most` windows already."""
+    def add(self, tenant_id: str, window_id: str, definition: Mapping[str, Any], now: float, most: int) -> int:
+        """Store a window, dropping the tenant's that ended long ago: 1, 0 if it has `most` windows already, -1 if the tenant is gone."""
         args = [window_id, json.dumps(definition), now - KEEP_ENDED_S, most]
-        done = bool(self.store._call(lambda: self.store._script(_ADD, [self.key(tenant_id)], args)))
-        if done:
+        done = int(self.store._call(lambda: self.store._script(_ADD, [self.key(tenant_id), self.store.registry_key(tenant_id)], args)))
+        if done == 1:
             self._bump()
         return done
 

@@ -128,23 +128,46 @@ end
 return done
 """
 
-# Remove a webhook (ARGV[1]) with its queued jobs and dead letters; with the tenant's last webhook
-# goes its consumer group, so webhooks made later start from the events of then, not a backlog.
-_REMOVE = """
-local base, hook = KEYS[1], ARGV[1]
-if redis.call('HDEL', base .. 'webhooks', hook) == 0 then return 0 end
-for _, job in ipairs(redis.call('ZRANGE', base .. 'outbox:' .. hook, 0, -1)) do redis.call('HDEL', base .. 'outbox', job) end
-redis.call('DEL', base .. 'outbox:' .. hook)
-redis.call('SREM', base .. 'history:keys', 'outbox:' .. hook)
-for _, job in ipairs(redis.call('ZRANGE', base .. 'dead:at', 0, -1)) do
-  if string.sub(job, 1, #hook + 1) == hook .. '|' then
-    redis.call('HDEL', base .. 'dead', job)
-    redis.call('ZREM', base .. 'dead:at', job)
+# Drop a webhook's queue, its queued jobs and its dead letters.
+_DROP_QUEUE_LUA = """
+local function drop_queue(base, hook)
+  for _, job in ipairs(redis.call('ZRANGE', base .. 'outbox:' .. hook, 0, -1)) do redis.call('HDEL', base .. 'outbox', job) end
+  redis.call('DEL', base .. 'outbox:' .. hook)
+  redis.call('SREM', base .. 'history:keys', 'outbox:' .. hook)
+  for _, job in ipairs(redis.call('ZRANGE', base .. 'dead:at', 0, -1)) do
+    if string.sub(job, 1, #hook + 1) == hook .. '|' then
+      redis.call('HDEL', base .. 'dead', job)
+      redis.call('ZREM', base .. 'dead:at', job)
+    end
   end
 end
+"""
+
+# Remove a webhook (ARGV[1]) with its queue; with the tenant's last webhook goes its consumer group,
+# so webhooks made later start from the events of then, not a backlog.
+_REMOVE = _DROP_QUEUE_LUA + """
+local base, hook = KEYS[1], ARGV[1]
+if redis.call('HDEL', base .. 'webhooks', hook) == 0 then return 0 end
+drop_queue(base, hook)
 if redis.call('HLEN', base .. 'webhooks') == 0 then redis.pcall('XGROUP', 'DESTROY', base .. 'events', 'webhooks') end
 return 1
 """
+
+# Drop the queue of a webhook no longer registered (one the config file dropped), unless the admin API has one of the id.
+_DROP_ORPHAN = _DROP_QUEUE_LUA + """
+if redis.call('HEXISTS', KEYS[1] .. 'webhooks', ARGV[1]) == 1 then return 0 end
+drop_queue(KEYS[1], ARGV[1])
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Read:
+    """What a dispatcher read of one tenant: new events (id, feed text), the admin API's webhooks, and the queues it saw (on a reclaim pass)."""
+
+    events: list[tuple[str, str]]
+    made: dict[str, Any]
+    queues: set[str]
 
 
 @dataclass(frozen=True)
@@ -184,8 +207,9 @@ class Webhooks:
         """Register a webhook; events from now on reach it."""
 
         def run() -> None:
-            self.store.client.sadd(self.hooked_key(), tenant_id)  # first: a dispatcher must look for it
+            # Defined before the tenant is listed: a removal racing this one re-lists it (see remove()).
             self.store.client.hset(self.key(tenant_id, "webhooks"), webhook_id, json.dumps(definition))
+            self.store.client.sadd(self.hooked_key(), tenant_id)
             self._ensure_group(tenant_id)
 
         self.store._call(run)
@@ -199,7 +223,13 @@ class Webhooks:
         done = bool(self.store._call(lambda: self.store._script(_REMOVE, [self.store.tenant_base(tenant_id)], [webhook_id])))
         if done and not self.definitions(tenant_id):
             self.forget(tenant_id)
+            if self.definitions(tenant_id):  # one was added meanwhile: list the tenant again
+                self.store._call(lambda: self.store.client.sadd(self.hooked_key(), tenant_id))
         return done
+
+    def drop_orphan(self, tenant_id: str, webhook_id: str) -> bool:
+        """Drop the queue and dead letters of a webhook the config file no longer has (not one of the admin API's)."""
+        return bool(self.store._call(lambda: self.store._script(_DROP_ORPHAN, [self.store.tenant_base(tenant_id)], [webhook_id])))
 
     def drop_groups(self, tenant_ids: Iterable[str]) -> None:
         """Stop reading these tenants' events (they have no webhook): webhooks added later start from then."""
@@ -247,32 +277,43 @@ class Webhooks:
             if "BUSYGROUP" not in str(exc) and make_stream:
                 raise
 
-    def read(self, tenant_ids: Sequence[str], consumer: str, reclaim: bool) -> dict[str, tuple[list[tuple[str, str]], dict[str, Any]]]:
-        """Return, per tenant, new events handed to `consumer` (and, with `reclaim`, those another left pending) and its webhooks."""
+    def read(self, tenant_ids: Sequence[str], consumer: str, reclaim: bool, file_hooked: Iterable[str] = ()) -> dict[str, Read]:
+        """Return, per tenant, new events handed to `consumer` (and, with `reclaim`, those another left pending,
+        and the webhooks its queues are for) and its webhooks of the admin API.
 
-        def run() -> dict[str, tuple[list[tuple[str, str]], dict[str, Any]]]:
+        `file_hooked`: the tenants the config file gives webhooks; for the others, a lost group comes
+        back only while the admin API has webhooks for them.
+        """
+        file_hooked = set(file_hooked)
+
+        def run() -> dict[str, Read]:
             pipe = self.store.client.pipeline(transaction=False)
             for tenant_id in tenant_ids:
                 pipe.xreadgroup(GROUP, consumer, {self.key(tenant_id, "events"): ">"}, count=100)
                 pipe.hgetall(self.key(tenant_id, "webhooks"))
                 if reclaim:
                     pipe.xautoclaim(self.key(tenant_id, "events"), GROUP, consumer, CLAIM_IDLE_MS, count=100)
+                    pipe.smembers(self.key(tenant_id, "history:keys"))
             replies = pipe.execute(raise_on_error=False)
-            step = 3 if reclaim else 2
+            step = 4 if reclaim else 2
             out = {}
             for n, tenant_id in enumerate(tenant_ids):
                 fresh, hooks, *claimed = replies[n * step:(n + 1) * step]
-                if isinstance(fresh, redis.ResponseError):  # no group yet (Redis lost it, or no event was written yet)
+                if isinstance(fresh, redis.ResponseError):  # no group (Redis lost it, or no event was written yet)
                     if "NOGROUP" not in str(fresh):
                         raise fresh
-                    self._ensure_group(tenant_id, make_stream=False)
+                    if hooks or tenant_id in file_hooked:  # not for a tenant whose last webhook just went
+                        self._ensure_group(tenant_id, make_stream=False)
                     fresh = []
                 entries = [e for _, stream in (fresh or []) for e in stream]
+                queues: set[str] = set()
                 if claimed and not isinstance(claimed[0], redis.ResponseError):
                     entries += [e for e in claimed[0][1] if e]
+                if claimed and not isinstance(claimed[1], redis.ResponseError):
+                    queues = {_text(k)[len("outbox:"):] for k in claimed[1] if _text(k).startswith("outbox:")}
                 # An entry the feed trimmed comes back empty (Redis 6): fanned out to nobody, it is acknowledged.
                 events = [(_text(eid), _text(fields[b"e"]) if fields else "") for eid, fields in entries]
-                out[tenant_id] = (events, {_text(k): json.loads(v) for k, v in hooks.items()})
+                out[tenant_id] = Read(events, {_text(k): json.loads(v) for k, v in hooks.items()}, queues)
             if reclaim:
                 self._forget_idle_consumers(tenant_ids, consumer)
             return out

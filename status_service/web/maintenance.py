@@ -42,7 +42,10 @@ def create_window(tenant_id: str) -> tuple[Response, int]:
     definition = {"starts_at": data["starts_at"].timestamp(), "ends_at": data["ends_at"].timestamp(),
                   "integrations": list(dict.fromkeys(data["integrations"])), "types": list(dict.fromkeys(data["types"])),
                   "note": data["note"], "created_at": at}
-    if not _maintenance().add(tenant_id, window_id, definition, now, MAX_WINDOWS):
+    done = _maintenance().add(tenant_id, window_id, definition, now, MAX_WINDOWS)
+    if done < 0:
+        raise AdminError(404, "not_found", f"no tenant {tenant_id}")
+    if not done:
         raise AdminError(409, "limit_reached", f"tenant {tenant_id} has {MAX_WINDOWS} maintenance windows, the most allowed")
     _catalog().note(tenant_id, g.admin, "maintenance.create", f"tenants/{tenant_id}/maintenance/{window_id}", at)
     return jsonify(_shown(window_id, definition, now)), 201

@@ -40,6 +40,8 @@ def create_webhook(tenant_id: str) -> tuple[Response, int]:
         if refused:
             raise AdminError(400, "invalid_request", "the webhook may not go there", {"url": [f"{host}: {refused}"]})
     _snapshot(tenant_id, "")  # 404 for no such tenant, 409 for the config file's (its webhooks are in the file)
+    if not _catalog().settings().get("history", {}).get("enabled", True):
+        raise AdminError(409, "history_off", "webhooks are sent from the events history keeps, and the config file turns history off")
     if len(_webhooks().definitions(tenant_id)) >= MAX_WEBHOOKS:
         raise AdminError(409, "limit_reached", f"tenant {tenant_id} has {MAX_WEBHOOKS} webhooks, the most allowed")
     made = "secret" not in data
