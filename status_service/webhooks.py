@@ -62,17 +62,6 @@ def signature(secret: str, at: int, body: bytes) -> str:
     return f"t={at},v1={mac}"
 
 
-def verify(secret: str, header: str, body: bytes, now: float, tolerance_s: float = 300.0) -> bool:
-    """Return whether a Status-Signature header signs this body recently enough (the receiver's check)."""
-    parts = dict(p.split("=", 1) for p in header.split(",") if "=" in p)
-    try:
-        at = int(parts["t"])
-    except (KeyError, ValueError):
-        return False
-    expected = signature(secret, at, body).split("v1=", 1)[1]
-    return abs(now - at) <= tolerance_s and hmac.compare_digest(expected, parts.get("v1", ""))
-
-
 def retry_delay(attempts: int, first_s: float, rand: random.Random | None = None) -> float:
     """Return how long to wait after the n-th failed attempt: first_s, doubling, capped, with jitter.
 

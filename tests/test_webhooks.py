@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from status_service.registry import webhook_id
 from status_service.settings import Settings
 from status_service.store.history import History
 from status_service.store.webhooks import Webhooks
-from tests.conftest import TEST_SECRET_KEY, integration, key_digest, make_registry, report_of, run_round, tenant, wait_for
+from tests.conftest import REPO, TEST_SECRET_KEY, integration, key_digest, make_registry, report_of, run_round, tenant, wait_for
 
 SECRET = "whsec_for-tests-only-0123456789"
 ADMIN = {"Authorization": "Bearer admin-secret"}
@@ -141,8 +142,8 @@ def test_each_transition_reaches_the_receiver_once_signed_with_two_probers(upstr
     assert kinds == {"integration.unhealthy", "integration.healthy", "status.changed", "type.changed"}
     for delivery in receiver.received:
         body = delivery["body"]
-        assert webhooks.verify(SECRET, delivery["signature"], delivery["raw"], time.time())
-        assert not webhooks.verify("another-secret-of-16+", delivery["signature"], delivery["raw"], time.time())
+        assert verified(SECRET, delivery["signature"], delivery["raw"])
+        assert not verified("another-secret-of-16+", delivery["signature"], delivery["raw"])
         assert body["tenant"] == "acme" and body["occurred_at"].endswith("Z")
         assert set(body) >= {"id", "type", "occurred_at", "tenant", "integration", "previous", "current", "reason"}
     unhealthy = next(r["body"] for r in receiver.received if r["body"]["type"] == "integration.unhealthy")
@@ -168,7 +169,7 @@ def test_a_failing_receiver_gets_retries_until_it_recovers(upstream, receiver, m
     gaps = [b["at"] - a["at"] for a, b in zip(attempts, attempts[1:])]
     assert all(g >= 0.1 for g in gaps)  # backoff: not retried at once
     for a in attempts:  # every attempt signed afresh, each signature good
-        assert webhooks.verify(SECRET, a["signature"], a["raw"], time.time())
+        assert verified(SECRET, a["signature"], a["raw"])
     prober.flush_metrics(force=True)
     found = samples_of(store)
     assert found.get('["deliveries","failed"]', 0) >= 3 and found['["deliveries","delivered"]'] == len(expected)
@@ -320,14 +321,28 @@ def test_webhooks_of_missing_and_file_tenants(web) -> None:
 
 
 # -- the pure rules -----------------------------------------------------------------------------
+def _readme_check():
+    """Return the receiver's check exactly as the README shows it."""
+    readme = (REPO / "README.md").read_text()
+    code = next(block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "def verified(" in block)
+    scope: dict[str, Any] = {}
+    exec(code, scope)
+    return scope["verified"]
+
+
+verified = _readme_check()
+
+
 def test_signature_checks_as_the_readme_shows() -> None:
-    body = b'{"id":"1-0"}'
-    header = webhooks.signature(SECRET, 1_800_000_000, body)
-    assert header.startswith("t=1800000000,v1=") and len(header.split("v1=")[1]) == 64
-    assert webhooks.verify(SECRET, header, body, 1_800_000_000 + 299)
-    assert not webhooks.verify(SECRET, header, body, 1_800_000_000 + 301)  # too old: a replay
-    assert not webhooks.verify(SECRET, header, body + b" ", 1_800_000_000)
-    assert not webhooks.verify(SECRET, "garbage", body, 1_800_000_000)
+    body, now = b'{"id":"1-0"}', int(time.time())
+    header = webhooks.signature(SECRET, now, body)
+    assert header.startswith(f"t={now},v1=") and len(header.split("v1=")[1]) == 64
+    assert verified(SECRET, header, body)
+    assert verified(SECRET, webhooks.signature(SECRET, now - 290, body), body)
+    assert not verified(SECRET, webhooks.signature(SECRET, now - 310, body), body)  # too old: a replay
+    assert not verified(SECRET, header, body + b" ")
+    assert not verified(SECRET, "garbage", body)
+    assert not verified(SECRET, "t=abc,v1=00", body)
 
 
 @given(attempts=st.integers(min_value=1, max_value=200), first=st.floats(min_value=0.1, max_value=3600), seed=st.integers())
