@@ -276,7 +276,8 @@ def test_web_memory_and_history_follow_changes_on_a_cluster(redis_cluster_url, c
     app.extensions["status_web"].close()
 
 
-def test_the_admin_api_makes_probes_and_removes_integrations_on_a_cluster(redis_cluster_url, cluster_store, cluster_probers, prefix, upstream) -> None:
+def admin_api_on_the_cluster(redis_cluster_url: str, cluster_store: Store, cluster_probers: list[Prober], prefix: str):
+    """Return a prober with a cipher and no tenant of the file, seeded, and a web client of the admin API."""
     from status_service.cipher import Cipher
 
     reg = make_registry([], probe={"allow_private_addresses": True}, admin_keys=[{"id": "ops", "sha256": key_digest("admin-secret")}])
@@ -285,6 +286,11 @@ def test_the_admin_api_makes_probes_and_removes_integrations_on_a_cluster(redis_
     run_round(prober)
     web = create_app(Settings(secret_keys=TEST_SECRET_KEY, redis_url=redis_cluster_url, redis_cluster=True, key_prefix=prefix,
                               web_memory_bytes=0)).test_client()
+    return prober, web
+
+
+def test_the_admin_api_makes_probes_and_removes_integrations_on_a_cluster(redis_cluster_url, cluster_store, cluster_probers, prefix, upstream) -> None:
+    prober, web = admin_api_on_the_cluster(redis_cluster_url, cluster_store, cluster_probers, prefix)
     admin = {"Authorization": "Bearer admin-secret"}
     assert web.post("/admin/tenants", json={"id": "acme"}, headers=admin).status_code == 201
     key = web.post("/admin/tenants/acme/keys", headers=admin).get_json()["key"]
@@ -306,18 +312,12 @@ def test_webhooks_windows_metrics_and_etags_on_a_cluster(redis_cluster_url, clus
 
     from prometheus_client.parser import text_string_to_metric_families
 
-    from status_service.cipher import Cipher
     from tests.test_webhooks import SECRET, Receiver, _serve
 
     receiver = Receiver()
     server = _serve(receiver)
     try:
-        reg = make_registry([], probe={"allow_private_addresses": True}, admin_keys=[{"id": "ops", "sha256": key_digest("admin-secret")}])
-        prober = Prober(reg, cluster_store, cipher=Cipher([TEST_SECRET_KEY]))
-        cluster_probers.append(prober)
-        run_round(prober)
-        web = create_app(Settings(secret_keys=TEST_SECRET_KEY, redis_url=redis_cluster_url, redis_cluster=True, key_prefix=prefix,
-                                  web_memory_bytes=0)).test_client()
+        prober, web = admin_api_on_the_cluster(redis_cluster_url, cluster_store, cluster_probers, prefix)
         admin = {"Authorization": "Bearer admin-secret"}
         assert web.post("/admin/tenants", json={"id": "acme"}, headers=admin).status_code == 201
         key = {"Authorization": "Bearer " + web.post("/admin/tenants/acme/keys", headers=admin).get_json()["key"]}
