@@ -5,6 +5,7 @@ import os
 
 from flask import Flask
 
+from . import cli
 from .settings import Settings, configure_logging, credentials_cipher, from_env, redis_url
 from .store import Store, connect
 from .web import admin, errors, health, history, metrics, status
@@ -36,4 +37,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(metrics.bp)
     metrics.install(app, settings.metrics_token)
     errors.register(app)
+    cli.install(app, settings)
     return app

@@ -10,6 +10,7 @@ A key change bumps P{reg}:generation and publishes "k", so web workers forget wh
 from __future__ import annotations
 
 import json
+import secrets
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -221,6 +222,14 @@ class Admin:
         args = [tenant_id, key_id, digest, json.dumps({"digest": digest, "created_at": at}), admin, at,
                 AUDIT_RETENTION_S * 1000]
         return int(self.store._call(lambda: self.store._script(_CREATE_KEY, keys, args)))
+
+    def issue_key(self, tenant_id: str, digest: str, admin: str, at: str) -> str | None:
+        """Register a new key's digest under a fresh id and return the id; None if there is no such tenant."""
+        while True:
+            key_id = "key_" + secrets.token_hex(6)
+            made = self.create_key(tenant_id, key_id, digest, admin, at)
+            if made >= 0:  # else a taken id: draw again
+                return key_id if made else None
 
     def delete_key(self, tenant_id: str, key_id: str, admin: str, at: str) -> bool:
         """Revoke a key made through the API; False if the tenant has no such key."""

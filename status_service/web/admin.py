@@ -1,11 +1,9 @@
 """The admin API under /admin: tenants and their keys, and the audit log, for admin keys only."""
 from __future__ import annotations
 
-import hashlib
 import hmac
 import ipaddress
 import json
-import secrets
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
@@ -23,13 +21,12 @@ from ..schemas import ID_PATTERN, IntegrationBodySchema, NewTenantSchema
 from ..store.admin import Admin
 from ..store.catalog import Catalog, Snapshot
 from ..store.webhooks import Webhooks
-from .auth import AuthError, candidate_keys, digest
+from .auth import AuthError, candidate_keys, digest, new_key
 from .errors import error_response
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 MAX_BODY_BYTES = 1024 * 1024
-KEY_PREFIX = "sst_"  # lets a leaked key be recognised (and searched for) as this service's
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
 RESOLVE_TIMEOUT_S = 2.0  # a name that does not resolve by then is checked when it is probed
 MASK = "***"
@@ -225,14 +222,9 @@ def create_key(tenant_id: str) -> tuple[Response, int]:
     """Issue a key: the plain key is in this answer only; only its digest is kept."""
     _ids(tenant_id=tenant_id)
     _body(_NoFields(), optional=True)
-    key = KEY_PREFIX + secrets.token_urlsafe(32)
-    at = _now()
-    while True:
-        key_id = "key_" + secrets.token_hex(6)
-        made = _admin().create_key(tenant_id, key_id, hashlib.sha256(key.encode()).hexdigest(), g.admin, at)
-        if made >= 0:  # not a taken id, drawn again
-            break
-    if not made:
+    key, at = new_key(), _now()
+    key_id = _admin().issue_key(tenant_id, digest(key), g.admin, at)
+    if key_id is None:
         raise AdminError(404, "not_found", f"no tenant {tenant_id}")
     return jsonify(id=key_id, key=key, created_at=at), 201
 

@@ -5,8 +5,10 @@ import base64
 import binascii
 import hashlib
 import re
+import secrets
 
 MAX_KEY_LENGTH = 256
+KEY_PREFIX = "sst_"  # lets a leaked key be recognised (and searched for) as this service's
 _KEY = re.compile(r"^[\x21-\x7e]+$")  # visible ASCII, no spaces
 HINT = "send 'Authorization: Bearer <api key>'"
 
@@ -22,6 +24,11 @@ class AuthError(Exception):
 def digest(key: str) -> str:
     """Return the SHA-256 hex digest under which a key is registered."""
     return hashlib.sha256(key.encode("ascii")).hexdigest()
+
+
+def new_key() -> str:
+    """Return a new API key: the prefix and 32 random bytes."""
+    return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
 def candidate_keys(header: str | None) -> list[str]:
