@@ -127,6 +127,34 @@ def encode(document: dict[str, Any]) -> bytes:
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
+HEALTH_STATUS = {"ok": "pass", "degraded": "warn", "unhealthy": "fail"}
+
+
+def health(document: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a /status document in the IETF health-check draft's format (application/health+json).
+
+    pass, warn and fail stand for ok, degraded and unhealthy; each integration type is a check
+    keyed "<type>:healthyPercentage", and the integrations' counts are a check of their own.
+    """
+    data = document["data"]
+    at = data["generated_at"]
+    checks: dict[str, list[dict[str, Any]]] = {
+        f"{kind}:healthyPercentage": [{
+            "componentId": kind, "componentType": "integration-type", "observedValue": stats["healthy_percentage"],
+            "observedUnit": "percent", "status": HEALTH_STATUS[stats["status"]], "time": at,
+            "output": f"{stats['healthy_count']} of {stats['total_count']} healthy",
+        }]
+        for kind, stats in data["stats_by_integration_type"].items()
+    }
+    checks["integrations:healthyCount"] = [{
+        "componentType": "integrations", "observedValue": data["healthy_integrations_count"], "observedUnit": "integrations",
+        "status": HEALTH_STATUS[document["status"]], "time": at,
+        "output": f"{data['healthy_integrations_count']} of {data['total_integrations_count']} healthy",
+    }]
+    return {"status": HEALTH_STATUS[document["status"]], "description": "health of this tenant's integrations",
+            "checks": checks}
+
+
 def tally(rows: Sequence[Row]) -> dict[str, dict[str, int]]:
     """Return how many integrations of each type have each status."""
     out: dict[str, dict[str, int]] = {}

@@ -131,3 +131,34 @@ def test_an_aged_report_has_one_tag_from_memory_and_from_redis(redis_url, prefix
     tags = {get(remembering, ACME).headers["ETag"] for _ in range(3)} | {get(reading, ACME).headers["ETag"]}
     app.extensions["status_web"].close()
     assert len(tags) == 1 and tags.pop().count(".") == 1  # aged once, from the base tag, however often it is aged again
+
+
+# -- other representations ----------------------------------------------------------------------
+HEALTH = "application/health+json"
+
+
+def test_health_json_says_pass_warn_or_fail_with_a_check_per_type(client, prober) -> None:
+    plain = get(client, ACME)
+    health = get(client, ACME, Accept=HEALTH)
+    assert health.status_code == 200 and health.mimetype == HEALTH and health.headers["Vary"] == "Accept"
+    document = health.get_json()
+    assert document["status"] == "pass"
+    check = document["checks"]["MJ:healthyPercentage"][0]
+    assert (check["observedValue"], check["observedUnit"], check["status"]) == (100.0, "percent", "pass")
+    assert document["checks"]["integrations:healthyCount"][0]["observedValue"] == 1
+    failing = get(client, GLOBEX, Accept=HEALTH).get_json()
+    assert failing["status"] == "fail" and failing["checks"]["Runway:healthyPercentage"][0]["status"] == "fail"
+    # A tag per representation: the JSON's tag gets no 304 for the health document, and the reverse.
+    assert health.headers["ETag"] != plain.headers["ETag"]
+    assert get(client, ACME, Accept=HEALTH, **{"If-None-Match": plain.headers["ETag"]}).status_code == 200
+    assert get(client, ACME, Accept=HEALTH, **{"If-None-Match": health.headers["ETag"]}).status_code == 304
+    assert get(client, ACME, **{"If-None-Match": health.headers["ETag"]}).status_code == 200
+
+
+@pytest.mark.parametrize("accept", [None, "*/*", "application/json", "application/json, application/health+json;q=0.5",
+                                    "text/plain", ";;;q=abc", "application/health+json;q=0", "x" * 5000])
+def test_every_other_accept_gets_the_exact_json_document(client, prober, accept) -> None:
+    plain = get(client, ACME)
+    response = get(client, ACME, **({} if accept is None else {"Accept": accept}))
+    assert response.status_code == 200 and response.mimetype == "application/json"
+    assert response.get_data() == plain.get_data() and response.headers["Vary"] == "Accept"

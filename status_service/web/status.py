@@ -87,17 +87,24 @@ def install(app_extensions: dict, store: Store, memory_bytes: int) -> None:
     app_extensions["status_web"] = Web(store, Mirror(memory_bytes))
 
 
+HEALTH_JSON = "application/health+json"  # the IETF health-check draft's format
+
+
 @bp.get("/status")
 def status() -> Response:
-    """Return the caller's tenant report; 200 whatever its integrations say, 304 if the client holds it already."""
+    """Return the caller's tenant report; 200 whatever its integrations say, 304 if the client holds it already.
+
+    As JSON, or in the health-check draft's format for a client that prefers application/health+json.
+    """
     digests = [digest(key) for key in candidate_keys(request.headers.get("Authorization"))]
     web: Web = current_app.extensions["status_web"]
+    health = _wants_health()
     raw_held = request.headers.get("If-None-Match")
     # A client that names what it holds is answered from the report's tag: the body is read only if it changed.
     found = web.find(digests, whole=raw_held is None)
     now = time.time()
-    if raw_held is not None and found.until >= now and _holds(raw_held, found.etag):
-        return _not_modified(found.etag)
+    if raw_held is not None and found.until >= now and _holds(raw_held, _tag(found.etag, health)):
+        return _not_modified(_tag(found.etag, health))
     if not found.whole:
         found = web.find(digests)
     if found.until < now:
@@ -108,12 +115,29 @@ def status() -> Response:
         tag = f"{found.etag.partition('.')[0]}.{sum(at < now for at in stale_at.values())}"  # from the base tag, even if aged already
         found = replace(found, body=report.encode(document), until=report.next_stale(stale_at, now), etag=tag)
         web.mirror.replace(found)
-        if raw_held is not None and _holds(raw_held, found.etag):
-            return _not_modified(found.etag)
-    response = Response(found.body, mimetype="application/json")
-    response.headers["ETag"] = f'"{found.etag}"'
+        if raw_held is not None and _holds(raw_held, _tag(found.etag, health)):
+            return _not_modified(_tag(found.etag, health))
+    if health:
+        response = Response(report.encode(report.health(json.loads(found.body))), mimetype=HEALTH_JSON)
+    else:
+        response = Response(found.body, mimetype="application/json")
+    response.headers["ETag"] = f'"{_tag(found.etag, health)}"'
     response.headers["Cache-Control"] = CACHE_CONTROL
+    response.headers["Vary"] = "Accept"
     return response
+
+
+def _wants_health() -> bool:
+    """Return whether the client prefers the health-check format to JSON (no Accept, or */*: JSON)."""
+    accept = request.headers.get("Accept")
+    if not accept or HEALTH_JSON not in accept.lower():  # the common case costs a substring test
+        return False
+    return request.accept_mimetypes.best_match(["application/json", HEALTH_JSON]) == HEALTH_JSON
+
+
+def _tag(etag: str, health: bool) -> str:
+    """Return the tag of a representation: one per format, as a strong tag must be."""
+    return f"{etag}-health" if health else etag
 
 
 CACHE_CONTROL = "private, no-cache"  # any cache must ask again each time, and may keep it for one user only
@@ -129,4 +153,4 @@ def _holds(raw: str, etag: str) -> bool:
 
 def _not_modified(etag: str) -> Response:
     """Return a 304 for a client that holds the current report."""
-    return Response(status=304, headers={"ETag": f'"{etag}"', "Cache-Control": CACHE_CONTROL})
+    return Response(status=304, headers={"ETag": f'"{etag}"', "Cache-Control": CACHE_CONTROL, "Vary": "Accept"})
