@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,9 +27,10 @@ from .schemas import ID_PATTERN
 from .settings import Settings, credentials_cipher
 from .store import Store, StoreUnavailable
 from .store.admin import Admin
-from .web.auth import digest, new_key
+from .store.badges import Badges
+from .web.auth import BADGE_PREFIX, digest, new_key
 
-keys = AppGroup("keys", help="Issue and revoke tenants' API keys.")
+keys = AppGroup("keys", help="Issue and revoke tenants' API keys, and issue badge tokens.")
 config = AppGroup("config", help="Check the config file.")
 registry = AppGroup("registry", help="Write the config file's registry to Redis.")
 
@@ -81,6 +83,22 @@ def create_key(tenant_id: str) -> None:
         _fail(f"no tenant {tenant_id}")
     click.echo(f"id:  {key_id}")
     click.echo(f"key: {key}")
+
+
+@keys.command("badge")
+@click.option("--tenant", "tenant_id", required=True, help="The tenant whose badge it reads.")
+def create_badge_token(tenant_id: str) -> None:
+    """Issue a badge token (for /status/badge.svg?token=...) and print it, this once; it reads nothing else."""
+    token, at = new_key(BADGE_PREFIX), report.iso(time.time())
+    token_id = "badge_" + secrets.token_hex(6)
+    try:
+        if Admin(_store()).tenant(_tenant_id(tenant_id)) is None:
+            _fail(f"no tenant {tenant_id}")
+        Badges(_store()).add(digest(token), tenant_id, token_id, at)
+    except StoreUnavailable as exc:
+        _fail(f"Redis: {exc}")
+    click.echo(f"id:    {token_id}")
+    click.echo(f"token: {token}")
 
 
 @keys.command("revoke")

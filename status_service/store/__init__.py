@@ -693,6 +693,10 @@ class Store:
             raise NotSeeded("report not built yet")
         return digest, found
 
+    def report(self, tenant_id: str) -> StoredReport | None:
+        """Return a tenant's report by its id (for a badge token, which names its tenant), or None."""
+        return _report(tenant_id, self._call(lambda: self.client.hmget(self.report_key(tenant_id), _REPORT_FIELDS)))
+
     def time(self) -> float:
         """Return Redis's clock (epoch seconds): the one clock every prober shares."""
         seconds, micros = self._call(lambda: self.client.time())

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
+import secrets
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
@@ -19,9 +20,10 @@ from ..model import DEFAULT_MAX_INTEGRATIONS, Integration, schedule_member
 from ..registry import probe_spec
 from ..schemas import ID_PATTERN, IntegrationBodySchema, NewTenantSchema
 from ..store.admin import Admin
+from ..store.badges import Badges
 from ..store.catalog import Catalog, Snapshot
 from ..store.webhooks import Webhooks
-from .auth import AuthError, candidate_keys, digest, new_key
+from .auth import BADGE_PREFIX, AuthError, candidate_keys, digest, new_key
 from .errors import error_response
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -208,8 +210,9 @@ def delete_tenant(tenant_id: str) -> tuple[str, int]:
         if due.get(member) is not None:  # else a prober that claims it takes it out: nothing defines it
             _catalog().unschedule_if(member, due[member])
     _catalog().announce(tenant_id)
-    # Its webhooks and maintenance windows went with its data; dispatchers stop looking.
+    # Its webhooks and maintenance windows went with its data; dispatchers stop looking, and its badge tokens go.
     Webhooks(current_app.extensions["status_web"].store).forget(tenant_id)
+    Badges(current_app.extensions["status_web"].store).revoke(tenant_id)
     return "", 204
 
 
@@ -227,6 +230,34 @@ def create_key(tenant_id: str) -> tuple[Response, int]:
     if key_id is None:
         raise AdminError(404, "not_found", f"no tenant {tenant_id}")
     return jsonify(id=key_id, key=key, created_at=at), 201
+
+
+@bp.post("/tenants/<tenant_id>/badge-tokens")
+def create_badge_token(tenant_id: str) -> tuple[Response, int]:
+    """Issue a badge token: it reads the tenant's /status/badge.svg and nothing else; shown in this answer only."""
+    _known_tenant(tenant_id)
+    _body(_NoFields(), optional=True)
+    token, at, token_id = new_key(BADGE_PREFIX), _now(), "badge_" + secrets.token_hex(6)
+    Badges(current_app.extensions["status_web"].store).add(digest(token), tenant_id, token_id, at)
+    _catalog().note(tenant_id, g.admin, "badge.create", f"tenants/{tenant_id}/badge-tokens/{token_id}", at)
+    return jsonify(id=token_id, token=token, created_at=at), 201
+
+
+@bp.get("/tenants/<tenant_id>/badge-tokens")
+def list_badge_tokens(tenant_id: str) -> Response:
+    """List a tenant's badge tokens by id; never a token."""
+    _known_tenant(tenant_id)
+    return jsonify(badge_tokens=Badges(current_app.extensions["status_web"].store).listed(tenant_id))
+
+
+@bp.delete("/tenants/<tenant_id>/badge-tokens/<token_id>")
+def delete_badge_token(tenant_id: str, token_id: str) -> tuple[str, int]:
+    """Revoke a badge token."""
+    _ids(tenant_id=tenant_id, token_id=token_id)
+    if not Badges(current_app.extensions["status_web"].store).revoke(tenant_id, token_id):
+        raise AdminError(404, "not_found", f"tenant {tenant_id} has no badge token {token_id}")
+    _catalog().note(tenant_id, g.admin, "badge.delete", f"tenants/{tenant_id}/badge-tokens/{token_id}", _now())
+    return "", 204
 
 
 @bp.get("/tenants/<tenant_id>/keys")

@@ -9,6 +9,7 @@ import secrets
 
 MAX_KEY_LENGTH = 256
 KEY_PREFIX = "sst_"  # lets a leaked key be recognised (and searched for) as this service's
+BADGE_PREFIX = "sbt_"  # a badge token: it reads one tenant's badge and nothing else
 _KEY = re.compile(r"^[\x21-\x7e]+$")  # visible ASCII, no spaces
 HINT = "send 'Authorization: Bearer <api key>'"
 
@@ -26,9 +27,9 @@ def digest(key: str) -> str:
     return hashlib.sha256(key.encode("ascii")).hexdigest()
 
 
-def new_key() -> str:
-    """Return a new API key: the prefix and 32 random bytes."""
-    return KEY_PREFIX + secrets.token_urlsafe(32)
+def new_key(prefix: str = KEY_PREFIX) -> str:
+    """Return a new API key (or, with BADGE_PREFIX, badge token): the prefix and 32 random bytes."""
+    return prefix + secrets.token_urlsafe(32)
 
 
 def candidate_keys(header: str | None) -> list[str]:
@@ -54,13 +55,14 @@ def _basic(credentials: str) -> list[str]:
     if not parts:
         raise AuthError("empty Basic credentials; put the API key as user name or password")
     # The half that is not the key may be anything a browser lets a person type.
-    keys = [part for part in parts if _well_formed(part)]
+    keys = [part for part in parts if well_formed(part)]
     if not keys:
         return [_checked(parts[0])]  # raises, naming what is wrong
     return keys
 
 
-def _well_formed(key: str) -> bool:
+def well_formed(key: str) -> bool:
+    """Return whether a key (or badge token) is of the form keys take: up to 256 visible ASCII characters."""
     return 0 < len(key) <= MAX_KEY_LENGTH and bool(_KEY.match(key))
 
 

@@ -9,9 +9,10 @@ from dataclasses import dataclass, field, replace
 from flask import Blueprint, Response, current_app, request
 from werkzeug.http import parse_etags
 
-from .. import report
+from .. import badge, report
 from ..store import NotSeeded, Store, StoredReport, StoreUnavailable
-from .auth import AuthError, candidate_keys, digest
+from ..store.badges import Badges
+from .auth import AuthError, well_formed, candidate_keys, digest
 from .mirror import Link, Mirror, follow
 
 bp = Blueprint("status", __name__)
@@ -124,6 +125,29 @@ def status() -> Response:
     response.headers["ETag"] = f'"{_tag(found.etag, health)}"'
     response.headers["Cache-Control"] = CACHE_CONTROL
     response.headers["Vary"] = "Accept"
+    return response
+
+
+@bp.get("/status/badge.svg")
+def badge_svg() -> Response:
+    """Return the badge of the caller's tenant: for a badge token (?token=, for README embeds) or a tenant's key."""
+    web: Web = current_app.extensions["status_web"]
+    token = request.args.get("token")
+    if token is not None:
+        tenant_id = Badges(web.store).tenant_of(digest(token)) if well_formed(token) else None
+        if tenant_id is None:
+            raise AuthError("unknown badge token")
+        found = web.store.report(tenant_id)
+        if found is None:
+            raise NotSeeded("report not built yet")
+    else:
+        found = web.find([digest(key) for key in candidate_keys(request.headers.get("Authorization"))])
+    document = json.loads(found.body)
+    now = time.time()
+    if found.until < now:
+        document = report.expire(document, {i: float(at) for i, at in json.loads(found.stale).items()}, now)
+    response = Response(badge.render(document["status"]), mimetype="image/svg+xml")
+    response.headers["Cache-Control"] = "no-cache"  # an embed's proxy asks again each time
     return response
 
 
