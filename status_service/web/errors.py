@@ -13,7 +13,7 @@ from .auth import AuthError
 log = logging.getLogger("status_service.web")
 
 RETRY_AFTER_S = 5
-AUTH_CHALLENGES = ('Bearer realm="status-service"', 'Basic realm="status-service", charset="UTF-8"')
+AUTH_CHALLENGES = ('Bearer realm="status"', 'Basic realm="status", charset="UTF-8"')  # Basic: a browser's login dialog
 
 
 def error_response(status: int, code: str, message: str, **extra: object) -> Response:

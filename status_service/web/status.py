@@ -13,6 +13,7 @@ from .. import badge, report
 from ..store import NotSeeded, Store, StoredReport, StoreUnavailable
 from ..store.badges import Badges
 from .auth import AuthError, well_formed, candidate_keys, digest
+from . import page
 from .mirror import Link, Mirror, follow
 
 bp = Blueprint("status", __name__)
@@ -99,6 +100,10 @@ def status() -> Response:
     """
     digests = [digest(key) for key in candidate_keys(request.headers.get("Authorization"))]
     web: Web = current_app.extensions["status_web"]
+    if page.wanted():  # a browser
+        found = web.find(digests)
+        now = time.time()
+        return page.render(found, page.aged(found, now), now)
     health = _wants_health()
     raw_held = request.headers.get("If-None-Match")
     # A client that names what it holds is answered from the report's tag: the body is read only if it changed.
@@ -142,11 +147,7 @@ def badge_svg() -> Response:
             raise NotSeeded("report not built yet")
     else:
         found = web.find([digest(key) for key in candidate_keys(request.headers.get("Authorization"))])
-    document = json.loads(found.body)
-    now = time.time()
-    if found.until < now:
-        document = report.expire(document, {i: float(at) for i, at in json.loads(found.stale).items()}, now)
-    response = Response(badge.render(document["status"]), mimetype="image/svg+xml")
+    response = Response(badge.render(page.aged(found, time.time())["status"]), mimetype="image/svg+xml")
     response.headers["Cache-Control"] = "no-cache"  # an embed's proxy asks again each time
     return response
 

@@ -1,0 +1,65 @@
+"""The status page: /status for a browser (Accept: text/html), rendered on the server, no external asset."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Response, current_app, render_template, request
+
+from .. import page, report, rollup
+from ..store import StoredReport
+from ..store.history import History
+
+PAGE_ROWS = 200  # integrations a page shows; ?page=N for the next ones
+DAY = 86400
+FIVE_MINUTES = 300
+REFRESH_S = 30
+# Scripts and styles from this service only, nothing inline to run; no framing (clickjacking).
+POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+          "frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+
+
+def wanted() -> bool:
+    """Return whether the client asks for a page: text/html before JSON, as a browser does (*/* alone gets JSON)."""
+    accept = request.headers.get("Accept")
+    if not accept or "text/html" not in accept.lower():
+        return False
+    return request.accept_mimetypes.best_match(["application/json", "text/html"]) == "text/html"  # a tie goes to JSON
+
+
+def render(found: StoredReport, document: dict[str, Any], now: float) -> Response:
+    """Return the page of a tenant's document: banner, 24 h chart, types, and a page of integrations with 24 h uptime."""
+    data = document["data"]
+    raw_page = request.args.get("page", "1")
+    number = int(raw_page) if raw_page.isdigit() and 0 < len(raw_page) < 7 and int(raw_page) > 0 else 1
+    shown = data["integrations"][(number - 1) * PAGE_ROWS:number * PAGE_ROWS]
+    start = (now - DAY) // FIVE_MINUTES * FIVE_MINUTES
+    names = [f"r{FIVE_MINUTES}:{row['id']}" for row in shown] + [f"s{FIVE_MINUTES}:{rollup.OVERALL}"]
+    history = History(current_app.extensions["status_web"].store)
+    kept = history.packs(found.tenant_id, names, start - 3600)  # one round trip for the whole page
+    points = rollup.series(kept.pop(names[-1]), start, now, FIVE_MINUTES)
+    rows = []
+    for row in shown:
+        healthy, unhealthy = rollup.Ledger(kept[f"r{FIVE_MINUTES}:{row['id']}"]).sums(now - DAY, now)
+        uptime, _coverage = rollup.ratio(healthy, unhealthy, DAY)
+        rows.append({**row, "ago": page.ago(row["checked_at"], now), "uptime": page.uptime_text(uptime)})
+    html = render_template(
+        "status.html", document=document, data=data, rows=rows, marks=page.MARKS, refresh_s=REFRESH_S,
+        chart=page.chart(points, start, now), chart_w=page.CHART_W, chart_h=page.CHART_H,
+        page=number, more=len(data["integrations"]) > number * PAGE_ROWS,
+    )
+    response = Response(html, mimetype="text/html")
+    response.headers["Content-Security-Policy"] = POLICY
+    response.headers["Cache-Control"] = "private, no-cache"
+    response.headers["Vary"] = "Accept"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def aged(found: StoredReport, now: float) -> dict[str, Any]:
+    """Return a report's document, aged by the clock if no prober rewrote it in time (as /status does)."""
+    document = json.loads(found.body)
+    if found.until < now:
+        document = report.expire(document, {i: float(at) for i, at in json.loads(found.stale).items()}, now)
+    return document
+
