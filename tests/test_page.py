@@ -121,3 +121,30 @@ def test_last_checks_are_said_as_a_person_says_them(seconds, said) -> None:
     now = 1_800_000_000.0
     assert page.ago(report.iso(now - seconds), now) == said
     assert page.ago(None, now) == "never"
+
+
+def test_an_admin_sees_every_tenant_a_page_at_a_time_each_linked_to_its_page(redis_url, prefix, upstream, make_prober, monkeypatch) -> None:
+    from status_service.web import page as pages
+    from tests.conftest import key_digest
+
+    monkeypatch.setattr(pages, "OVERVIEW_TENANTS", 2)
+    reg = make_registry([tenant("acme", ["acme-key"], [integration("1", "MJ", upstream.url("/mj")),
+                                                       integration("2", "DALL-E", upstream.url("/d", status=503))]),
+                         tenant("beta", ["beta-key"], [integration("b", "MJ", upstream.url("/mj"))]),
+                         tenant("gamma", ["gamma-key"], [integration("g", "MJ", upstream.url("/d", status=503))])],
+                        admin_keys=[{"id": "ops", "sha256": key_digest("admin-secret")}])
+    run_round(make_prober(reg))
+    web = create_app(Settings(secret_keys=TEST_SECRET_KEY, redis_url=redis_url, key_prefix=prefix, web_memory_bytes=0)).test_client()
+    admin = {"Accept": BROWSER, "Authorization": basic("admin-secret")}
+    first = Page(web.get("/status", headers=admin).get_data(as_text=True))
+    assert {i: cells[1].split()[-1] for i, cells in first.rows.items()} == {"acme": "degraded", "beta": "ok"}
+    assert first.rows["acme"][2] == "1 of 2"
+    links = [attrs["href"] for tag, attrs in first.tags if tag == "a"]
+    assert "?tenant=acme" in links and "?after=beta" in links
+    second = Page(web.get("/status?after=beta", headers=admin).get_data(as_text=True))
+    assert {i: cells[1].split()[-1] for i, cells in second.rows.items()} == {"gamma": "unhealthy"}
+    tenant_page = Page(web.get("/status?tenant=acme", headers=admin).get_data(as_text=True))
+    assert set(tenant_page.rows) == {"1", "2"}
+    assert web.get("/status?tenant=nobody", headers=admin).status_code == 404
+    assert web.get("/status?tenant=bad%20id", headers=admin).status_code == 404
+    assert web.get("/status", headers={**admin, "Accept": "application/json"}).status_code == 401  # the admin key is no tenant's key

@@ -79,17 +79,21 @@ def undecryptable(exc: CipherError) -> Response:
 def authenticate() -> None:
     """Let admin keys in; a tenant's key gets 403, anything else 401."""
     digests = [digest(key) for key in candidate_keys(request.headers.get("Authorization"))]
-    env_key = current_app.extensions.get("status_admin_env_key")
-    if env_key and any(hmac.compare_digest(d, env_key) for d in digests):
-        g.admin = "env"
-        return
-    admin = _admin().admin_of(digests)  # looked up by digest: no secret is compared
+    admin = admin_of(digests)
     if admin is not None:
         g.admin = admin
         return
     if _admin().owns_tenant_key(digests):
         raise AdminError(403, "forbidden", "a tenant's API key cannot use the admin API")
     raise AuthError("unknown admin key")
+
+
+def admin_of(digests: list[str]) -> str | None:
+    """Return the id of the admin key among these key digests ("env" for STATUS_ADMIN_KEY_SHA256's), or None."""
+    env_key = current_app.extensions.get("status_admin_env_key")
+    if env_key and any(hmac.compare_digest(d, env_key) for d in digests):
+        return "env"
+    return _admin().admin_of(digests)  # looked up by digest: no secret is compared
 
 
 def guarded(blueprint: Blueprint) -> Blueprint:

@@ -8,6 +8,7 @@ from flask import Response, current_app, render_template, request
 
 from .. import page, report, rollup
 from ..store import StoredReport
+from ..store.admin import Admin
 from ..store.history import History
 
 PAGE_ROWS = 200  # integrations a page shows; ?page=N for the next ones
@@ -48,12 +49,7 @@ def render(found: StoredReport, document: dict[str, Any], now: float) -> Respons
         chart=page.chart(points, start, now), chart_w=page.CHART_W, chart_h=page.CHART_H,
         page=number, more=len(data["integrations"]) > number * PAGE_ROWS,
     )
-    response = Response(html, mimetype="text/html")
-    response.headers["Content-Security-Policy"] = POLICY
-    response.headers["Cache-Control"] = "private, no-cache"
-    response.headers["Vary"] = "Accept"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    return response
+    return _secured(Response(html, mimetype="text/html"))
 
 
 def aged(found: StoredReport, now: float) -> dict[str, Any]:
@@ -63,3 +59,32 @@ def aged(found: StoredReport, now: float) -> dict[str, Any]:
         document = report.expire(document, {i: float(at) for i, at in json.loads(found.stale).items()}, now)
     return document
 
+
+
+OVERVIEW_TENANTS = 50  # tenants an overview page shows; ?after=<id> for the next ones
+
+
+def overview(after: str) -> Response:
+    """Return the admin's page: every tenant, a page at a time, with its status and counts, each linked to its page."""
+    store = current_app.extensions["status_web"].store
+    listed, next_cursor = Admin(store).tenants(after, OVERVIEW_TENANTS)
+    tallies = store.tallies([t.id for t in listed])
+    tenants = []
+    for info in listed:
+        by_type = tallies.get(info.id) or {}
+        counts = {state: sum(c.get(state, 0) for c in by_type.values()) for state in ("healthy", "maintenance")}
+        total = sum(sum(c.values()) for c in by_type.values()) - counts["maintenance"]
+        status = report.overall(counts["healthy"], total) if tallies.get(info.id) is not None else "unknown"
+        tenants.append({"id": info.id, "status": status, "healthy": counts["healthy"], "total": total,
+                        "maintenance": counts["maintenance"]})
+    html = render_template("overview.html", tenants=tenants, marks=page.MARKS, refresh_s=REFRESH_S, next_cursor=next_cursor)
+    return _secured(Response(html, mimetype="text/html"))
+
+
+def _secured(response: Response) -> Response:
+    """Add the page's security and caching headers."""
+    response.headers["Content-Security-Policy"] = POLICY
+    response.headers["Cache-Control"] = "private, no-cache"
+    response.headers["Vary"] = "Accept"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response

@@ -10,10 +10,13 @@ from flask import Blueprint, Response, current_app, request
 from werkzeug.http import parse_etags
 
 from .. import badge, report
+from ..schemas import ID_PATTERN
 from ..store import NotSeeded, Store, StoredReport, StoreUnavailable
 from ..store.badges import Badges
 from .auth import AuthError, well_formed, candidate_keys, digest
 from . import page
+from .admin import admin_of
+from .errors import error_response
 from .mirror import Link, Mirror, follow
 
 bp = Blueprint("status", __name__)
@@ -101,7 +104,17 @@ def status() -> Response:
     digests = [digest(key) for key in candidate_keys(request.headers.get("Authorization"))]
     web: Web = current_app.extensions["status_web"]
     if page.wanted():  # a browser
-        found = web.find(digests)
+        try:
+            found = web.find(digests)
+        except AuthError:
+            if admin_of(digests) is None:
+                raise
+            tenant_id = request.args.get("tenant")  # an admin sees every tenant, and each one's page
+            if tenant_id is None:
+                return page.overview(request.args.get("after", ""))
+            found = web.store.report(tenant_id) if ID_PATTERN.match(tenant_id) else None
+            if found is None:
+                return error_response(404, "not_found", "no tenant with this id, or no report for it yet")
         now = time.time()
         return page.render(found, page.aged(found, now), now)
     health = _wants_health()
