@@ -16,6 +16,7 @@ class Chart:
     path: str
     summary: str
     points: int
+    last: tuple[float, float] | None = None  # where the newest point is drawn: a mark, so even one point shows
 
 
 def ago(iso: str | None, now: float) -> str:
@@ -35,14 +36,15 @@ def chart(points: Sequence[Mapping[str, Any]], start: float, end: float) -> Char
         return Chart("", "No history yet for the last 24 hours.", 0)
     span = max(end - start, 1.0)
 
-    def xy(at: float, pct: float) -> str:
-        return f"{(at - start) / span * CHART_W:.1f},{(100.0 - pct) / 100.0 * CHART_H:.1f}"
+    def coords(at: float, pct: float) -> tuple[float, float]:
+        return round((at - start) / span * CHART_W, 1), round((100.0 - pct) / 100.0 * CHART_H, 1)
 
-    path = "M" + " L".join(xy(float(p["at"]), float(p["healthy_percentage"])) for p in points)
+    drawn = [coords(float(p["at"]), float(p["healthy_percentage"])) for p in points]
+    path = "M" + " L".join(f"{x},{y}" for x, y in drawn)
     lowest = min(float(p["min"]) for p in points)
     summary = (f"Healthy share over the last 24 hours: {float(points[-1]['healthy_percentage']):g} % at the last point, "
-               f"{lowest:g} % at the lowest, over {len(points)} five-minute points.")
-    return Chart(path, summary, len(points))
+               f"{lowest:g} % at the lowest, over {len(points)} five-minute point{'s' if len(points) != 1 else ''}.")
+    return Chart(path, summary, len(points), drawn[-1])
 
 
 def uptime_text(uptime: float | None) -> str:

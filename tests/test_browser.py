@@ -35,7 +35,8 @@ def headless(url: str, *args: str) -> subprocess.CompletedProcess:
 def service(redis_url, prefix, upstream, tmp_path):
     """A real gunicorn and prober on a config of four integrations, one failing, and its port once /status is healthy."""
     path = tmp_path / "status.yaml"
-    path.write_text(yaml.safe_dump({"probe": {"interval_seconds": 5}, "prober": {"tick_seconds": 0.2}, "tenants": [
+    path.write_text(yaml.safe_dump({"probe": {"interval_seconds": 5}, "prober": {"tick_seconds": 0.2},
+                                    "history": {"compact_every_seconds": 1}, "tenants": [
         tenant("acme", [KEY], [integration("mj-1", "MJ", upstream.url("/mj")), integration("mj-2", "MJ", upstream.url("/mj")),
                                integration("dalle-1", "DALL-E", upstream.url("/dalle", status=503)),
                                integration("runway-1", "Runway", upstream.url("/runway"))]),
@@ -64,6 +65,10 @@ def service(redis_url, prefix, upstream, tmp_path):
 
 def test_the_page_in_chromium_shows_what_the_json_says(service, tmp_path) -> None:
     url = f"http://{KEY}:@127.0.0.1:{service}/status"  # Basic credentials, as the browser's login dialog sends them
+    auth = {"Authorization": f"Bearer {KEY}"}
+    # Once the first checks are folded, the chart has a point to draw.
+    wait_for(lambda: requests.get(f"http://127.0.0.1:{service}/status/history", headers=auth, timeout=5).json()["points"],
+             timeout_s=30, interval_s=0.5)
     dom = headless(url, "--dump-dom")
     assert dom.returncode == 0, dom.stderr[-2000:]
     page = Page(dom.stdout.decode())
@@ -71,6 +76,7 @@ def test_the_page_in_chromium_shows_what_the_json_says(service, tmp_path) -> Non
     shown = {i: cells[2].split()[-1] for i, cells in page.rows.items()}
     assert shown == {r["id"]: r["status"] for r in document["data"]["integrations"]}
     assert any(tag == "svg" and attrs.get("id") == "chart" for tag, attrs in page.tags)
+    assert any(tag == "circle" for tag, _ in page.tags)  # the chart draws the point history has
     assert document["status"] == "degraded" and 'id="overall">degraded<' in dom.stdout.decode()
     shots = SHOTS if os.environ.get("UPDATE_SCREENSHOTS") == "1" else tmp_path
     shots.mkdir(parents=True, exist_ok=True)
