@@ -12,6 +12,7 @@ import secrets
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -28,6 +29,7 @@ from .settings import Settings, credentials_cipher
 from .store import Store, StoreUnavailable
 from .store.admin import Admin
 from .store.badges import Badges
+from .store.catalog import Catalog
 from .web.auth import BADGE_PREFIX, digest, new_key
 
 keys = AppGroup("keys", help="Issue and revoke tenants' API keys, and issue badge tokens.")
@@ -95,6 +97,7 @@ def create_badge_token(tenant_id: str) -> None:
         if Admin(_store()).tenant(_tenant_id(tenant_id)) is None:
             _fail(f"no tenant {tenant_id}")
         Badges(_store()).add(digest(token), tenant_id, token_id, at)
+        Catalog(_store()).note(tenant_id, "cli", "badge.create", f"tenants/{tenant_id}/badge-tokens/{token_id}", at)
     except StoreUnavailable as exc:
         _fail(f"Redis: {exc}")
     click.echo(f"id:    {token_id}")
@@ -139,7 +142,10 @@ def probe(once: bool, tenant_id: str | None, record: bool) -> None:
     if tenant_id is not None and found.tenant(tenant_id) is None:
         _fail(f"the config file has no tenant {tenant_id}")
     if record:
-        rows = _recorded(found, chosen)
+        try:
+            rows = _recorded(found, chosen, tenant_id)
+        except StoreUnavailable as exc:
+            _fail(f"Redis: {exc}")
     else:
         fetcher = Fetcher(pool_size=16)
         with ThreadPoolExecutor(16) as pool:
@@ -154,23 +160,35 @@ def _row(integration: Integration, outcome: Outcome) -> dict[str, Any]:
             "status": "healthy" if outcome.ok else "unhealthy", "reason": outcome.reason or "", "ms": outcome.latency_ms}
 
 
-def _recorded(found: Registry, chosen: list[Integration]) -> list[dict[str, Any]]:
-    """Probe through a prober (due now, recorded under its claims), and read back what it recorded."""
+def _recorded(found: Registry, chosen: list[Integration], tenant_id: str | None) -> list[dict[str, Any]]:
+    """Probe the chosen integrations through a prober of theirs (due now, recorded under claims); read back what it recorded.
+
+    The prober knows only the chosen tenants of the file, and no admin API integration: any other
+    integration it claims it hands back, unprobed. It never seeds: the fleet's registry must be
+    the file's already (`registry sync`), or nothing is recorded.
+    """
     store = _store()
-    prober = Prober(found, store, cipher=credentials_cipher(_settings()))
+    seeded = store.seeded_generation()
+    if seeded is None or seeded != found.generation:
+        _fail(f"Redis holds {'no registry' if seeded is None else f'generation {seeded}'}, not the file's {found.generation}: "
+              "run `registry sync` first")
+    mine = replace(found, tenants=tuple(t for t in found.tenants if tenant_id is None or t.id == tenant_id))
+    prober = Prober(mine, store)
+    prober.seeded = prober.fingerprint  # seeded already (checked above): never seed from a part of the file
+    started = time.time()
     try:
-        prober.tick()  # seeds the file's registry if Redis lacks it (the generation rule holds)
-        store.client.zadd(store.due_key(), {i.member: 0 for i in chosen})
+        store._call(lambda: store.client.zadd(store.due_key(), {i.member: 0 for i in chosen}))
         prober.tick()
         prober.drain()
+        states = store.states({t.id: [i.id for i in chosen if i.tenant_id == t.id] for t in mine.tenants})
     finally:
         prober.stop(timeout_s=0)
-    states = store.states({t.id: [i.id for i in chosen if i.tenant_id == t.id] for t in found.tenants})
     rows = []
     for i in chosen:
         state = states.get(i.tenant_id, {}).get(i.id)
-        rows.append({"tenant": i.tenant_id, "id": i.id, "type": i.type, "status": state.status.value if state else "unknown",
-                     "reason": (state.reason or "") if state else "not_recorded", "ms": state.latency_ms if state else None})
+        fresh = state is not None and state.checked_at >= started - 1
+        rows.append({"tenant": i.tenant_id, "id": i.id, "type": i.type, "status": state.status.value if fresh else "unknown",
+                     "reason": (state.reason or "") if fresh else "not_recorded", "ms": state.latency_ms if fresh else None})
     return rows
 
 

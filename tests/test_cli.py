@@ -81,9 +81,18 @@ def test_probe_once_prints_a_table_and_writes_nothing_unless_asked(app, store, u
     assert rows["1"][3] == "healthy" and rows["2"][3:5] == ["unhealthy", "http_503"] and "g1" not in rows
     assert upstream.count("/mj") == 1
     assert not list(store.client.scan_iter(f"{store.prefix}*"))  # nothing written: not even the registry
+    unsynced = run(app, "probe", "--once", "--tenant", "acme", "--record")
+    assert unsynced.exit_code == 1 and "registry sync" in unsynced.stderr  # it never seeds from part of the file
+    assert run(app, "registry", "sync").exit_code == 0
+    runway_before = upstream.count("/runway")
     recorded = run(app, "probe", "--once", "--tenant", "acme", "--record")
     assert recorded.exit_code == 0, recorded.stderr
+    rows = {line.split()[1]: line.split() for line in recorded.stdout.splitlines()[1:]}
+    assert rows["1"][3] == "healthy" and rows["2"][3:5] == ["unhealthy", "http_503"]
     assert store.client.hget(store.results_key("acme"), "2") is not None
+    # Another tenant's integrations, due as well, are neither probed nor recorded by it.
+    assert upstream.count("/runway") == runway_before and store.client.hget(store.results_key("globex"), "g1") is None
+    assert not store.client.zrangebyscore(store.probers_key(), "-inf", "+inf")  # no heartbeat left behind
     assert run(app, "probe").exit_code != 0  # --once is required
 
 

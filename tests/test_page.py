@@ -97,7 +97,7 @@ def test_everyone_else_gets_the_json(web, accept) -> None:
 def test_the_static_files_are_served_and_odd_pages_are_pages(web) -> None:
     for name in ("status.js", "status.css"):
         assert web.get(f"/static/{name}").status_code == 200
-    for page in ("0", "-1", "abc", "99999999999", "2"):
+    for page in ("0", "-1", "abc", "99999999999", "2", "\u00b2", "1\u00b2", "\u2460", "\u0661"):
         response = web.get(f"/status?page={page}", headers={"Accept": BROWSER, "Authorization": basic("acme-key")})
         assert response.status_code == 200
 
@@ -145,6 +145,17 @@ def test_an_admin_sees_every_tenant_a_page_at_a_time_each_linked_to_its_page(red
     assert {i: cells[1].split()[-1] for i, cells in second.rows.items()} == {"gamma": "unhealthy"}
     tenant_page = Page(web.get("/status?tenant=acme", headers=admin).get_data(as_text=True))
     assert set(tenant_page.rows) == {"1", "2"}
+    monkeypatch.setattr(pages, "PAGE_ROWS", 1)  # a tenant's next page keeps the tenant
+    first_rows = Page(web.get("/status?tenant=acme", headers=admin).get_data(as_text=True))
+    assert "?tenant=acme&page=2" in [attrs["href"] for tag, attrs in first_rows.tags if tag == "a"]
+    assert set(Page(web.get("/status?tenant=acme&page=2", headers=admin).get_data(as_text=True)).rows) == {"2"}
+    # A report no prober rewrote in time is counted as it ages, as /status says it.
+    from status_service.store import Store, connect
+
+    store = Store(connect(redis_url), prefix)
+    store.client.hset(store.report_key("beta"), mapping={"until": 1, "stale": '{"b": 1.0}'})
+    aged = Page(web.get("/status", headers=admin).get_data(as_text=True))
+    assert aged.rows["beta"][1].split()[-1] == "unhealthy" and aged.rows["beta"][2] == "0 of 1"
     assert web.get("/status?tenant=nobody", headers=admin).status_code == 404
     assert web.get("/status?tenant=bad%20id", headers=admin).status_code == 404
     assert web.get("/status", headers={**admin, "Accept": "application/json"}).status_code == 401  # the admin key is no tenant's key

@@ -693,15 +693,17 @@ class Store:
             raise NotSeeded("report not built yet")
         return digest, found
 
-    def tallies(self, tenant_ids: Sequence[str]) -> dict[str, dict[str, dict[str, int]] | None]:
-        """Return each tenant's counts of integrations by type and status, as its report last said them (None: none kept)."""
-        def run() -> list[bytes | None]:
+    def tallies(self, tenant_ids: Sequence[str]) -> dict[str, tuple[dict[str, dict[str, int]] | None, float]]:
+        """Return each tenant's counts of integrations by type and status as its report last said them (None: none kept),
+        and when its first result turns stale."""
+        def run() -> list[list[bytes | None]]:
             pipe = self.client.pipeline(transaction=False)
             for tenant_id in tenant_ids:
-                pipe.hget(self.report_key(tenant_id), "c")
+                pipe.hmget(self.report_key(tenant_id), ["c", "until"])
             return pipe.execute()
 
-        return {t: json.loads(raw) if raw else None for t, raw in zip(tenant_ids, self._call(run) if tenant_ids else [])}
+        return {t: (json.loads(raw) if raw else None, _until(until))
+                for t, (raw, until) in zip(tenant_ids, self._call(run) if tenant_ids else [])}
 
     def report(self, tenant_id: str) -> StoredReport | None:
         """Return a tenant's report by its id (for a badge token, which names its tenant), or None."""

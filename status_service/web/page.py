@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import re
+import time
 from typing import Any
 
 from flask import Response, current_app, render_template, request
@@ -32,7 +34,7 @@ def render(found: StoredReport, document: dict[str, Any], now: float) -> Respons
     """Return the page of a tenant's document: banner, 24 h chart, types, and a page of integrations with 24 h uptime."""
     data = document["data"]
     raw_page = request.args.get("page", "1")
-    number = int(raw_page) if raw_page.isdigit() and 0 < len(raw_page) < 7 and int(raw_page) > 0 else 1
+    number = int(raw_page) if re.fullmatch(r"[1-9][0-9]{0,5}", raw_page) else 1  # ASCII digits only: int() takes "²" too
     shown = data["integrations"][(number - 1) * PAGE_ROWS:number * PAGE_ROWS]
     start = (now - DAY) // FIVE_MINUTES * FIVE_MINUTES
     names = [f"r{FIVE_MINUTES}:{row['id']}" for row in shown] + [f"s{FIVE_MINUTES}:{rollup.OVERALL}"]
@@ -47,7 +49,7 @@ def render(found: StoredReport, document: dict[str, Any], now: float) -> Respons
     html = render_template(
         "status.html", document=document, data=data, rows=rows, marks=page.MARKS, refresh_s=REFRESH_S,
         chart=page.chart(points, start, now), chart_w=page.CHART_W, chart_h=page.CHART_H,
-        page=number, more=len(data["integrations"]) > number * PAGE_ROWS,
+        page=number, more=len(data["integrations"]) > number * PAGE_ROWS, tenant=request.args.get("tenant"),
     )
     return _secured(Response(html, mimetype="text/html"))
 
@@ -69,12 +71,17 @@ def overview(after: str) -> Response:
     store = current_app.extensions["status_web"].store
     listed, next_cursor = Admin(store).tenants(after, OVERVIEW_TENANTS)
     tallies = store.tallies([t.id for t in listed])
+    now = time.time()
+    for tenant_id, (counts, until) in list(tallies.items()):
+        if counts is None or until < now:  # none kept, or no prober rewrote it in time: counted from its rows, aged
+            found = store.report(tenant_id)
+            tallies[tenant_id] = (report.tally(aged(found, now)["data"]["integrations"]) if found else None, until)
     tenants = []
     for info in listed:
-        by_type = tallies.get(info.id) or {}
+        by_type = tallies[info.id][0] or {}
         counts = {state: sum(c.get(state, 0) for c in by_type.values()) for state in ("healthy", "maintenance")}
         total = sum(sum(c.values()) for c in by_type.values()) - counts["maintenance"]
-        status = report.overall(counts["healthy"], total) if tallies.get(info.id) is not None else "unknown"
+        status = report.overall(counts["healthy"], total) if tallies[info.id][0] is not None else "unknown"
         tenants.append({"id": info.id, "status": status, "healthy": counts["healthy"], "total": total,
                         "maintenance": counts["maintenance"]})
     html = render_template("overview.html", tenants=tenants, marks=page.MARKS, refresh_s=REFRESH_S, next_cursor=next_cursor)
