@@ -12,7 +12,11 @@
         });
         document.title = next.title;
       })
-      .catch(function () { /* the next round tries again */ })
+      .catch(function (why) {
+        // Say so rather than go on showing old news as if it were fresh; the next round tries again.
+        var footer = document.querySelector("footer p");
+        if (footer) { footer.textContent = "Could not refresh (" + why + "): what this page shows may be out of date."; }
+      })
       .finally(function () { window.setTimeout(refresh, seconds * 1000); });
   }
   window.setTimeout(refresh, seconds * 1000);
