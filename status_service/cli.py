@@ -22,7 +22,6 @@ from flask.cli import AppGroup, with_appcontext
 from . import report
 from .fetch import Fetcher
 from .model import Integration, Outcome, Registry
-from .prober import Prober
 from .registry import ConfigError, load
 from .schemas import ID_PATTERN
 from .settings import Settings, credentials_cipher
@@ -167,6 +166,8 @@ def _recorded(found: Registry, chosen: list[Integration], tenant_id: str | None)
     integration it claims it hands back, unprobed. It never seeds: the fleet's registry must be
     the file's already (`registry sync`), or nothing is recorded.
     """
+    from .prober import Prober  # here, not at the top: `python -m status_service.prober` imports this package first
+
     store = _store()
     seeded = store.seeded_generation()
     if seeded is None or seeded != found.generation:
@@ -223,6 +224,8 @@ def status(tenant_id: str) -> None:
 @registry.command("sync")
 def sync() -> None:
     """Write the config file's registry to Redis, unless Redis holds a newer generation's."""
+    from .prober import Prober  # as in _recorded
+
     found = _registry()
     store = _store()
     prober = Prober(found, store, cipher=credentials_cipher(_settings()))
