@@ -1,8 +1,8 @@
 """The command line, through Flask's: `flask --app wsgi <command>`; every command has --help.
 
-keys create/revoke, config check, probe --once, status, registry sync. They use the same settings
-(environment) as the processes; none prints a key but the one `keys create` makes, or any value of
-the config file.
+keys create/revoke/badge, config check, probe --once, status, registry sync. They use the same
+settings (environment) as the processes; none prints a key or token but the one it makes, or any
+value of the config file.
 """
 from __future__ import annotations
 
