@@ -207,18 +207,13 @@ def _table(rows: list[dict[str, Any]]) -> None:
 def status(tenant_id: str) -> None:
     """Print what GET /status says to the tenant's key now."""
     store = _store()
-    key = store.report_key(_tenant_id(tenant_id))
     try:
-        body, until, stale = store._call(lambda: store.client.hmget(key, ["body", "until", "stale"]))
+        found = store.report(_tenant_id(tenant_id))
     except StoreUnavailable as exc:
         _fail(f"Redis: {exc}")
-    if body is None:
+    if found is None:
         _fail(f"no report for tenant {tenant_id} (no such tenant, or no prober has written one yet)")
-    document = json.loads(body)
-    now = time.time()
-    if until not in (None, b"inf") and int(until) / 1000 < now:  # aged by the clock, as /status does
-        document = report.expire(document, {i: float(at) for i, at in json.loads(stale or b"{}").items()}, now)
-    click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+    click.echo(json.dumps(report.current(found.body, found.stale, found.until, time.time()), indent=2, ensure_ascii=False))
 
 
 @registry.command("sync")

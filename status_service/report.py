@@ -122,6 +122,14 @@ def expire(document: dict[str, Any], stale_at: Mapping[str, float], now: float) 
     return summarize(rows, document["data"]["generated_at"])
 
 
+def current(body: bytes, stale: bytes, until: float, now: float) -> dict[str, Any]:
+    """Return a stored report's document as of `now`: aged by the clock if no prober rewrote it in time (`until` passed)."""
+    document = json.loads(body)
+    if until < now:
+        document = expire(document, {iid: float(at) for iid, at in json.loads(stale).items()}, now)
+    return document
+
+
 def encode(document: dict[str, Any]) -> bytes:
     """Serialize a report compactly, once, so serving it is a byte copy."""
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
+import math
 import os
 import time
 from typing import Any, Iterable
@@ -96,9 +96,8 @@ def _integrations(scrape: Scrape, by_tenant: bool) -> GaugeMetricFamily:
     counts: dict[tuple[str, ...], int] = {}
     tallies = dict(scrape.counts)
     for tenant_id, (body, stale) in scrape.aged.items():
-        stale_at = {iid: float(at) for iid, at in json.loads(stale).items()}
-        document = report.expire(json.loads(body), stale_at, scrape.now)
-        tallies[tenant_id] = report.tally(document["data"]["integrations"])
+        # Past its stale time, or with no counts kept: counted from its rows as they are now.
+        tallies[tenant_id] = report.tally(report.current(body, stale, -math.inf, scrape.now)["data"]["integrations"])
     for tenant_id, tallied in tallies.items():
         for kind, by_state in tallied.items():
             for state in (*STATES, *(s for s in by_state if s not in STATES)):

@@ -1,7 +1,6 @@
 """The status page: /status for a browser (Accept: text/html), rendered on the server, no external asset."""
 from __future__ import annotations
 
-import json
 import re
 import time
 from typing import Any
@@ -54,14 +53,6 @@ def render(found: StoredReport, document: dict[str, Any], now: float) -> Respons
     return _secured(Response(html, mimetype="text/html"))
 
 
-def aged(found: StoredReport, now: float) -> dict[str, Any]:
-    """Return a report's document, aged by the clock if no prober rewrote it in time (as /status does)."""
-    document = json.loads(found.body)
-    if found.until < now:
-        document = report.expire(document, {i: float(at) for i, at in json.loads(found.stale).items()}, now)
-    return document
-
-
 
 OVERVIEW_TENANTS = 50  # tenants an overview page shows; ?after=<id> for the next ones
 
@@ -75,7 +66,7 @@ def overview(after: str) -> Response:
     for tenant_id, (counts, until) in list(tallies.items()):
         if counts is None or until < now:  # none kept, or no prober rewrote it in time: counted from its rows, aged
             found = store.report(tenant_id)
-            tallies[tenant_id] = (report.tally(aged(found, now)["data"]["integrations"]) if found else None, until)
+            tallies[tenant_id] = (report.tally(report.current(found.body, found.stale, found.until, now)["data"]["integrations"]) if found else None, until)
     tenants = []
     for info in listed:
         by_type = tallies[info.id][0] or {}

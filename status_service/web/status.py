@@ -116,7 +116,7 @@ def status() -> Response:
             if found is None:
                 return error_response(404, "not_found", "no tenant with this id, or no report for it yet")
         now = time.time()
-        return page.render(found, page.aged(found, now), now)
+        return page.render(found, report.current(found.body, found.stale, found.until, now), now)
     health = _wants_health()
     raw_held = request.headers.get("If-None-Match")
     # A client that names what it holds is answered from the report's tag: the body is read only if it changed.
@@ -160,7 +160,8 @@ def badge_svg() -> Response:
             raise NotSeeded("report not built yet")
     else:
         found = web.find([digest(key) for key in candidate_keys(request.headers.get("Authorization"))])
-    response = Response(badge.render(page.aged(found, time.time())["status"]), mimetype="image/svg+xml")
+    document = report.current(found.body, found.stale, found.until, time.time())
+    response = Response(badge.render(document["status"]), mimetype="image/svg+xml")
     response.headers["Cache-Control"] = "no-cache"  # an embed's proxy asks again each time
     return response
 
