@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -91,11 +90,10 @@ def create_key(tenant_id: str) -> None:
 def create_badge_token(tenant_id: str) -> None:
     """Issue a badge token (for /status/badge.svg?token=...) and print it, this once; it reads nothing else."""
     token, at = new_key(BADGE_PREFIX), report.iso(time.time())
-    token_id = "badge_" + secrets.token_hex(6)
     try:
         if Admin(_store()).tenant(_tenant_id(tenant_id)) is None:
             _fail(f"no tenant {tenant_id}")
-        Badges(_store()).add(digest(token), tenant_id, token_id, at)
+        token_id = Badges(_store()).issue(digest(token), tenant_id, at)
         Catalog(_store()).note(tenant_id, "cli", "badge.create", f"tenants/{tenant_id}/badge-tokens/{token_id}", at)
     except StoreUnavailable as exc:
         _fail(f"Redis: {exc}")

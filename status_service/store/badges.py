@@ -6,6 +6,7 @@ keys' hash, so a badge token is no key of /status or of any other endpoint.
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Any
 
 from . import Store, _text
@@ -21,10 +22,12 @@ class Badges:
         """Return the key of every badge token's digest."""
         return f"{self.store.prefix}{{reg}}:badges"
 
-    def add(self, digest: str, tenant_id: str, token_id: str, at: str) -> None:
-        """Register a token's digest for a tenant."""
+    def issue(self, digest: str, tenant_id: str, at: str) -> str:
+        """Register a new token's digest for a tenant under a fresh id, and return the id."""
+        token_id = "badge_" + secrets.token_hex(6)
         entry = json.dumps({"tenant": tenant_id, "id": token_id, "created_at": at})
         self.store._call(lambda: self.store.client.hset(self.key(), digest, entry))
+        return token_id
 
     def tenant_of(self, digest: str) -> str | None:
         """Return the tenant whose badge this token reads, if it is one."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
-import secrets
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
@@ -241,8 +240,8 @@ def create_badge_token(tenant_id: str) -> tuple[Response, int]:
     """Issue a badge token: it reads the tenant's /status/badge.svg and nothing else; shown in this answer only."""
     _known_tenant(tenant_id)
     _body(_NoFields(), optional=True)
-    token, at, token_id = new_key(BADGE_PREFIX), _now(), "badge_" + secrets.token_hex(6)
-    Badges(current_app.extensions["status_web"].store).add(digest(token), tenant_id, token_id, at)
+    token, at = new_key(BADGE_PREFIX), _now()
+    token_id = Badges(current_app.extensions["status_web"].store).issue(digest(token), tenant_id, at)
     _catalog().note(tenant_id, g.admin, "badge.create", f"tenants/{tenant_id}/badge-tokens/{token_id}", at)
     return jsonify(id=token_id, token=token, created_at=at), 201
 
