@@ -495,3 +495,54 @@ def test_no_webhook_is_made_through_the_api_while_history_is_off(redis_url, pref
     assert web.post("/admin/tenants", json={"id": "api"}, headers=ADMIN).status_code == 201
     refused = web.post("/admin/tenants/api/webhooks", json={"url": "https://hooks.example.com/x"}, headers=ADMIN)
     assert refused.status_code == 409 and refused.get_json()["error"]["code"] == "history_off"
+
+
+def test_a_receiver_that_never_finishes_its_headers_is_cut_off_and_its_url_secret_never_logged(upstream, make_prober, store,
+                                                                                               monkeypatch, caplog) -> None:
+    """A receiver that accepts, reads the request and then drips one header byte a second: the delivery ends at its
+    deadline as a timeout, retried later; the token in its URL's path and query appears in no log line."""
+    import logging
+    import socket
+
+    from status_service import dispatcher
+
+    monkeypatch.setattr(dispatcher, "DELIVERY_TIMEOUT_S", 1.0)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    held: list[socket.socket] = []
+
+    def drip() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            held.append(conn)
+            conn.recv(65536)
+            threading.Thread(target=lambda c=conn: [c.send(b"H") or time.sleep(1) for _ in range(30)], daemon=True).start()
+
+    threading.Thread(target=drip, daemon=True).start()
+    token = "tok-sekret-in-path-0123456789"
+    receiver = Receiver(url=f"http://127.0.0.1:{listener.getsockname()[1]}/hooks/{token}?key={token}")
+    caplog.set_level(logging.DEBUG)
+    try:
+        prober = make_prober(hooked_registry(upstream, receiver, alerts={"first_retry_seconds": 60}))
+        run_round(prober)
+        flip(prober, upstream, 500)
+        started = time.monotonic()
+        wait_for(lambda: prober.dispatch() is not None and all(
+            json.loads(v).get("err") == "timeout" for v in store.client.hvals(store.tenant_base("acme") + "outbox")) and
+            store.client.hlen(store.tenant_base("acme") + "outbox") == 3, timeout_s=10, interval_s=0.2)
+        assert time.monotonic() - started < 5  # cut off at the 1 s deadline, not after 30 s of drip
+    finally:
+        listener.close()
+        for conn in held:
+            conn.close()
+    assert token not in caplog.text
+
+
+@pytest.mark.parametrize("path", ["/admin/tenants/api/webhooks", "/admin/tenants/api/maintenance", "/admin/tenants/api/badge-tokens"])
+def test_a_10_mb_body_is_refused_whole(web, path) -> None:
+    response = web.post(path, data=b"{" + b" " * (10 * 1024 * 1024) + b"}", headers={**ADMIN, "Content-Type": "application/json"})
+    assert response.status_code == 413 and response.get_json()["error"]["code"] == "request_entity_too_large"
