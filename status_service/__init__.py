@@ -8,7 +8,7 @@ from flask import Flask
 from . import cli
 from .settings import Settings, configure_logging, credentials_cipher, from_env, redis_url
 from .store import Store, connect
-from .web import admin, errors, health, history, metrics, status
+from .web import admin, docs, errors, health, history, metrics, status
 from .web import maintenance as maintenance_routes, webhooks as webhook_routes  # not status_service.webhooks
 
 
@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(webhook_routes.bp)
     app.register_blueprint(maintenance_routes.bp)
     app.register_blueprint(metrics.bp)
+    app.register_blueprint(docs.bp)
     metrics.install(app, settings.metrics_token)
     errors.register(app)
     cli.install(app, settings)

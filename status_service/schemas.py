@@ -49,6 +49,10 @@ class Flag(fields.Boolean):
 class Id(fields.String):
     """An id: a plain string, or a YAML integer taken as its decimal string."""
 
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("metadata", {}).setdefault("pattern", ID_PATTERN.pattern)  # for the OpenAPI document
+        super().__init__(**kwargs)
+
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         if isinstance(value, int) and not isinstance(value, bool):
             value = str(value)

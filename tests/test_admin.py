@@ -304,9 +304,9 @@ def test_an_admin_key_that_is_also_a_tenant_key_is_refused_in_the_file() -> None
 def test_audit_entries_older_than_90_days_are_trimmed(web, store) -> None:
     audit = f"{store.prefix}{{reg}}:audit"
     old_ms = int((time.time() - 91 * 24 * 3600) * 1000)
-    store.client.xadd(audit, {"admin": "ops", "action": "tenant.create", "object": "tenants/old", "at": "then"}, id=f"{old_ms}-0")
+    store.client.xadd(audit, {"admin": "ops", "action": "tenant.create", "object": "tenants/old", "at": "2026-01-01T00:00:00Z"}, id=f"{old_ms}-0")
     recent_ms = int((time.time() - 89 * 24 * 3600) * 1000)
-    store.client.xadd(audit, {"admin": "ops", "action": "tenant.create", "object": "tenants/recent", "at": "then"}, id=f"{recent_ms}-0")
+    store.client.xadd(audit, {"admin": "ops", "action": "tenant.create", "object": "tenants/recent", "at": "2026-01-02T00:00:00Z"}, id=f"{recent_ms}-0")
     make_tenant(web, "acme")  # every change trims what has aged out
     objects = [e["object"] for e in web.get("/admin/audit", headers=ADMIN).get_json()["entries"]]
     assert objects == ["tenants/recent", "tenants/acme"]
