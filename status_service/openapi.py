@@ -26,7 +26,8 @@ SECURITY_SCHEMES = {
     "apiKey": {"type": "http", "scheme": "bearer",
                "description": "A tenant's API key: `Authorization: Bearer <key>`. It sees only its own tenant."},
     "basicKey": {"type": "http", "scheme": "basic",
-                 "description": "The same key through HTTP Basic, as user name or password (what a browser's login dialog sends)."},
+                 "description": "A tenant's API key, or on the admin API an admin key, through HTTP Basic as user name or "
+                                "password (what a browser's login dialog sends)."},
     "adminKey": {"type": "http", "scheme": "bearer",
                  "description": "An admin key (config file `admin_keys`, or `STATUS_ADMIN_KEY_SHA256`). A tenant's key gets 403."},
     "metricsToken": {"type": "http", "scheme": "bearer",
@@ -36,24 +37,32 @@ SECURITY_SCHEMES = {
 }
 
 
+def _headers(**said: str) -> dict[str, Any]:
+    """Return the headers of an answer, each always sent (names with _ for -)."""
+    return {name.replace("_", "-"): {"description": says, "required": True, "schema": {"type": "string"}} for name, says in said.items()}
+
+
 def _error(text: str, **headers: str) -> dict[str, Any]:
     answer: dict[str, Any] = {"description": text, "content": {JSON: {"schema": "Error"}}}
     if headers:
-        answer["headers"] = {name: {"description": says, "schema": {"type": "string"}} for name, says in headers.items()}
+        answer["headers"] = _headers(**headers)
     return answer
 
 
 ERRORS = {
     400: _error("A bad path id, query parameter or body field: `fields` names each (path.x, query.x, or the body field's path, like probe.url)"),
-    401: _error("Missing, malformed or unknown credential", **{"WWW-Authenticate": "Bearer and Basic challenges, realm status"}),
+    401: _error("Missing, malformed or unknown credential", WWW_Authenticate="Bearer and Basic challenges, realm status"),
     403: _error("A tenant's key on the admin API"),
     404: _error("No such thing, or not this key's to see"),
     409: _error("A conflict: the id is taken, the tenant is the config file's, or a limit is reached"),
     413: _error("The body is over 1 MiB"),
     415: _error("The body is not sent as application/json"),
-    503: _error("Redis is unreachable, or no prober has seeded it yet; retry", **{"Retry-After": "Seconds to wait"}),
+    503: _error("Redis is unreachable, or no prober has seeded it yet; retry", Retry_After="Seconds to wait"),
 }
-DEFAULT = _error("Any other error (405 with Allow, 500 internal_error, ...), in the same envelope")
+METRICS_401 = _error("STATUS_METRICS_TOKEN is set and the request does not carry it as a Bearer token (only Bearer works here)",
+                     WWW_Authenticate="Bearer and Basic challenges, realm status")
+DEFAULT = _error("Any other error in the same envelope: 405 with Allow, 500 internal_error (a bug: nothing internal is said), "
+                 "500 secret_key_mismatch (the admin API met a credential no key of this worker opens)")
 
 
 def _query(name: str, text: str, **schema: Any) -> dict[str, Any]:
@@ -70,8 +79,9 @@ class Route:
 
     tag: str
     security: list[dict[str, list[str]]]
-    answers: dict[int, dict[str, Any]]  # status -> {media type: schema (a class, or a JSON schema)}, or a whole answer
-    errors: tuple[int, ...] = ()
+    answers: dict[int, dict[str, Any]]  # status -> {media type: schema (a class, or a JSON schema)}
+    errors: tuple[int | tuple[int, dict[str, Any]], ...] = ()  # statuses of ERRORS, or (status, answer) of its own
+    summary: str = ""  # for a view without a docstring
     query: tuple[dict[str, Any], ...] = ()
     body: Any = None
     body_optional: bool = False
@@ -85,21 +95,26 @@ def _ok(schema: Any, media: str = JSON) -> dict[str, Any]:
 NONE: dict[str, Any] = {}  # an answer with no body (204, 304)
 TEXT = {"type": "string"}
 TENANT_ERRORS = (401, 503)
-ADMIN_ERRORS = (400, 401, 403, 404, 503)
+ADMIN_ERRORS = (400, 401, 403, 404, 503)  # a path id, the key, the tenant, Redis
+ADMIN_LISTS = (400, 401, 403, 503)  # no tenant in the path
+# What /status sends with its report (and its 304): polling is cheap with the tag.
+TAGGED = {**_headers(Cache_Control="private, no-cache", Vary="Accept: JSON, health+json and the page are separate representations"),
+          "ETag": {"description": "The report's tag (JSON and health+json): send it back as If-None-Match", "schema": TEXT}}
 
 ROUTES: dict[str, Route] = {
     "health.livez": Route("service", PUBLIC, {200: _ok(r.LivenessSchema)}),
     "health.readyz": Route("service", PUBLIC, {200: _ok(r.ReadinessSchema)}, (503,)),
-    "metrics.scrape": Route("service", [{}, {"metricsToken": []}], {200: _ok(TEXT, "text/plain; version=0.0.4")}, (401,)),
-    "docs.document": Route("service", PUBLIC, {200: _ok({"type": "object"})}),
-    "docs.reference": Route("service", PUBLIC, {200: _ok(TEXT, "text/html")}),
-    "static": Route("service", PUBLIC, {200: {"text/css": TEXT, "text/javascript": TEXT}}, (404,)),
+    "metrics.scrape": Route("service", [{}, {"metricsToken": []}], {200: _ok(TEXT, "text/plain")}, ((401, METRICS_401), 503)),
+    "docs.document": Route("service", PUBLIC, {200: _ok({"type": "object"}), 304: NONE}),
+    "docs.reference": Route("service", PUBLIC, {200: _ok(TEXT, "text/html"), 304: NONE}),
+    "static": Route("service", PUBLIC, {200: {"text/css": TEXT, "text/javascript": TEXT}, 206: {"text/css": TEXT, "text/javascript": TEXT},
+                                        304: NONE}, (404,), summary="Return the status page's own style sheet or script."),
     "status.status": Route(
-        "status", TENANT,
+        "status", [*TENANT, {"adminKey": []}],
         {200: {JSON: r.StatusDocumentSchema, "application/health+json": r.HealthDocumentSchema, "text/html": TEXT},
          304: NONE},
         (*TENANT_ERRORS, 404),
-        query=(_query("page", "Browser page only: which 200 integrations", pattern="^[1-9][0-9]*$"),
+        query=(_query("page", "Browser page only: which 200 integrations (another value: the first)", pattern="^[1-9][0-9]{0,5}$"),
                _query("tenant", "Browser page, admin key: this tenant's page"),
                _query("after", "Browser page, admin key: tenants after this id")),
         headers=({"in": "header", "name": "If-None-Match", "schema": TEXT,
@@ -116,9 +131,9 @@ ROUTES: dict[str, Route] = {
         "status", TENANT, {200: _ok(r.EventPageSchema)}, (400, *TENANT_ERRORS),
         query=(_query("since", "The next of the previous page, or an ISO 8601 time with its zone"),
                _query("limit", "How many, 1 to 1000", pattern="^[0-9]+$", default="100"))),
-    "admin.create_tenant": Route("tenants", ADMIN, {201: _ok(r.TenantInfoSchema)}, (*ADMIN_ERRORS, 409, 413, 415),
+    "admin.create_tenant": Route("tenants", ADMIN, {201: _ok(r.TenantInfoSchema)}, (*ADMIN_LISTS, 409, 413, 415),
                                  body=NewTenantSchema),
-    "admin.list_tenants": Route("tenants", ADMIN, {200: _ok(r.TenantPageSchema)}, ADMIN_ERRORS, query=PAGING),
+    "admin.list_tenants": Route("tenants", ADMIN, {200: _ok(r.TenantPageSchema)}, ADMIN_LISTS, query=PAGING),
     "admin.read_tenant": Route("tenants", ADMIN, {200: _ok(r.TenantInfoSchema)}, ADMIN_ERRORS),
     "admin.delete_tenant": Route("tenants", ADMIN, {204: NONE}, (*ADMIN_ERRORS, 409)),
     "admin.create_key": Route("keys", ADMIN, {201: _ok(r.NewKeySchema)}, (*ADMIN_ERRORS, 413, 415),
@@ -129,7 +144,7 @@ ROUTES: dict[str, Route] = {
                                       body={"type": "object", "maxProperties": 0}, body_optional=True),
     "admin.list_badge_tokens": Route("keys", ADMIN, {200: _ok(r.BadgeTokenListSchema)}, ADMIN_ERRORS),
     "admin.delete_badge_token": Route("keys", ADMIN, {204: NONE}, ADMIN_ERRORS),
-    "admin.audit": Route("tenants", ADMIN, {200: _ok(r.AuditPageSchema)}, ADMIN_ERRORS, query=PAGING),
+    "admin.audit": Route("tenants", ADMIN, {200: _ok(r.AuditPageSchema)}, ADMIN_LISTS, query=PAGING),
     "admin.put_integration": Route("integrations", ADMIN, {200: _ok(r.RegisteredIntegrationSchema), 201: _ok(r.RegisteredIntegrationSchema)},
                                    (*ADMIN_ERRORS, 409, 413, 415), body=IntegrationBodySchema),
     "admin.list_integrations": Route("integrations", ADMIN, {200: _ok(r.IntegrationPageSchema)}, (*ADMIN_ERRORS, 409), query=PAGING),
@@ -169,7 +184,8 @@ def build(app: Flask) -> dict[str, Any]:
     """Return the OpenAPI 3.1 document of every route of the app."""
     spec = APISpec(title="status-service", version=VERSION, openapi_version="3.1.0", plugins=[MarshmallowPlugin()],
                    info={"description": "Whether each customer's image-generation integrations work: "
-                                        "GET /status with your API key."},
+                                        "GET /status with your API key. HEAD works wherever GET does, and OPTIONS "
+                                        "answers with the methods a path takes (Allow)."},
                    tags=TAGS)
     for name, scheme in SECURITY_SCHEMES.items():
         spec.components.security_scheme(name, scheme)
@@ -207,13 +223,13 @@ def _portable(node: Any) -> Any:
 
 
 def _operation(endpoint: str, route: Route, doc: str, params: list[str]) -> dict[str, Any]:
-    summary, _, rest = doc.strip().partition("\n")
+    summary, _, rest = (doc.strip() or route.summary).partition("\n")
     operation: dict[str, Any] = {
         "operationId": endpoint.replace(".", "_"), "tags": [route.tag], "summary": summary.strip(),
         "security": route.security,
         "parameters": [_path_param(p) for p in params] + list(route.query) + list(route.headers),
-        "responses": {str(code): _answer(code, content) for code, content in route.answers.items()}
-                     | {str(code): ERRORS[code] for code in route.errors} | {"default": DEFAULT},
+        "responses": {str(code): _answer(code, content, endpoint) for code, content in route.answers.items()}
+                     | dict(_error_answer(e) for e in route.errors) | {"default": DEFAULT},
     }
     if rest.strip():
         operation["description"] = " ".join(rest.split())
@@ -227,9 +243,20 @@ def _path_param(name: str) -> dict[str, Any]:
     return {"in": "path", "name": name, "required": True, "schema": schema}
 
 
-def _answer(code: int, content: dict[str, Any]) -> dict[str, Any]:
-    said = {200: "OK", 201: "Created", 204: "Done; no body", 304: "Not modified: the ETag you sent is still current"}[code]
-    return {"description": said, **({"content": {media: {"schema": schema} for media, schema in content.items()}} if content else {})}
+def _answer(code: int, content: dict[str, Any], endpoint: str) -> dict[str, Any]:
+    said = {200: "OK", 201: "Created", 204: "Done; no body", 206: "Part of it, for a Range request",
+            304: "Not modified: the tag you sent (If-None-Match) is still current"}[code]
+    answer: dict[str, Any] = {"description": said}
+    if content:
+        answer["content"] = {media: {"schema": schema} for media, schema in content.items()}
+    if endpoint == "status.status":
+        answer["headers"] = TAGGED
+    return answer
+
+
+def _error_answer(error: int | tuple[int, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    code, answer = error if isinstance(error, tuple) else (error, ERRORS[error])
+    return str(code), answer
 
 
 @dataclass(frozen=True)

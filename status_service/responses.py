@@ -38,6 +38,15 @@ def _one_of(text: str, choices: tuple[str, ...], required: bool = True) -> field
     return fields.String(required=required, validate=validate.OneOf(choices), metadata=_say(text))
 
 
+class ChecksSchema(Schema):
+    class Meta:
+        description = "What each of /readyz's checks found: ok, or what is wrong."
+
+    redis = _text("ok, or how long Redis has been unreachable")
+    registry = _text("ok, not seeded yet, or never reached")
+    prober = _text("ok, no fresh prober heartbeat, or unknown. Alert on anything but ok")
+
+
 class ErrorDetailSchema(Schema):
     class Meta:
         description = "What went wrong: a stable code to branch on, and a message for people."
@@ -54,7 +63,7 @@ class ErrorSchema(Schema):
     error = fields.Nested(ErrorDetailSchema, required=True)
     fields_ = fields.Dict(keys=fields.String(), values=fields.List(fields.String()), data_key="fields",
                           metadata=_say("Each bad field (body.x, query.x, path.x) with what is wrong with it"))
-    checks = fields.Dict(keys=fields.String(), values=fields.String(), metadata=_say("/readyz only: each check and what it found"))
+    checks = fields.Nested(ChecksSchema, metadata=_say("/readyz only"))
 
 
 class IntegrationRowSchema(Schema):
@@ -158,9 +167,22 @@ class CheckSchema(Schema):
     reason = _text("Why it failed", nullable=True)
 
 
-def _by_window(text: str) -> fields.Dict:
-    return fields.Dict(keys=fields.String(validate=validate.OneOf(("1h", "24h", "7d", "30d"))),
-                       values=fields.Float(allow_none=True), required=True, metadata=_say(text))
+def _window(text: str) -> fields.Float:
+    return fields.Float(required=True, allow_none=True, data_key=text, metadata=_say(f"Over the last {text}"))
+
+
+class UptimeSchema(Schema):
+    class Meta:
+        description = "Healthy share in percent of the time with data, per window; null without data."
+
+    h1, h24, d7, d30 = _window("1h"), _window("24h"), _window("7d"), _window("30d")
+
+
+class CoverageSchema(Schema):
+    class Meta:
+        description = "Share of each window with data, from 0 to 1."
+
+    h1, h24, d7, d30 = _window("1h"), _window("24h"), _window("7d"), _window("30d")
 
 
 class LatencySchema(Schema):
@@ -184,8 +206,8 @@ class IntegrationDetailSchema(Schema):
     since = _time("Since when its status holds", nullable=True)
     consecutive_failures = _count("Failed probes in a row")
     last_checks = fields.List(fields.Nested(CheckSchema), required=True, metadata=_say("The last 20, newest first"))
-    uptime = _by_window("Healthy share in percent of the time with data, per window (1h, 24h, 7d, 30d); null without data")
-    coverage = _by_window("Share of each window with data (0 to 1)")
+    uptime = fields.Nested(UptimeSchema, required=True)
+    coverage = fields.Nested(CoverageSchema, required=True)
     latency_ms = fields.Nested(LatencySchema, required=True)
 
 
@@ -209,7 +231,8 @@ class EventSchema(Schema):
     current = _text("The state after")
     reason = _text("The integration's reason after the change", nullable=True)
     type = _text("scope type: which type", required=False)
-    maintenance = fields.Raw(metadata=_say("scope maintenance: the window's id; scope integration: true for a change inside a window"))
+    maintenance = fields.Raw(metadata=_say("scope maintenance: the window's id; scope integration: true for a change inside a window",
+                                           oneOf=[{"type": "string"}, {"const": True}]))
     flapping = fields.Boolean(metadata=_say("It began to flap"))
     held = fields.Boolean(metadata=_say("A change while it flaps: no alert"))
     settled = fields.Boolean(metadata=_say("It stopped flapping: previous is what alerts last said"))
@@ -236,8 +259,7 @@ class ReadinessSchema(Schema):
         description = "This node can answer /status; each check says what it found."
 
     status = _one_of("ok", ("ok",))
-    checks = fields.Dict(keys=fields.String(validate=validate.OneOf(("redis", "registry", "prober"))), values=fields.String(),
-                         required=True, metadata=_say("redis, registry, prober: ok, or what is wrong. Alert on prober != ok"))
+    checks = fields.Nested(ChecksSchema, required=True)
 
 
 class TenantInfoSchema(Schema):
@@ -312,13 +334,22 @@ class AuditPageSchema(Schema):
     next_cursor = _text("Pass back as cursor for the next page", nullable=True)
 
 
+class ShownProbeSchema(ProbeSchema):
+    class Meta:
+        description = "A probe as the admin API shows it: header values, query values, user-info and fragment as ***."
+
+    url = _text("The URL, its query values, user-info and fragment as ***")
+    headers = fields.Dict(keys=fields.String(), values=fields.String(validate=validate.OneOf(("***",))),
+                          metadata=_say("Header names; every value shows as ***"))
+
+
 class RegisteredIntegrationSchema(Schema):
     class Meta:
         description = "An integration made through the API; header values, query values and user-info show as ***."
 
     id = _text("Its id")
     type = _text("Its type")
-    probe = fields.Nested(ProbeSchema, required=True)
+    probe = fields.Nested(ShownProbeSchema, required=True)
     created_at = _time("When it was made")
     updated_at = _time("When it last changed")
 

@@ -2,8 +2,10 @@
 
 conftest.py makes every Flask test client of the suite a CheckedClient, so each response any test
 receives, on any route, must be one the document describes: a documented status for that route and
-method, a documented media type, and a body that validates against the documented schema, held
-closed (a field the document does not list fails). 405 and 500 go to the document's `default` answer.
+method, its documented headers, a documented media type, and a body that validates against the
+documented schema, held closed (a field the document does not list fails). A 405 goes to the
+document's `default` answer; a 500 passes only as secret_key_mismatch, the one the service means to
+send: any other 500 is a bug, and fails whichever test met it.
 """
 from __future__ import annotations
 
@@ -23,14 +25,14 @@ from werkzeug.wrappers import Response
 from status_service import create_app, openapi
 from status_service.settings import Settings
 
-DEFAULT_ONLY = {405, 500}  # answered by any route, through the document's `default`
 _FORMATS = FormatChecker()
+_RFC3339 = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})")
 
 
 @_FORMATS.checks("date-time", raises=ValueError)
 def _date_time(value: object) -> bool:
-    """An ISO 8601 time with its zone, as the service writes them."""
-    return not isinstance(value, str) or datetime.fromisoformat(value).tzinfo is not None
+    """An RFC 3339 time with its zone, as the service writes them (2026-01-31T12:00:00Z)."""
+    return not isinstance(value, str) or (_RFC3339.fullmatch(value) is not None and datetime.fromisoformat(value) is not None)
 
 
 class ContractError(AssertionError):
@@ -38,7 +40,11 @@ class ContractError(AssertionError):
 
 
 def closed(node: Any) -> Any:
-    """Return a schema with every object that lists its properties closed to others."""
+    """Return a schema with every object that lists its properties closed to others, and patterns ending at the end.
+
+    A pattern's final $ means the end of the text in JSON Schema; Python's re, which checks them
+    here, also lets a final newline through it.
+    """
     if isinstance(node, list):
         return [closed(item) for item in node]
     if not isinstance(node, dict):
@@ -46,6 +52,8 @@ def closed(node: Any) -> Any:
     out = {key: closed(value) for key, value in node.items()}
     if "properties" in out and "additionalProperties" not in out:
         out["additionalProperties"] = False
+    if isinstance(out.get("pattern"), str) and out["pattern"].endswith("$"):
+        out["pattern"] = out["pattern"][:-1] + "\\Z"
     return out
 
 
@@ -80,22 +88,38 @@ class Contract:
         status = response.status_code
         template, operation = self.operation(method, path)
         where = f"{method} {path} -> {status}"
+        if status == 500:
+            self._body(self.default, response, where, method)
+            if json.loads(response.get_data())["error"]["code"] != "secret_key_mismatch":
+                raise ContractError(f"{where}: a 500 the service does not mean to send (a bug)")
+            return template
+        if method.upper() == "OPTIONS" and template is not None:
+            if status != 200 or "Allow" not in response.headers:
+                raise ContractError(f"{where}: OPTIONS answers 200 with Allow")
+            return template
         if operation is None:
-            if (template is None and status == 404) or (template is not None and status == 405) or status == 500:
-                answer = self.document["paths"]["/livez"]["get"]["responses"]["default"]  # the envelope of every error
-                self._body(answer, response, where)
+            if (template is None and status == 404) or (template is not None and status == 405):
+                self._body(self.default, response, where, method)
                 return template
             raise ContractError(f"{where}: no documented operation serves it")
         responses = operation["responses"]
         answer = responses.get(str(status))
         if answer is None:
-            if status not in DEFAULT_ONLY:
+            if status != 405:
                 raise ContractError(f"{where}: status {status} is not documented for {method.upper()} {template}")
             answer = responses["default"]
-        self._body(answer, response, where)
+        self._body(answer, response, where, method)
         return template
 
-    def _body(self, answer: dict[str, Any], response: Response, where: str) -> None:
+    @property
+    def default(self) -> dict[str, Any]:
+        """The answer every route gives for what it does not list: the error envelope."""
+        return self.document["paths"]["/livez"]["get"]["responses"]["default"]
+
+    def _body(self, answer: dict[str, Any], response: Response, where: str, method: str) -> None:
+        for name, header in answer.get("headers", {}).items():
+            if header.get("required") and name not in response.headers:
+                raise ContractError(f"{where}: the documented header {name} is missing")
         data = response.get_data()
         content = answer.get("content")
         if not content:
@@ -106,12 +130,19 @@ class Contract:
         found = next((schema for name, schema in content.items() if name.split(";")[0].strip() == media), None)
         if found is None:
             raise ContractError(f"{where}: {media} is not among the documented {sorted(content)}")
-        if not data or not media.endswith("json"):  # HEAD has no body; pages, badges and metrics are text
+        if method.upper() == "HEAD":
             return
-        errors = sorted(self.validator(found["schema"]).iter_errors(json.loads(data)), key=lambda e: list(e.absolute_path))
-        if errors:
-            shown = "; ".join(f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message[:300]}" for e in errors[:5])
-            raise ContractError(f"{where}: the body does not match the document: {shown}")
+        if not data:
+            raise ContractError(f"{where}: an empty {media} body")
+        if media.endswith("json"):
+            errors = sorted(self.validator(found["schema"]).iter_errors(json.loads(data)), key=lambda e: list(e.absolute_path))
+            if errors:
+                shown = "; ".join(f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message[:300]}" for e in errors[:5])
+                raise ContractError(f"{where}: the body does not match the document: {shown}")
+        elif media == "text/html" and not data.lstrip().lower().startswith(b"<!doctype html"):
+            raise ContractError(f"{where}: a text/html body that is no HTML page")
+        elif media == "image/svg+xml" and not data.lstrip().startswith(b"<svg"):
+            raise ContractError(f"{where}: an image/svg+xml body that is no SVG")
 
     def validator(self, schema: dict[str, Any]) -> Draft202012Validator:
         """Return a validator of a schema of the document (held closed), made once."""

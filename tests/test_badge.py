@@ -66,6 +66,22 @@ def test_a_revoked_token_and_a_deleted_tenants_tokens_stop_working(web) -> None:
     assert web.delete("/admin/tenants/api", headers=ADMIN).status_code == 204
     assert web.get(f"/status/badge.svg?token={other['token']}").status_code == 401
     assert web.post("/admin/tenants/nobody/badge-tokens", headers=ADMIN).status_code == 404
+    # A tenant made again under the id starts with no token, and the old one reads nothing of it.
+    assert web.post("/admin/tenants", json={"id": "api"}, headers=ADMIN).status_code == 201
+    assert web.get(f"/status/badge.svg?token={other['token']}").status_code == 401
+    assert web.get("/admin/tenants/api/badge-tokens", headers=ADMIN).get_json()["badge_tokens"] == []
+
+
+def test_a_tenant_the_config_file_drops_takes_its_tokens_along(web, upstream, make_prober) -> None:
+    made = token_for(web, "globex")
+    assert web.get(f"/status/badge.svg?token={made['token']}").status_code == 200
+    reg = make_registry([tenant("acme", ["acme-key"], [integration("1", "MJ", upstream.url("/mj"))])],
+                        admin_keys=[{"id": "ops", "sha256": key_digest("admin-secret")}], generation=2)
+    run_round(make_prober(reg))  # seeds the file without globex
+    assert web.get(f"/status/badge.svg?token={made['token']}").status_code == 401  # not a 503 that never clears
+    assert web.post("/admin/tenants", json={"id": "globex"}, headers=ADMIN).status_code == 201
+    assert web.get(f"/status/badge.svg?token={made['token']}").status_code == 401  # nor the new globex's badge
+    assert web.get("/admin/tenants/globex/badge-tokens", headers=ADMIN).get_json()["badge_tokens"] == []
 
 
 def test_the_cli_issues_a_badge_token(web, redis_url, prefix) -> None:

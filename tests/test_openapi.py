@@ -77,18 +77,37 @@ def test_the_contract_refuses_an_answer_the_document_does_not_describe() -> None
     ]:
         with pytest.raises(ContractError, match=why):
             checked.check("GET", "/livez", Response(body, status, {"Content-Type": media}))
-    with pytest.raises(ContractError, match="date-time"):
-        checked.check("GET", "/status/events", Response(
-            b'{"events": [{"id": "1-0", "at": "yesterday", "scope": "status", "integration": null, "previous": "ok",'
-            b' "current": "degraded", "reason": null}], "next": "1-0"}', 200, {"Content-Type": "application/json"}))
+    for at in ("yesterday", "20260101T000000Z", "2026-01-01 00:00:00+01:00", "2026-01-01T00:00:00"):
+        with pytest.raises(ContractError, match="date-time"):
+            checked.check("GET", "/status/events", Response(
+                b'{"events": [{"id": "1-0", "at": "%s", "scope": "status", "integration": null, "previous": "ok",'
+                b' "current": "degraded", "reason": null}], "next": "1-0"}' % at.encode(), 200, {"Content-Type": "application/json"}))
     with pytest.raises(ContractError, match="no documented operation"):
         checked.check("POST", "/livez", Response(b"", 200, {}))
+    with pytest.raises(ContractError, match="empty"):
+        checked.check("GET", "/livez", Response(b"", 200, {"Content-Type": "application/json"}))
+    envelope = b'{"status": "error", "error": {"code": "internal_error", "message": "an unexpected error occurred"}}'
+    with pytest.raises(ContractError, match="a bug"):  # bad input answered with 500 fails whichever test sent it
+        checked.check("GET", "/status", Response(envelope, 500, {"Content-Type": "application/json"}))
+    with pytest.raises(ContractError, match="WWW-Authenticate"):
+        checked.check("GET", "/status", Response(envelope.replace(b"internal_error", b"unauthorized"), 401,
+                                                 {"Content-Type": "application/json"}))
+    with pytest.raises(ContractError, match="no HTML page"):  # negotiation: JSON sent as the page
+        checked.check("GET", "/status", Response(b'{"status": "ok"}', 200, {"Content-Type": "text/html", "Cache-Control": "x", "Vary": "Accept"}))
+    with pytest.raises(ContractError, match="maintenance"):
+        checked.check("GET", "/status/events", Response(
+            b'{"events": [{"id": "1-0", "at": "2026-01-01T00:00:00Z", "scope": "maintenance", "integration": null, "previous": "active",'
+            b' "current": "inactive", "reason": null, "maintenance": {"x": [1]}}], "next": "1-0"}', 200, {"Content-Type": "application/json"}))
 
 
 def _call_every_operation(web, upstream) -> None:
     """Call each operation until each of its documented answers has come back, with real data behind it."""
     for path in ("/livez", "/readyz", "/metrics", "/openapi.json", "/docs", "/static/status.css", "/static/status.js"):
         assert web.get(path).status_code == 200, path
+    for path in ("/openapi.json", "/docs", "/static/status.css", "/static/status.js"):  # a browser's revalidation
+        assert web.get(path, headers={"If-None-Match": web.get(path).headers["ETag"]}).status_code == 304, path
+    for path in ("/static/status.css", "/static/status.js"):
+        assert web.get(path, headers={"Range": "bytes=0-3"}).status_code == 206, path
     tagged = web.get("/status", headers=KEY)
     assert web.get("/status", headers={**KEY, "If-None-Match": tagged.headers["ETag"]}).status_code == 304
     assert web.get("/status", headers={**KEY, "Accept": "application/health+json"}).status_code == 200
@@ -142,7 +161,8 @@ def test_every_operation_gives_each_documented_answer_as_documented(web, upstrea
 
 
 def test_every_documented_error_comes_back_in_the_documented_envelope(web, redis_url, prefix) -> None:
-    """401 without a key, 403 for a tenant's key on the admin API, 400 for a bad id, 404, 409, 413, 415, then 503 without Redis."""
+    """401 without a key, 403 for a tenant's key on the admin API, 400 for a bad id, 413 and 415 on every route that lists
+    them; a 404, 409 and 400 of each kind; then 503 without Redis on every route that lists it."""
     document = contract().document
     concrete = {"tenant_id": "acme", "integration_id": "1", "key_id": "k1", "token_id": "t1", "webhook_id": "w1",
                 "window_id": "m1", "filename": "nothing.css"}

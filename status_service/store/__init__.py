@@ -34,6 +34,7 @@ the layout works on Redis Cluster; atomic steps are Lua scripts, never MULTI acr
   P{t:ID}:changes     stream  one entry {i: ID} per integration change; its id is the change's rev
   P{t:ID}:webhooks, outbox, outbox:*, dead, dead:at   webhooks and their deliveries (store/webhooks.py)
   P{t:ID}:maintenance hash  the tenant's maintenance windows (store/maintenance.py)
+  P{t:ID}:badges      hash  the tenant's badge tokens (store/badges.py)
   P{t:ID}:checks:*, r300:*, ..., events        history (store/history.py); history:keys lists the keys of
                             both whose names vary (checks:<id>, outbox:<webhook>...), for a tenant's removal
 Every key's size is bounded by the registry (one entry per tenant, key or integration), or trimmed.
@@ -916,7 +917,7 @@ class Store:
         return [self.registry_key(tenant_id), self.results_key(tenant_id), self.changed_key(tenant_id),
                 self.incarnation_key(tenant_id), self.version_key(tenant_id), self.report_key(tenant_id),
                 self.integrations_key(tenant_id), self.tenant_changes_key(tenant_id),
-                *(base + name for name in ("webhooks", "outbox", "dead", "dead:at", "maintenance"))]  # store/webhooks.py, maintenance.py
+                *(base + name for name in ("webhooks", "outbox", "dead", "dead:at", "maintenance", "badges"))]  # store/webhooks.py, maintenance.py, badges.py
 
     def seed(
         self,

@@ -213,9 +213,8 @@ def delete_tenant(tenant_id: str) -> tuple[str, int]:
         if due.get(member) is not None:  # else a prober that claims it takes it out: nothing defines it
             _catalog().unschedule_if(member, due[member])
     _catalog().announce(tenant_id)
-    # Its webhooks and maintenance windows went with its data; dispatchers stop looking, and its badge tokens go.
+    # Its webhooks, maintenance windows and badge tokens went with its data; dispatchers stop looking.
     Webhooks(current_app.extensions["status_web"].store).forget(tenant_id)
-    Badges(current_app.extensions["status_web"].store).revoke(tenant_id)
     return "", 204
 
 

@@ -264,7 +264,7 @@ def events() -> Response:
         raise QueryError("limit", f"must be a whole number from 1 to {MAX_LIMIT}")
     limit = int(raw_limit)
     since = request.args.get("since")
-    if since is not None and not _CURSOR.fullmatch(since):
+    if since is not None and not (_CURSOR.fullmatch(since) and int(since.partition("-")[2]) <= LAST_SEQUENCE):
         since = f"{math.ceil(_parse_time(since) * 1000) - 1}-{LAST_SEQUENCE}"  # the cursor just before that time
     page = store.events(found.tenant_id, None if since is None else f"({since}", limit)
     out = [{"id": e.id, "at": _iso_ms(e.at), **e.body} for e in page]

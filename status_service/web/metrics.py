@@ -126,4 +126,4 @@ def scrape() -> Response:
         for collector in (REQUESTS, LATENCY):  # one process: its own counters
             registry.register(collector)
     registry.register(RedisCollector(current_app.extensions["status_web"].store))
-    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)  # as is: mimetype= would add a second charset
