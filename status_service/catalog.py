@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .cipher import CipherError
-from .model import Integration, split_member
-from .registry import probe_spec
+from .model import Integration, ProviderOptions, split_member
+from .registry import spec_of
 from .store.catalog import TenantChange
 
 
@@ -39,9 +39,10 @@ def _rev_key(rev: str) -> tuple[int, int]:
 class Catalog:
     """Tenant id -> ApiTenant; applies what the store's catalog reads, decrypting each probe once."""
 
-    def __init__(self, open_probe: Callable[[str], str], guarded: bool) -> None:
-        self.open_probe = open_probe  # the cipher's open(): token -> probe JSON
+    def __init__(self, open_probe: Callable[[str], str], guarded: bool, providers: tuple[ProviderOptions, ...] = ()) -> None:
+        self.open_probe = open_probe  # the cipher's open(): token -> probe (or check) JSON
         self.guarded = guarded  # untrusted probes go through the address policy unless the file lifts it
+        self.providers = providers  # where provider checks go: the file's, never the API's
         self.tenants: dict[str, ApiTenant] = {}
 
     def integration(self, member: str) -> Integration | None:
@@ -106,6 +107,7 @@ class Catalog:
         return Applied(fresh, removed, whole or unordered, unreadable)
 
     def _integration(self, tenant_id: str, integration_id: str, definition: dict[str, object]) -> Integration:
-        probe = json.loads(self.open_probe(str(definition["probe"])))
+        way = "check" if "check" in definition else "probe"
+        how = json.loads(self.open_probe(str(definition[way])))
         return Integration(tenant_id, integration_id, str(definition["type"]),
-                           probe_spec(probe, guarded=self.guarded), rev=str(definition["rev"]))
+                           spec_of({way: how}, self.providers, guarded=self.guarded), rev=str(definition["rev"]))

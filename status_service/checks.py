@@ -2,15 +2,18 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Mapping
 
 from .model import Health, Outcome, ProbeSpec, State
+from .providers import PROVIDERS
 
 _MISSING = object()
 
 
-def judge(spec: ProbeSpec, status_code: int, body: bytes, latency_ms: int) -> Outcome:
-    """Decide whether a complete HTTP response means the integration is healthy."""
+def judge(spec: ProbeSpec, status_code: int, body: bytes, latency_ms: int, headers: Mapping[str, str] | None = None) -> Outcome:
+    """Decide whether a complete HTTP response means the integration is healthy (a provider check: as its provider says)."""
+    if spec.provider:
+        return PROVIDERS[spec.provider].judge(status_code, headers or {}, body, latency_ms)
     if spec.expect_status:
         if status_code not in spec.expect_status:
             return Outcome.failed(f"http_{status_code}", latency_ms)
@@ -58,7 +61,7 @@ def advance(previous: State | None, outcome: Outcome, spec: ProbeSpec, now: floa
     """
     checked_at = max(now, previous.checked_at) if previous else now  # never backwards, whatever the clocks
     last = previous  # what was recorded, stale or not: a gap in checks is no change of status
-    if previous is not None and now - previous.checked_at > spec.stale_after_s:
+    if previous is not None and now - previous.checked_at > spec.stale_after(previous.reason):
         previous = None
     if outcome.ok:
         fails, oks = 0, (previous.consecutive_successes if previous else 0) + 1
@@ -101,6 +104,7 @@ def advance(previous: State | None, outcome: Outcome, spec: ProbeSpec, now: floa
         changes=recent,
         held=held,
         paused_from=paused_from,
+        balance=outcome.balance,
     )
 
 

@@ -62,7 +62,7 @@ class Compactor:
             return self.history.write(tenant_id, marks, max(end, marks.cursor or end), marks.began or end, [], trims)
         cursor, late, began = marks.cursor, marks.late, marks.began
         ids = [i.id for i in integrations]
-        oldest = now - self.options.raw_s + max(i.probe.stale_after_s for i in integrations)  # raw checks before are gone
+        oldest = now - self.options.raw_s + max(i.probe.stale_after("invalid_credentials") for i in integrations)  # raw checks before are gone
         if began is None:
             first = [cs[0].at for cs in self.history.checks(tenant_id, ids, oldest).values() if cs]
             if not first:
@@ -81,7 +81,7 @@ class Compactor:
         # What start leaves half-folded is merged with what is kept: the packs it falls in are rewritten whole.
         hour, day = _floor(start, HOUR), _floor(start, DAY)
         raw = self.history.checks(tenant_id, ids, start)
-        tracks = [rollup.Track(i.id, i.type, i.probe.stale_after_s, tuple(raw.get(i.id, ()))) for i in integrations]
+        tracks = [rollup.Track(i.id, i.type, i.probe.stale_after_s, tuple(raw.get(i.id, ())), bool(i.probe.provider)) for i in integrations]
         fresh_points = rollup.scope_points(tracks, start, end, MINUTE)
         hourly = [f"s{HOUR}:{scope}" for scope in fresh_points] + [f"r{HOUR}:{i}" for i in ids]  # packed by day
         finer = [f"s{size}:{scope}" for scope in fresh_points for size in (MINUTE, FIVE_MINUTES)] + [f"r{FIVE_MINUTES}:{i}" for i in ids]

@@ -80,10 +80,11 @@ class Dispatcher:
         fan: dict[str, list[tuple[str, list[str]]]] = {}
         for tenant_id, found in read.items():
             for event_id, text in found.events:
-                kind = webhooks.event_type(json.loads(text.split(" ", 1)[1])) if text else None
+                body = json.loads(text.split(" ", 1)[1]) if text else {}
+                kind = webhooks.event_type(body) if text else None
                 # An event no webhook wants is acknowledged all the same.
-                fan.setdefault(tenant_id, []).append((event_id, [h for h, wanted in subscribed[tenant_id].items()
-                                                                 if kind and (not wanted or kind in wanted)]))
+                fan.setdefault(tenant_id, []).append((event_id, [h for h, (events, categories) in subscribed[tenant_id].items()
+                                                                 if webhooks.wanted(events, categories, kind, body)]))
         self.webhooks.fan_out(fan, now)
         started = 0
         # Only the webhooks whose secrets this prober opens: the others' jobs wait, untouched, for a prober that can.
@@ -111,17 +112,17 @@ class Dispatcher:
                         free -= n
         return room
 
-    def _hooks(self, tenant_id: str, made: Mapping[str, dict]) -> tuple[dict[str, tuple[str, ...]], dict[str, Webhook]]:
-        """Return a tenant's webhooks: the event types each wants (empty: all), and those whose secrets this prober can open.
+    def _hooks(self, tenant_id: str, made: Mapping[str, dict]) -> tuple[dict[str, tuple[tuple[str, ...], tuple[str, ...]]], dict[str, Webhook]]:
+        """Return a tenant's webhooks: the event types and reason categories each wants (empty: all), and those whose secrets this prober can open.
 
         A webhook whose secret no key of this prober opens still gets its jobs: another prober may
         hold the key and send them.
         """
         file_hooks = self.file_hooks.get(tenant_id, {})
-        subscribed = {h.id: h.events for h in file_hooks.values()}
+        subscribed = {h.id: (h.events, h.categories) for h in file_hooks.values()}
         ready = dict(file_hooks)
         for hook_id, definition in made.items():
-            subscribed[hook_id] = tuple(definition.get("events", ()))
+            subscribed[hook_id] = (tuple(definition.get("events", ())), tuple(definition.get("categories", ())))
             try:
                 url, secret = self.open_secret(definition["url"]), self.open_secret(definition["secret"])
             except CipherError:
@@ -130,7 +131,8 @@ class Dispatcher:
                               tenant_id, hook_id)
                     self.unreadable.add((tenant_id, hook_id))
                 continue
-            ready[hook_id] = Webhook(hook_id, url, secret, subscribed[hook_id], guarded=self.guarded)
+            events, categories = subscribed[hook_id]
+            ready[hook_id] = Webhook(hook_id, url, secret, events, guarded=self.guarded, categories=categories)
         return subscribed, ready
 
     def _deliver(self, job: Job, hook: Webhook) -> None:

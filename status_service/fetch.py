@@ -357,7 +357,7 @@ class Fetcher:
                         return Outcome.failed("timeout", elapsed_ms())
             if deadline.passed():  # a cut-off body can look complete
                 return Outcome.failed("timeout", elapsed_ms())
-            return checks.judge(spec, response.status_code, bytes(body), elapsed_ms())
+            return checks.judge(spec, response.status_code, bytes(body), elapsed_ms(), response.headers)
         except Exception as exc:  # every failure becomes a short reason, whatever raised it
             if deadline.refused:
                 return Outcome.failed(policy.REASON, elapsed_ms())
@@ -387,7 +387,7 @@ class Fetcher:
         headers = CaseInsensitiveDict(self.headers)
         headers.update(spec.headers)
         prepared = requests.PreparedRequest()
-        prepared.prepare(method=spec.method, url=spec.url, headers=headers, data=data)
+        prepared.prepare(method=spec.method, url=spec.url, headers=headers, data=data if data is not None else spec.body)
         return prepared
 
     def lookup(self, host: str, port: int, deadline: Deadline) -> Future[list[tuple[Any, ...]]]:

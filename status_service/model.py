@@ -17,6 +17,7 @@ DEFAULT_MAX_BODY_BYTES = 1_048_576
 DEFAULT_CONCURRENCY = 64
 DEFAULT_TICK_S = 1.0
 DEFAULT_MAX_INTEGRATIONS = 10_000  # per tenant, through the admin API
+INVALID_CREDENTIALS_BACKOFF = 10  # a provider check that found its credentials invalid probes at this many intervals
 
 
 class Health(str, enum.Enum):
@@ -44,6 +45,21 @@ class ProbeSpec:
     stale_after_s: float = STALE_AFTER_INTERVALS * DEFAULT_INTERVAL_S
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     guarded: bool = False  # untrusted (not from the config file): public addresses only (see policy.py)
+    provider: str = ""  # a built-in provider check's (providers/): its judge reads the answer, not expect_*
+    body: bytes | None = field(default=None, repr=False)  # what the request sends, for a check that must send one
+    low_balance: float | None = None  # a provider check's balance under this is shown as low_balance
+
+    def backs_off(self, reason: str | None) -> bool:
+        """Return whether a result with this reason waits INVALID_CREDENTIALS_BACKOFF intervals: a provider check's bad credentials.
+
+        Every tenant's dead keys share this service's address, and a provider may ban an address
+        that keeps sending them (Discord: 10,000 refusals in 10 minutes).
+        """
+        return bool(self.provider) and reason == "invalid_credentials"
+
+    def stale_after(self, reason: str | None) -> float:
+        """Return how long a result with this reason stays fresh: stretched as far as its backoff."""
+        return self.stale_after_s * INVALID_CREDENTIALS_BACKOFF if self.backs_off(reason) else self.stale_after_s
 
 
 @dataclass(frozen=True)
@@ -71,10 +87,7 @@ class Webhook:
     secret: str = field(repr=False)
     events: tuple[str, ...] = ()
     guarded: bool = False  # made through the admin API: public addresses only (see policy.py)
-
-    def wants(self, event_type: str) -> bool:
-        """Return whether this webhook subscribed to the event type."""
-        return not self.events or event_type in self.events
+    categories: tuple[str, ...] = ()  # reason categories it wants (empty: all); see webhooks.wanted
 
 
 @dataclass(frozen=True)
@@ -142,6 +155,16 @@ class AlertOptions:
 
 
 @dataclass(frozen=True)
+class ProviderOptions:
+    """Where one provider's checks go and how fast: the file's providers.<name>, over the built-in defaults."""
+
+    name: str
+    base_url: str
+    status_page: str
+    max_requests_per_second: float
+
+
+@dataclass(frozen=True)
 class Registry:
     """Everything the config file declares, validated."""
 
@@ -155,6 +178,7 @@ class Registry:
     history: HistoryOptions = field(default_factory=HistoryOptions)
     metrics_tenant_label: bool = False  # /metrics labels the integrations' counts by tenant
     alerts: AlertOptions = field(default_factory=AlertOptions)
+    providers: tuple[ProviderOptions, ...] = ()  # every built-in provider's, defaults applied
     integrations: tuple[Integration, ...] = field(init=False, repr=False, compare=False)  # every tenant's, in order
 
     def integration(self, member: str) -> Integration | None:
@@ -200,6 +224,8 @@ class Outcome:
     ok: bool
     reason: str | None = None
     latency_ms: int | None = None
+    balance: float | None = None  # what a provider check read of the account's credit, where the provider says
+    retry_after_s: float | None = None  # how long the provider asked us to wait (Retry-After, retry_after)
 
     @classmethod
     def failed(cls, reason: str, latency_ms: int | None = None) -> "Outcome":
@@ -222,6 +248,7 @@ class State:
     changes: tuple[float, ...] = ()  # when the status changed within the flap window, oldest first
     held: str | None = None  # while flapping: the status alerts last announced, before it began
     paused_from: str | None = None  # while in a maintenance window: its status when the window began
+    balance: float | None = None  # a provider check's last reading of the account's credit
 
     def to_json(self) -> dict[str, Any]:
         """Return the JSON-ready form stored in Redis."""
@@ -237,6 +264,7 @@ class State:
             "chg": list(self.changes),
             "held": self.held,
             "paused": self.paused_from,
+            "bal": self.balance,
         }
 
     @classmethod
@@ -254,4 +282,5 @@ class State:
             changes=tuple(raw.get("chg", ())),
             held=raw.get("held"),
             paused_from=raw.get("paused"),
+            balance=raw.get("bal"),
         )

@@ -31,7 +31,9 @@ from .compactor import Compactor
 from .dispatcher import Dispatcher
 from .fetch import Fetcher
 from .metrics import Tally
-from .model import Integration, Outcome, ProbeSpec, Registry, State, Window, split_member, tenant_fingerprint
+from .model import (
+    INVALID_CREDENTIALS_BACKOFF, Integration, Outcome, ProbeSpec, Registry, State, Window, split_member, tenant_fingerprint,
+)
 from .registry import ConfigError, load
 from .settings import SettingsError, configure_logging, credentials_cipher, from_env, redis_url
 from .store import Claim, Fenced, OlderGeneration, Recorded, Store, StoreUnavailable, TenantConflict, connect
@@ -87,18 +89,24 @@ def fingerprint(registry: Registry) -> str:
     return hashlib.sha256(repr(astuple(registry)).encode()).hexdigest()[:16]
 
 
-def next_due(integration: Integration, claim: Claim, first: bool, now: float) -> float:
+def next_due(integration: Integration, claim: Claim, first: bool, now: float, outcome: Outcome | None = None) -> float:
     """Return when to probe again: spread over the interval after the first probe, then keep phase.
 
     The spread lands in the second half of the interval, so no two probes of one integration are
-    ever closer than half an interval.
+    ever closer than half an interval. A provider check whose credentials were refused waits ten
+    intervals; one the provider throttled waits at least as long as the provider asked.
     """
-    interval = integration.probe.interval_s
+    probe = integration.probe
+    backoff = outcome is not None and probe.backs_off(outcome.reason)
+    interval = probe.interval_s * (INVALID_CREDENTIALS_BACKOFF if backoff else 1)
+    wait = outcome.retry_after_s if outcome is not None and outcome.retry_after_s else 0.0
+    if backoff:
+        return now + max(interval, wait)  # from now: the phase of a check that keeps being refused matters to nobody
     if first:
-        return now + interval * random.uniform(0.5, 1.0)
+        return max(now + interval * random.uniform(0.5, 1.0), now + wait)
     planned = claim.due_ms / 1000 + interval
     # A late probe keeps the phase if it can; a prober that fell behind fires no catch-up burst.
-    return max(planned, now + interval / 2)
+    return max(planned, now + interval / 2, now + wait)
 
 
 class Prober:
@@ -157,7 +165,8 @@ class Prober:
         self.tenant_prints = {t.id: tenant_fingerprint(t.integrations) for t in registry.tenants}
         self.behind: set[str] = set()  # tenants whose seeded registry differs from this one (logged once)
         # The admin API's integrations: read whole at the first tick, then change by change (follow()).
-        self.catalog = Catalog(self.cipher.open if self.cipher else str, guarded=not registry.allow_private_addresses)
+        self.catalog = Catalog(self.cipher.open if self.cipher else str, guarded=not registry.allow_private_addresses,
+                               providers=registry.providers)
         self.feed_at: str | None = None  # the position in the feed of changed tenants; None: read everything
         self.reconcile_at = 0.0  # time.monotonic() of the next re-read of every tenant's rev
         self.unreadable: set[str] = set()  # tenants with a definition this prober cannot decrypt (logged once)
@@ -555,8 +564,8 @@ class Prober:
                 self.follow(now, {split_member(m)[0] for m in outdated})
                 outdated = {m for m in outdated if self.integration(m) is not None}
             self.store.reschedule(
-                (e.claim, now if e.integration.member in outdated else next_due(e.integration, e.claim, e.integration.member in first, now))
-                for e, _, _ in batch
+                (e.claim, now if e.integration.member in outdated else next_due(e.integration, e.claim, e.integration.member in first, now, o))
+                for e, o, _ in batch
             )
         except StoreUnavailable:
             with self.lock:

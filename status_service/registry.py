@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -12,8 +13,9 @@ from marshmallow import ValidationError
 from .model import (
     DEFAULT_CONCURRENCY, DEFAULT_FAILURE_THRESHOLD, DEFAULT_MAX_INTEGRATIONS, DEFAULT_INTERVAL_S, DEFAULT_MAX_BODY_BYTES,
     DEFAULT_SUCCESS_THRESHOLD, DEFAULT_TICK_S, DEFAULT_TIMEOUT_S, STALE_AFTER_INTERVALS,
-    AlertOptions, HistoryOptions, Integration, ProberOptions, ProbeSpec, Registry, Tenant, Webhook,
+    AlertOptions, HistoryOptions, Integration, ProberOptions, ProbeSpec, ProviderOptions, Registry, Tenant, Webhook,
 )
+from .providers import DEFAULT_MAX_REQUESTS_PER_SECOND, PROVIDERS
 from .schemas import ConfigSchema
 
 # libyaml's loader when PyYAML has it: a registry of 10,000 integrations parses several times faster.
@@ -91,10 +93,11 @@ def _stale_too_soon(data: dict[str, Any]) -> Iterator[str]:
     defaults = data["probe"]
     timing = {"stale_after_seconds", "interval_seconds", "timeout_seconds"}
     places = [("probe", defaults)] + [
-        (f"tenants[{t}].integrations[{n}].probe", {**defaults, **i["probe"]})
+        (f"tenants[{t}].integrations[{n}].{way}", {**defaults, **i[way]})
         for t, tenant in enumerate(data["tenants"])
         for n, i in enumerate(tenant["integrations"])
-        if timing & i["probe"].keys()  # otherwise the defaults' own check covers it
+        for way in ("check" if "check" in i else "probe",)
+        if timing & i[way].keys()  # otherwise the defaults' own check covers it
     ]
     for where, p in places:
         if "stale_after_seconds" not in p:
@@ -155,15 +158,14 @@ def _join(where: str, key: Any) -> str:
 def _build(data: dict[str, Any]) -> Registry:
     """Turn validated data into the frozen registry, applying every default."""
     defaults = data["probe"]
+    providers = provider_options(data["providers"])
     tenants = []
     for t in data["tenants"]:
-        integrations = tuple(
-            Integration(tenant_id=t["id"], id=i["id"], type=i["type"], probe=probe_spec({**defaults, **i["probe"]}))
-            for i in t["integrations"]
-        )
+        integrations = tuple(Integration(tenant_id=t["id"], id=i["id"], type=i["type"], probe=spec_of(i, providers, defaults))
+                             for i in t["integrations"])
         digests = tuple(dict.fromkeys(k["sha256"].lower() for k in t["api_keys"]))
-        hooks = tuple(Webhook(h.get("id") or webhook_id(h["url"]), h["url"], h["secret"], tuple(dict.fromkeys(h["events"])))
-                      for h in t["webhooks"])
+        hooks = tuple(Webhook(h.get("id") or webhook_id(h["url"]), h["url"], h["secret"], tuple(dict.fromkeys(h["events"])),
+                              categories=tuple(dict.fromkeys(h["categories"]))) for h in t["webhooks"])
         tenants.append(Tenant(id=t["id"], key_digests=digests, integrations=integrations, webhooks=hooks))
     prober = data["prober"]
     return Registry(
@@ -185,7 +187,37 @@ def _build(data: dict[str, Any]) -> Registry:
             flap_changes=data["alerts"].get("flap_changes", AlertOptions.flap_changes),
             flap_window_s=data["alerts"].get("flap_minutes", AlertOptions.flap_window_s / 60) * 60.0,
         ),
+        providers=providers,
     )
+
+
+def provider_options(given: Mapping[str, Mapping[str, Any]]) -> tuple[ProviderOptions, ...]:
+    """Return every built-in provider's options: the file's providers.<name> over the defaults."""
+    return tuple(ProviderOptions(
+        name=p.name,
+        base_url=given.get(p.name, {}).get("base_url", p.base_url).rstrip("/"),
+        status_page=given.get(p.name, {}).get("status_page", p.status_page).rstrip("/"),
+        max_requests_per_second=float(given.get(p.name, {}).get("max_requests_per_second", DEFAULT_MAX_REQUESTS_PER_SECOND)),
+    ) for p in PROVIDERS.values())
+
+
+def spec_of(integration: Mapping[str, Any], providers: tuple[ProviderOptions, ...], defaults: Mapping[str, Any] | None = None,
+            guarded: bool = False) -> ProbeSpec:
+    """Return how to probe an integration: its generic probe, or its provider check's request to the provider's base URL.
+
+    A provider check goes only where the file's providers section (or the built-in default) says,
+    never where an API user says: it is no guarded probe.
+    """
+    defaults = defaults or {}
+    if "probe" in integration:
+        return probe_spec({**defaults, **integration["probe"]}, guarded)
+    check = integration["check"]
+    provider = PROVIDERS[check["provider"]]
+    base = next(o.base_url for o in providers if o.name == provider.name) if providers else provider.base_url
+    sent = provider.request(check["credentials"])
+    spec = probe_spec({**defaults, **check, "url": base + sent.path})
+    return replace(spec, method=sent.method, headers=sent.headers, body=sent.body, provider=provider.name,
+                   low_balance=check.get("low_balance"))
 
 
 def webhook_id(url: str) -> str:

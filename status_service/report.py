@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Mapping, Sequence
 
+from . import reasons
 from .model import Health, Integration, State, Window
 
 Row = dict[str, Any]
@@ -42,7 +43,7 @@ def row(integration: Integration, state: State | None, now: float, maintenance: 
         health, reason = Health.MAINTENANCE, "maintenance"
     elif state is None:
         health, reason = Health.UNKNOWN, "not_checked_yet"
-    elif now - state.checked_at > integration.probe.stale_after_s:
+    elif now - state.checked_at > integration.probe.stale_after(state.reason):
         health, reason = Health.UNKNOWN, "stale"
     else:
         health, reason = state.status, state.reason
@@ -53,9 +54,16 @@ def row(integration: Integration, state: State | None, now: float, maintenance: 
         "checked_at": iso(state.checked_at) if state else None,
         "latency_ms": state.latency_ms if state else None,
         "reason": reason,
+        "reason_category": reasons.category(reason),
     }
-    if state is not None and state.held is not None and health in (Health.HEALTHY, Health.UNHEALTHY):
-        entry["flapping"] = True  # present only while it flaps
+    if state is not None and health in (Health.HEALTHY, Health.UNHEALTHY):
+        if state.held is not None:
+            entry["flapping"] = True  # present only while it flaps
+        if state.balance is not None:  # present only where the provider reports one
+            entry["balance"] = state.balance
+            low = integration.probe.low_balance
+            if health is Health.HEALTHY and low is not None and state.balance < low:
+                entry["reason"], entry["reason_category"] = "low_balance", reasons.category("low_balance")  # a hint: still healthy
     return entry
 
 
@@ -112,7 +120,8 @@ def expire(document: dict[str, Any], stale_at: Mapping[str, float], now: float) 
     This is how a dead prober fleet shows: nobody rebuilt the report, so its data ages into unknown.
     """
     rows = [
-        {**{k: v for k, v in entry.items() if k != "flapping"}, "status": Health.UNKNOWN.value, "reason": "stale"}
+        {**{k: v for k, v in entry.items() if k not in ("flapping", "balance")}, "status": Health.UNKNOWN.value, "reason": "stale",
+         "reason_category": None}
         # No result: not stale. In maintenance: out of the counts whatever its result.
         if stale_at.get(entry["id"], float("inf")) < now and entry["checked_at"] is not None
         and entry["status"] != Health.MAINTENANCE.value
@@ -236,7 +245,7 @@ class TenantReport:
                 self._flapping.add(iid)
             else:
                 self._flapping.discard(iid)
-            self.stale_at[iid] = at = state.checked_at + self.integrations[n].probe.stale_after_s
+            self.stale_at[iid] = at = state.checked_at + self.integrations[n].probe.stale_after(state.reason)
             self._render(n, now)
             if at >= now:
                 self._next_stale = min(self._next_stale, at)

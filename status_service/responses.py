@@ -10,7 +10,8 @@ from typing import Any
 
 from marshmallow import Schema, fields, validate
 
-from .schemas import ProbeSchema
+from .reasons import CATEGORIES
+from .schemas import CheckSchema, ProbeSchema
 from .webhooks import EVENT_TYPES
 
 STATUSES = ("ok", "degraded", "unhealthy")
@@ -77,7 +78,10 @@ class IntegrationRowSchema(Schema):
     latency_ms = _count("How long the last probe took", nullable=True)
     reason = _text("Why the last probe failed, why it is unknown (not_checked_yet, stale), or maintenance; null when healthy",
                    nullable=True)
+    reason_category = fields.String(required=True, allow_none=True, validate=validate.OneOf(CATEGORIES),
+                                    metadata=_say("The reason's category; null with no failure (healthy, not checked yet, stale, maintenance)"))
     flapping = fields.Boolean(metadata=_say("Present, true, while it flaps: its alerts are held until it settles"))
+    balance = fields.Float(metadata=_say("Present where the provider reports the account's credit: its last reading"))
 
 
 class TypeStatsSchema(Schema):
@@ -156,7 +160,7 @@ class HistorySchema(Schema):
     points = fields.List(fields.Nested(PointSchema), required=True)
 
 
-class CheckSchema(Schema):
+class ResultSchema(Schema):
     class Meta:
         description = "One probe's result."
 
@@ -205,7 +209,7 @@ class IntegrationDetailSchema(Schema):
     checked_at = _time("When it was last probed", nullable=True)
     since = _time("Since when its status holds", nullable=True)
     consecutive_failures = _count("Failed probes in a row")
-    last_checks = fields.List(fields.Nested(CheckSchema), required=True, metadata=_say("The last 20, newest first"))
+    last_checks = fields.List(fields.Nested(ResultSchema), required=True, metadata=_say("The last 20, newest first"))
     uptime = fields.Nested(UptimeSchema, required=True)
     coverage = fields.Nested(CoverageSchema, required=True)
     latency_ms = fields.Nested(LatencySchema, required=True)
@@ -343,13 +347,22 @@ class ShownProbeSchema(ProbeSchema):
                           metadata=_say("Header names; every value shows as ***"))
 
 
+class ShownCheckSchema(CheckSchema):
+    class Meta:
+        description = "A provider check as the admin API shows it: every credential as ***."
+
+    credentials = fields.Dict(keys=fields.String(), values=fields.String(validate=validate.OneOf(("***",))), required=True,
+                              metadata=_say("The credentials' names; every value shows as ***"))
+
+
 class RegisteredIntegrationSchema(Schema):
     class Meta:
         description = "An integration made through the API; header values, query values and user-info show as ***."
 
     id = _text("Its id")
     type = _text("Its type")
-    probe = fields.Nested(ShownProbeSchema, required=True)
+    probe = fields.Nested(ShownProbeSchema, metadata=_say("A generic probe (or check)"))
+    check = fields.Nested(ShownCheckSchema, metadata=_say("A built-in provider check (or probe)"))
     created_at = _time("When it was made")
     updated_at = _time("When it last changed")
 
@@ -369,6 +382,8 @@ class WebhookInfoSchema(Schema):
     id = _text("Its id (wh_...)")
     url = _text("Where events go")
     events = fields.List(fields.String(validate=validate.OneOf(EVENT_TYPES)), required=True, metadata=_say("Subscribed types; empty: all"))
+    categories = fields.List(fields.String(validate=validate.OneOf(CATEGORIES)), required=True,
+                             metadata=_say("Reason categories of the failures it gets; empty: all"))
     created_at = _time("When it was made")
     secret = _text("The signing secret the service made (whsec_...)", required=False)
 

@@ -13,6 +13,8 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping, Sequence
 
+from .model import INVALID_CREDENTIALS_BACKOFF
+
 HEALTHY, UNHEALTHY, MAINTENANCE = "healthy", "unhealthy", "maintenance"
 LATENCY_BASE = 1.1  # histogram buckets grow by 10 %: a quantile is off by at most that much
 QUANTILES = (0.5, 0.95, 0.99)
@@ -38,6 +40,7 @@ class Track:
     type: str
     stale_after_s: float
     checks: tuple[Check, ...] = ()
+    backs_off: bool = False  # a provider check: a check whose credentials were refused stays fresh INVALID_CREDENTIALS_BACKOFF times longer
 
 
 @dataclass(frozen=True)
@@ -135,7 +138,8 @@ def segments(track: Track, start: float, end: float, kinds: tuple[str, ...] = (H
     out: list[tuple[float, float, str]] = []
     checks = track.checks
     for n, check in enumerate(checks):
-        until = check.at + track.stale_after_s
+        stretch = INVALID_CREDENTIALS_BACKOFF if track.backs_off and check.reason == "invalid_credentials" else 1
+        until = check.at + track.stale_after_s * stretch
         if n + 1 < len(checks):
             until = min(until, checks[n + 1].at)
         a, b = max(check.at, start), min(until, end)

@@ -8,6 +8,8 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from .model import DEFAULT_INTERVAL_S, DEFAULT_TIMEOUT_S
+from .providers import PROVIDERS
+from .reasons import CATEGORIES
 from .webhooks import EVENT_TYPES
 
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -124,12 +126,53 @@ class ProbeSchema(ProbeDefaultsSchema):
                               validate=validate.Length(max=64))
 
 
+class CheckSchema(ProbeDefaultsSchema):
+    """A built-in provider check: the provider, the account's credentials, and the probe timings."""
+
+    provider = fields.String(required=True, validate=validate.OneOf(sorted(PROVIDERS)))
+    # Credentials go into request headers: the header value rule keeps CR and LF out.
+    credentials = fields.Dict(keys=fields.String(validate=validate.Length(min=1, max=64)),
+                              values=fields.String(validate=[validate.Length(min=1, max=4096),
+                                                             validate.Regexp(HEADER_VALUE, error="not a valid HTTP header value")]),
+                              required=True, validate=validate.Length(max=8))
+    low_balance = Number(validate=validate.Range(min=0, max=1e12))
+
+    @validates_schema
+    def known_credentials(self, data: dict[str, Any], **kwargs: Any) -> None:
+        """Refuse credentials the provider does not take, or lacking one it needs, naming each."""
+        provider = PROVIDERS.get(data.get("provider", ""))
+        if provider is None or "credentials" not in data:
+            return
+        given = data["credentials"]
+        errors = {name: ["required"] for name in provider.required if name not in given}
+        for name, value in given.items():
+            if name not in provider.credentials:
+                errors[name] = [f"{provider.name} takes {', '.join(sorted(provider.credentials))}"]
+            elif provider.credentials[name] and value not in provider.credentials[name]:
+                errors[name] = [f"must be one of: {', '.join(provider.credentials[name])}"]
+        if errors:
+            raise ValidationError({"credentials": errors})
+
+
+def _one_way(data: dict[str, Any]) -> None:
+    """Refuse an integration that gives both a check and a probe, or neither."""
+    if ("check" in data) == ("probe" in data):
+        raise ValidationError("give either check (a built-in provider check) or probe (a generic HTTP check), not both",
+                              "check" if "check" in data else "probe")
+
+
 class IntegrationSchema(Schema):
-    """One integration of a tenant."""
+    """One integration of a tenant: a built-in provider check, or a generic HTTP probe."""
 
     id = Id(required=True)
     type = Text(required=True, validate=validate.Length(min=1, max=64))
-    probe = fields.Nested(ProbeSchema, required=True)
+    check = fields.Nested(CheckSchema)
+    probe = fields.Nested(ProbeSchema)
+
+    @validates_schema
+    def one_way(self, data: dict[str, Any], **kwargs: Any) -> None:
+        """Refuse both a check and a probe, or neither."""
+        _one_way(data)
 
 
 class ApiKeySchema(Schema):
@@ -144,6 +187,8 @@ class NewWebhookSchema(Schema):
     url = fields.Url(required=True, schemes={"http", "https"}, require_tld=False, validate=validate.Length(max=2048))
     secret = Text(validate=validate.Length(min=16, max=256))
     events = fields.List(fields.String(validate=validate.OneOf(EVENT_TYPES)), load_default=list, validate=validate.Length(max=len(EVENT_TYPES)))
+    categories = fields.List(fields.String(validate=validate.OneOf(CATEGORIES)), load_default=list,
+                             validate=validate.Length(max=len(CATEGORIES)))  # of failures' reasons; empty: all
 
 
 class WebhookSchema(NewWebhookSchema):
@@ -228,6 +273,14 @@ class MetricsSchema(Schema):
     tenant_label = Flag()  # a series per tenant: off by default, as tenants can be many
 
 
+class ProviderSettingsSchema(Schema):
+    """providers.<name>: where its checks and status page are (a proxy, a region, a test's fake), and its rate cap."""
+
+    base_url = fields.Url(schemes={"http", "https"}, require_tld=False, validate=validate.Length(max=2048))
+    status_page = fields.Url(schemes={"http", "https"}, require_tld=False, validate=validate.Length(max=2048))
+    max_requests_per_second = Number(validate=validate.Range(min=0.01, max=100_000))
+
+
 class ConfigSchema(Schema):
     """The whole config file."""
 
@@ -241,6 +294,8 @@ class ConfigSchema(Schema):
     alerts = fields.Nested(AlertsSchema, load_default=dict)
     tenants = fields.List(fields.Nested(TenantSchema), required=True)
     admin_keys = fields.List(fields.Nested(AdminKeySchema), load_default=list)
+    providers = fields.Nested(Schema.from_dict({name: fields.Nested(ProviderSettingsSchema) for name in sorted(PROVIDERS)},
+                                               name="ProvidersSchema"), load_default=dict)  # providers.<name>, each known one
 
     @validates_schema
     def unique_tenants_and_keys(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -295,16 +350,19 @@ class IntegrationBodySchema(Schema):
     # No '"', '\\' or control character: the report is edited in Redis without a JSON encoder (store/catalog.py).
     type = Text(required=True, validate=[validate.Length(min=1, max=64),
                                          validate.Regexp(r'^[^"\\\x00-\x1f\x7f]*\Z', error='may not hold ", \\ or control characters')])
-    probe = fields.Nested(ProbeSchema, required=True)
+    check = fields.Nested(CheckSchema)
+    probe = fields.Nested(ProbeSchema)
 
     @validates_schema
     def stale_after_reachable(self, data: dict[str, Any], **kwargs: Any) -> None:
-        """Refuse a stale_after_seconds that a punctual probe could reach (as the config file does)."""
-        probe = data.get("probe", {})
-        if "stale_after_seconds" in probe:
-            floor = probe.get("interval_seconds", DEFAULT_INTERVAL_S) + probe.get("timeout_seconds", DEFAULT_TIMEOUT_S)
-            if probe["stale_after_seconds"] <= floor:
-                raise ValidationError({"probe": {"stale_after_seconds": [f"must exceed interval_seconds + timeout_seconds ({floor:g})"]}})
+        """Refuse both a check and a probe, or neither, and a stale_after_seconds a punctual probe could reach (as the file does)."""
+        _one_way(data)
+        way = "check" if "check" in data else "probe"
+        timing = data.get(way, {})
+        if "stale_after_seconds" in timing:
+            floor = timing.get("interval_seconds", DEFAULT_INTERVAL_S) + timing.get("timeout_seconds", DEFAULT_TIMEOUT_S)
+            if timing["stale_after_seconds"] <= floor:
+                raise ValidationError({way: {"stale_after_seconds": [f"must exceed interval_seconds + timeout_seconds ({floor:g})"]}})
 
 
 class ReplaySchema(Schema):

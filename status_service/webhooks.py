@@ -6,7 +6,9 @@ import hmac
 import json
 import random
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
+
+from . import reasons
 
 EVENT_TYPES = ("integration.unhealthy", "integration.healthy", "status.changed", "type.changed",
                "integration.flapping", "provider.incident")
@@ -37,6 +39,18 @@ def event_type(body: Mapping[str, Any]) -> str | None:
     return None
 
 
+def wanted(events: Sequence[str], categories: Sequence[str], kind: str | None, body: Mapping[str, Any]) -> bool:
+    """Return whether a webhook subscribed to `events` and `categories` (each empty: all) wants an event of type `kind`.
+
+    Categories sort failures: an event whose reason has one (an integration's failure) goes only to a
+    webhook that wants that category; one without (a recovery, a status or type change) goes by type alone.
+    """
+    if kind is None or (events and kind not in events):
+        return False
+    category = reasons.category(body.get("reason"))
+    return not categories or category is None or category in categories
+
+
 def payload(event_id: str, kind: str, at: float, tenant_id: str, body: Mapping[str, Any]) -> bytes:
     """Return the JSON a receiver gets for one event; it holds no credential (an event has none)."""
     document: dict[str, Any] = {
@@ -48,6 +62,7 @@ def payload(event_id: str, kind: str, at: float, tenant_id: str, body: Mapping[s
         "previous": body.get("previous"),
         "current": body.get("current"),
         "reason": body.get("reason"),
+        "reason_category": reasons.category(body.get("reason")),
     }
     if body.get("scope") == "type":
         document["integration_type"] = body.get("type")

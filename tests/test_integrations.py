@@ -79,7 +79,7 @@ def test_a_new_integration_shows_at_once_and_the_same_put_again_changes_nothing(
     body = created.get_json()
     assert body["id"] == "mj-1" and body["type"] == "MJ" and body["probe"]["url"] == upstream.url("/a")
     assert rows(web, acme)["mj-1"] == {"id": "mj-1", "status": "unknown", "type": "MJ", "checked_at": None,
-                                       "latency_ms": None, "reason": "not_checked_yet"}
+                                       "latency_ms": None, "reason": "not_checked_yet", "reason_category": None}
     document = status_document(web, acme)
     assert document["status"] == "unhealthy" and document["data"]["stats_by_integration_type"]["MJ"]["total_count"] == 1
     again = put(web, "mj-1", upstream.url("/a"), expect_status=[200])

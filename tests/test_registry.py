@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from status_service.registry import ConfigError, load, parse, webhook_id
+from status_service.webhooks import wanted
 from tests.conftest import REPO
 
 DIGEST = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
@@ -127,7 +128,7 @@ def test_uppercase_digests_are_normalised() -> None:
         (config(probe={"interval_seconds": 10, "stale_after_seconds": 12}),
          "probe.stale_after_seconds: must exceed interval_seconds + timeout_seconds (15)"),
         (bad_integration(timeout_seconds=0), "tenants[0].integrations[0].probe.timeout_seconds: must be greater than or equal to 0.05"),
-        (config(tenants=[{"id": "a", "integrations": [{"id": "1", "type": "MJ"}]}]), "tenants[0].integrations[0].probe: missing data for required field"),
+        (config(tenants=[{"id": "a", "integrations": [{"id": "1", "type": "MJ"}]}]), "tenants[0].integrations[0].probe: give either check (a built-in provider check) or probe"),
         (config(tenants=[{"id": "a", "integrations": [{"id": "1", "type": "", "probe": {"url": "http://x.example/"}}]}]),
          "tenants[0].integrations[0].type: length must be between 1 and 64"),
         (config(tenants=[{"id": "a", "integrations": [
@@ -181,13 +182,17 @@ def test_missing_file_is_named(tmp_path) -> None:
 
 def test_shipped_configs_are_valid() -> None:
     assert parse((REPO / "config/status.yaml").read_text(), {}).tenants[0].id == "demo"
-    example = parse((REPO / "config/status.example.yaml").read_text(), {"ACME_MJ_TOKEN": "t", "ACME_WEBHOOK_SECRET": "s" * 32})
+    example = parse((REPO / "config/status.example.yaml").read_text(),
+                    {"ACME_MJ_TOKEN": "t", "ACME_WEBHOOK_SECRET": "s" * 32, "ACME_OPENAI_KEY": "k"})
     assert example.integrations[0].probe.interval_s == 60
     hook = example.tenants[0].webhooks[0]
     assert (hook.url, hook.secret, hook.guarded) == ("https://hooks.example.com/status", "s" * 32, False)
     assert hook.id.startswith("file-") and hook.id == webhook_id(hook.url)  # its URL's: reordering the list moves nothing
-    assert hook.wants("status.changed") and not hook.wants("type.changed")
+    assert wanted(hook.events, hook.categories, "status.changed", {}) and not wanted(hook.events, hook.categories, "type.changed", {})
     assert example.alerts.first_retry_s == 5 and example.alerts.retry_s == 24 * 3600
+    dalle = example.integrations[1].probe
+    assert (dalle.provider, dalle.url, dict(dalle.headers)["Authorization"], dalle.low_balance) == (
+        "openai", "https://api.openai.com/v1/models", "Bearer k", 20)
 
 
 @pytest.mark.parametrize("hooks, where", [

@@ -55,7 +55,8 @@ def test_seed_example_is_reproduced_exactly() -> None:
     assert json.dumps(seed_view(document)) == json.dumps(SEED)  # same key order and types too
     assert set(document) == {"status", "data"}
     assert set(document["data"]) - set(SEED["data"]) == {"generated_at"}
-    assert set(document["data"]["integrations"][0]) == {"id", "status", "type", "checked_at", "latency_ms", "reason"}
+    # The announcement's fields, and reason_category, added since (additive: a client that knows only those still works).
+    assert set(document["data"]["integrations"][0]) == {"id", "status", "type", "checked_at", "latency_ms", "reason", "reason_category"}
 
 
 def test_two_of_three_healthy_is_degraded_at_66_67() -> None:

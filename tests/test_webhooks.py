@@ -304,6 +304,7 @@ def test_a_webhook_made_through_the_api_shows_its_secret_once(web, store) -> Non
     ({"url": "ftp://example.com/x"}, "url"),
     ({"url": "https://example.com/x", "secret": "short"}, "secret"),
     ({"url": "https://example.com/x", "events": ["integration.exploded"]}, "events"),
+    ({"url": "https://example.com/x", "categories": ["weather"]}, "categories"),
     ({}, "url"),
 ])
 def test_bad_webhooks_are_refused_naming_the_field(web, body, field) -> None:
@@ -360,6 +361,31 @@ def test_which_events_are_alerts() -> None:
     assert webhooks.event_type({"scope": "integration", "previous": "unhealthy", "current": "healthy"}) == "integration.healthy"
     assert webhooks.event_type({"scope": "status", "previous": "ok", "current": "degraded"}) == "status.changed"
     assert webhooks.event_type({"scope": "type", "type": "MJ", "previous": "ok", "current": "degraded"}) == "type.changed"
+
+
+def test_a_webhook_subscribed_to_categories_gets_only_those_failures_and_every_recovery() -> None:
+    down = {"scope": "integration", "previous": "healthy", "current": "unhealthy", "reason": "http_503"}
+    assert webhooks.wanted((), ("provider",), "integration.unhealthy", down)
+    assert not webhooks.wanted((), ("credentials",), "integration.unhealthy", down)
+    assert webhooks.wanted((), ("credentials",), "integration.unhealthy", {**down, "reason": "invalid_credentials"})
+    assert webhooks.wanted((), ("credentials",), "integration.healthy", {**down, "current": "healthy", "reason": None})
+    assert webhooks.wanted((), ("credentials",), "status.changed", {"scope": "status", "reason": None})
+    assert not webhooks.wanted(("status.changed",), (), "integration.unhealthy", down)
+    assert not webhooks.wanted((), (), None, down)  # no alert at all
+
+
+def test_categories_filter_what_a_receiver_gets_and_each_payload_says_its_category(upstream, receiver, make_prober, store) -> None:
+    document = tenant("acme", ["acme-key"], [integration("1", "MJ", upstream.url("/mj"), failure_threshold=1)])
+    document["webhooks"] = [{"url": receiver.url, "secret": SECRET, "events": ["integration.unhealthy", "integration.healthy"],
+                             "categories": ["credentials"]}]
+    prober = make_prober(make_registry([document]))
+    run_round(prober)
+    flip(prober, upstream, 503)  # provider: not sent
+    flip(prober, upstream, 200)  # a recovery: sent
+    flip(prober, upstream, 401)  # credentials: sent
+    deliver_all(prober, expected=2, receiver=receiver)
+    got = sorted((r["body"]["type"], r["body"]["reason"], r["body"]["reason_category"]) for r in receiver.received)
+    assert got == [("integration.healthy", None, None), ("integration.unhealthy", "http_401", "credentials")]
 
 
 def test_a_flapping_integration_sends_one_flapping_event_then_one_where_it_settled(upstream, receiver, make_prober, store) -> None:

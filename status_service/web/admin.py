@@ -16,7 +16,7 @@ from marshmallow import Schema, ValidationError
 from .. import policy, report
 from ..cipher import Cipher, CipherError
 from ..model import DEFAULT_MAX_INTEGRATIONS, Integration, schedule_member
-from ..registry import probe_spec
+from ..registry import spec_of
 from ..schemas import ID_PATTERN, IntegrationBodySchema, NewTenantSchema
 from ..store.admin import Admin
 from ..store.badges import Badges
@@ -311,13 +311,22 @@ def _masked(probe: dict[str, Any]) -> dict[str, Any]:
     return shown
 
 
-def _integration_json(integration_id: str, definition: dict[str, Any], probe: dict[str, Any]) -> dict[str, Any]:
-    return {"id": integration_id, "type": definition["type"], "probe": _masked(probe),
+def _integration_json(integration_id: str, definition: dict[str, Any], how: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+    way, given = how
+    shown = _masked(given) if way == "probe" else {**given, "credentials": {name: MASK for name in given["credentials"]}}
+    return {"id": integration_id, "type": definition["type"], way: shown,
             "created_at": definition["created_at"], "updated_at": definition["updated_at"]}
 
 
-def _opened(definition: dict[str, Any]) -> dict[str, Any]:
-    return json.loads(_cipher().open(definition["probe"]))
+def _way(data: dict[str, Any]) -> str:
+    """Return how an integration is checked: "check" (a built-in provider check) or "probe" (a generic one)."""
+    return "check" if "check" in data else "probe"
+
+
+def _opened(definition: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Return how a stored integration is checked, and its check or probe, decrypted."""
+    way = _way(definition)
+    return way, json.loads(_cipher().open(definition[way]))
 
 
 def _settings() -> dict[str, Any]:
@@ -383,16 +392,17 @@ def put_integration(tenant_id: str, integration_id: str) -> tuple[Response, int]
     if data.get("id", integration_id) != integration_id:
         raise AdminError(400, "invalid_request", "invalid body", {"id": [f"must equal the path's integration id {integration_id!r}"]})
     settings = _settings()
-    if not settings["allow_private_addresses"]:
+    way = _way(data)
+    if way == "probe" and not settings["allow_private_addresses"]:  # a check goes only where the file says
         bad = _refusals(data["probe"])
         if bad:
             raise AdminError(400, "invalid_request", "the probe may not go there", bad)
     seen = _snapshot(tenant_id, integration_id)
-    if seen.definition is not None and (seen.definition["type"], _opened(seen.definition)) == (data["type"], data["probe"]):
-        return jsonify(_integration_json(integration_id, seen.definition, data["probe"])), 200
+    if seen.definition is not None and (seen.definition["type"], _opened(seen.definition)) == (data["type"], (way, data[way])):
+        return jsonify(_integration_json(integration_id, seen.definition, (way, data[way]))), 200
     at, now = _now(), time.time()
-    row = report.row(Integration(tenant_id, integration_id, data["type"], probe_spec(data["probe"])), None, now)
-    definition = {"type": data["type"], "probe": _cipher().seal(json.dumps(data["probe"])), "created_at": at, "updated_at": at}
+    row = report.row(Integration(tenant_id, integration_id, data["type"], spec_of(data, ())), None, now)
+    definition = {"type": data["type"], way: _cipher().seal(json.dumps(data[way])), "created_at": at, "updated_at": at}
     done = _catalog().change(tenant_id, integration_id, definition, report.encode(row), report.iso(now),
                              settings["max_integrations_per_tenant"])
     if done == "missing":
@@ -406,7 +416,7 @@ def put_integration(tenant_id: str, integration_id: str) -> tuple[Response, int]
                     f"tenants/{tenant_id}/integrations/{integration_id}", at)
     if not created and seen.definition is not None:
         definition["created_at"] = seen.definition["created_at"]
-    return jsonify(_integration_json(integration_id, definition, data["probe"])), 201 if created else 200
+    return jsonify(_integration_json(integration_id, definition, (way, data[way]))), 201 if created else 200
 
 
 @bp.get("/tenants/<tenant_id>/integrations")

@@ -26,6 +26,7 @@ def _webhooks() -> Webhooks:
 def _public(hook_id: str, definition: dict[str, Any]) -> dict[str, Any]:
     """Return a webhook as the API shows it: never its secret."""
     return {"id": hook_id, "url": _cipher().open(definition["url"]), "events": definition.get("events", []),
+            "categories": definition.get("categories", []),
             "created_at": definition["created_at"]}
 
 
@@ -48,7 +49,8 @@ def create_webhook(tenant_id: str) -> tuple[Response, int]:
     secret = data.get("secret") or SECRET_PREFIX + secrets.token_urlsafe(32)
     hook_id, at = "wh_" + secrets.token_hex(6), _now()
     # The URL is sealed too: a receiver's URL often holds a token of its own.
-    definition = {"url": _cipher().seal(data["url"]), "events": list(dict.fromkeys(data["events"])), "secret": _cipher().seal(secret),
+    definition = {"url": _cipher().seal(data["url"]), "events": list(dict.fromkeys(data["events"])),
+                  "categories": list(dict.fromkeys(data["categories"])), "secret": _cipher().seal(secret),
                   "created_at": at}
     _webhooks().add(tenant_id, hook_id, definition)
     _catalog().note(tenant_id, g.admin, "webhook.create", f"tenants/{tenant_id}/webhooks/{hook_id}", at)

@@ -1,0 +1,124 @@
+"""Built-in provider checks: for each provider, the cheapest authenticated request that proves a credential
+works without spending credit or generating anything, what its answers mean, and where its status page is.
+
+Each provider is a module of its own (openai.py, discord.py, ...) exposing PROVIDER. Everything here is
+pure: the fetcher sends the request a check builds and hands the answer to its provider's judge.
+"""
+from __future__ import annotations
+
+import email.utils
+import json
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from ..model import Outcome
+
+MAX_RETRY_AFTER_S = 3600.0  # a provider's Retry-After is honoured up to an hour: a larger one is a bug or an attack
+DEFAULT_MAX_REQUESTS_PER_SECOND = 50.0  # per provider, across every tenant and prober
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a check sends: method, path under the base URL, headers (holding the credential), and a body."""
+
+    method: str
+    path: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Provider:
+    """One provider: its API's base URL, its status page, the credentials a check needs, its request and judge."""
+
+    name: str
+    base_url: str
+    status_page: str  # the page's base URL: its JSON is under it
+    page_format: str  # statuspage (Atlassian, and incident.io's compatible JSON) or instatus
+    component: str  # the page's component that stands for the API ("" : the page's overall status)
+    credentials: Mapping[str, tuple[str, ...]]  # field -> its allowed values (() : any non-empty text)
+    required: tuple[str, ...]
+    request: Callable[[Mapping[str, str]], Request]
+    judge: Callable[[int, Mapping[str, str], bytes, int], Outcome]
+
+
+def body_json(body: bytes) -> Any:
+    """Return the JSON of an answer, or None when it is none."""
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+
+
+def retry_after(headers: Mapping[str, str], document: Any = None, now: float | None = None) -> float | None:
+    """Return how long the provider asks us to wait, in seconds: a Retry-After header (seconds or a date), or a body's retry_after."""
+    wait: float | None = None
+    millis = headers.get("retry-after-ms") or headers.get("Retry-After-Ms")  # OpenAI's, finer than Retry-After
+    raw = headers.get("Retry-After") or headers.get("retry-after")
+    if millis:
+        try:
+            wait = float(millis) / 1000
+        except ValueError:
+            wait = None
+    if wait is None and raw:
+        raw = raw.strip()
+        try:
+            wait = float(raw)
+        except ValueError:
+            try:
+                when = email.utils.parsedate_to_datetime(raw)
+                wait = when.timestamp() - (time.time() if now is None else now)
+            except (TypeError, ValueError, IndexError, OverflowError):
+                wait = None
+    if wait is None and isinstance(document, dict):
+        given = document.get("retry_after")
+        if isinstance(given, (int, float)) and not isinstance(given, bool):
+            wait = float(given)
+    if wait is None or not math.isfinite(wait):
+        return None
+    return min(max(wait, 0.0), MAX_RETRY_AFTER_S)
+
+
+def failed(reason: str, latency_ms: int, headers: Mapping[str, str] | None = None, document: Any = None,
+           balance: float | None = None) -> Outcome:
+    """Return a failed outcome; a throttled one carries how long the provider asked us to wait."""
+    wait = retry_after(headers or {}, document) if reason in ("rate_limited", "address_blocked") else None
+    return Outcome(ok=False, reason=reason, latency_ms=latency_ms, retry_after_s=wait, balance=balance)
+
+
+def by_status(status: int, headers: Mapping[str, str], document: Any, latency_ms: int) -> Outcome | None:
+    """Return the outcome every provider shares for a status (401, 403, 402, 429, 5xx), or None for the provider to judge."""
+    if status == 401:
+        return failed("invalid_credentials", latency_ms)
+    if status == 403:
+        return failed("forbidden", latency_ms)
+    if status == 402:
+        return failed("quota_exhausted", latency_ms)
+    if status == 429:
+        return failed("rate_limited", latency_ms, headers, document)
+    if status >= 500:
+        return failed("provider_error", latency_ms)
+    if not 200 <= status < 300:
+        return failed(f"http_{status}", latency_ms)
+    return None
+
+
+def number(value: Any) -> float | None:
+    """Return a JSON number as a float, or None for anything else (a boolean, text, NaN)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def bearer(key: str) -> tuple[str, str]:
+    """Return the Authorization header of a bearer credential."""
+    return ("Authorization", f"Bearer {key}")
+
+
+# Last: each provider's module builds its PROVIDER from the names above.
+from . import discord, ideogram, openai, replicate, runway, stability  # noqa: E402
+
+PROVIDERS: dict[str, Provider] = {p.name: p for p in (openai.PROVIDER, discord.PROVIDER, runway.PROVIDER, stability.PROVIDER,
+                                                      replicate.PROVIDER, ideogram.PROVIDER)}

@@ -1,0 +1,219 @@
+"""Built-in provider checks against local fakes that answer as each provider's documentation says."""
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from status_service import create_app, report
+from status_service.fetch import Fetcher
+from status_service.model import Health, Integration, State
+from status_service.registry import ConfigError, provider_options, spec_of
+from status_service.settings import Settings
+from tests.conftest import TEST_SECRET_KEY, key_digest, make_registry, report_of, run_round
+from tests.test_prober import Clock
+
+KEY = "sk-test-0123456789"
+OPENAI_429 = {"error": {"message": "You exceeded your current quota", "type": "insufficient_quota", "code": "insufficient_quota"}}
+
+# provider, credentials, the path it asks, (status, body, headers) the fake answers, the reason and balance expected.
+CASES = [
+    ("openai", {"api_key": KEY}, "/v1/models", (200, {"object": "list", "data": []}, {}), None, None),
+    ("openai", {"api_key": KEY}, "/v1/models", (401, {"error": {"code": "invalid_api_key", "type": "invalid_request_error"}}, {}),
+     "invalid_credentials", None),
+    ("openai", {"api_key": KEY}, "/v1/models", (403, {"error": {"code": "unsupported_country_region_territory"}}, {}), "forbidden", None),
+    ("openai", {"api_key": KEY}, "/v1/models", (429, OPENAI_429, {}), "quota_exhausted", None),
+    ("openai", {"api_key": KEY}, "/v1/models", (429, {"error": {"type": "requests", "code": "billing_hard_limit_reached"}}, {}),
+     "quota_exhausted", None),
+    ("openai", {"api_key": KEY}, "/v1/models", (429, {"error": {"type": "requests", "code": "project_spend_limit_exceeded"}}, {}),
+     "quota_exhausted", None),
+    ("openai", {"api_key": KEY}, "/v1/models", (429, {"error": {"type": "requests", "code": "rate_limit_exceeded"}}, {}), "rate_limited", None),
+    ("openai", {"api_key": KEY}, "/v1/models", (503, {"error": {"message": "overloaded"}}, {}), "provider_error", None),
+    ("discord", {"token": KEY}, "/api/v10/users/@me", (200, {"id": "1", "username": "bot"}, {}), None, None),
+    ("discord", {"token": KEY, "token_type": "user"}, "/api/v10/users/@me", (401, {"message": "401: Unauthorized", "code": 0}, {}),
+     "invalid_credentials", None),
+    ("discord", {"token": KEY}, "/api/v10/users/@me", (429, {"message": "You are being rate limited.", "retry_after": 1.5, "global": False},
+                                                       {"Retry-After": "2"}), "rate_limited", None),
+    ("runway", {"api_key": KEY}, "/v1/organization", (200, {"creditBalance": 1200, "tier": {"maxMonthlyCreditSpend": 5000}}, {}), None, 1200.0),
+    ("runway", {"api_key": KEY}, "/v1/organization", (200, {"creditBalance": 0}, {}), "quota_exhausted", 0.0),
+    ("runway", {"api_key": KEY}, "/v1/organization", (401, {"error": "Invalid API key"}, {}), "invalid_credentials", None),
+    ("runway", {"api_key": KEY}, "/v1/organization", (429, {"error": "Too many requests"}, {}), "rate_limited", None),
+    ("runway", {"api_key": KEY}, "/v1/organization", (502, {"error": "Bad gateway"}, {}), "provider_error", None),
+    ("stability", {"api_key": KEY}, "/v1/user/balance", (200, {"credits": 5.5}, {}), None, 5.5),
+    ("stability", {"api_key": KEY}, "/v1/user/balance", (200, {"credits": 0}, {}), "quota_exhausted", 0.0),
+    ("stability", {"api_key": KEY}, "/v1/user/balance", (401, {"id": "x", "name": "unauthorized", "message": "bad key"}, {}),
+     "invalid_credentials", None),
+    ("stability", {"api_key": KEY}, "/v1/user/balance", (429, {"name": "rate_limit_exceeded"}, {}), "rate_limited", None),
+    ("replicate", {"api_token": KEY}, "/v1/account", (200, {"type": "user", "username": "acme", "name": "Acme"}, {}), None, None),
+    ("replicate", {"api_token": KEY}, "/v1/account", (401, {"title": "Unauthenticated", "detail": "You did not pass a valid token"}, {}),
+     "invalid_credentials", None),
+    ("replicate", {"api_token": KEY}, "/v1/account", (402, {"title": "Payment required"}, {}), "quota_exhausted", None),
+    ("replicate", {"api_token": KEY}, "/v1/account", (429, {"detail": "Request was throttled. Your rate limit resets in ~30s."}, {}), "rate_limited", None),
+    ("ideogram", {"api_key": KEY}, "/v2/image/generate/ideogram-4-5", (200, {"object": "price_quote", "billing_identifier": "ideogram_4_5_generate", "quantity": 1,
+                                                            "usd_micros": 60000, "credit_millis": 6000, "qualifier": "exact"}, {}), None, None),
+    ("ideogram", {"api_key": KEY}, "/v2/image/generate/ideogram-4-5", (401, {"detail": "Unauthorized"}, {}), "invalid_credentials", None),
+    ("ideogram", {"api_key": KEY}, "/v2/image/generate/ideogram-4-5", (402, {"reject_reason": "insufficient_funds"}, {}), "quota_exhausted", None),
+]
+
+
+def _check(provider: str, credentials: dict, **more) -> dict:
+    return {"provider": provider, "credentials": credentials, **more}
+
+
+@pytest.mark.parametrize("n", range(len(CASES)), ids=[f"{c[0]}-{c[3][0]}-{c[4]}" for c in CASES])
+def test_each_provider_maps_each_documented_answer(upstream, n: int) -> None:
+    provider, credentials, path, (status, body, headers), reason, balance = CASES[n]
+    base = f"{upstream.base}/case{n}"  # a base URL of its own: the fake answers this case at its path
+    upstream.url(f"/case{n}{path}", status=status, body=json.dumps(body).encode(), headers=headers)
+    spec = spec_of({"check": _check(provider, credentials)}, provider_options({provider: {"base_url": base}}))
+    fetcher = Fetcher()
+    try:
+        outcome = fetcher.probe(spec)
+    finally:
+        fetcher.close()
+    assert (outcome.ok, outcome.reason, outcome.balance) == (reason is None, reason, balance)
+    sent = upstream.headers[f"/case{n}{path}"]
+    assert KEY in " ".join(sent.values())  # the credential went, in the provider's own header
+    if status == 429:  # how long it asked us to wait: a header first, else the body's retry_after, or Replicate's detail
+        assert outcome.retry_after_s == {"discord": 2.0, "replicate": 30.0}.get(provider)
+
+
+def test_each_provider_is_asked_as_its_documentation_says(upstream) -> None:
+    expected = {
+        "openai": ("/v1/models", "Authorization", f"Bearer {KEY}"),
+        "discord": ("/api/v10/users/@me", "Authorization", f"Bot {KEY}"),
+        "runway": ("/v1/organization", "X-Runway-Version", "2024-11-06"),
+        "stability": ("/v1/user/balance", "Authorization", f"Bearer {KEY}"),
+        "replicate": ("/v1/account", "Authorization", f"Bearer {KEY}"),
+        "ideogram": ("/v2/image/generate/ideogram-4-5", "Api-Key", KEY),
+    }
+    fetcher = Fetcher()
+    try:
+        for provider, (path, header, value) in expected.items():
+            upstream.url(f"/{provider}{path}", body=b"{}")
+            key = "api_token" if provider == "replicate" else "token" if provider == "discord" else "api_key"
+            spec = spec_of({"check": _check(provider, {key: KEY})}, provider_options({provider: {"base_url": f"{upstream.base}/{provider}"}}))
+            assert fetcher.probe(spec).ok, provider
+            assert upstream.headers[f"/{provider}{path}"][header] == value, provider
+    finally:
+        fetcher.close()
+    user = spec_of({"check": _check("discord", {"token": KEY, "token_type": "user"})}, provider_options({}))
+    assert dict(user.headers)["Authorization"] == KEY and user.url == "https://discord.com/api/v10/users/@me"
+
+
+def _registry(upstream, *integrations, providers=None, **extra):
+    return make_registry([{"id": "acme", "api_keys": [{"sha256": key_digest("acme-key")}], "integrations": list(integrations)}],
+                         providers=providers or {"openai": {"base_url": f"{upstream.base}/openai"},
+                                                 "runway": {"base_url": f"{upstream.base}/runway"}}, **extra)
+
+
+def test_a_customer_sees_within_one_round_whether_the_key_works_and_why_not(upstream, make_prober, store, redis_url, prefix) -> None:
+    upstream.url("/openai/v1/models", status=429, body=json.dumps(OPENAI_429).encode())
+    upstream.url("/runway/v1/organization", body=b'{"creditBalance": 40}')
+    reg = _registry(upstream, {"id": "dalle", "type": "DALL-E", "check": _check("openai", {"api_key": KEY})},
+                    {"id": "gen3", "type": "Runway", "check": _check("runway", {"api_key": KEY}, low_balance=50)})
+    run_round(make_prober(reg))
+    web = create_app(Settings(secret_keys=TEST_SECRET_KEY, redis_url=redis_url, key_prefix=prefix, web_memory_bytes=0)).test_client()
+    rows = {r["id"]: r for r in web.get("/status", headers={"Authorization": "Bearer acme-key"}).get_json()["data"]["integrations"]}
+    assert rows["dalle"]["status"] == "unhealthy" and rows["dalle"]["reason"] == "quota_exhausted"
+    assert rows["dalle"]["reason_category"] == "account" and "balance" not in rows["dalle"]
+    # Under its low_balance: still healthy (the key works), with a hint that says why it may not for long.
+    assert (rows["gen3"]["status"], rows["gen3"]["reason"], rows["gen3"]["reason_category"], rows["gen3"]["balance"]) == \
+        ("healthy", "low_balance", "account", 40.0)
+    assert KEY not in json.dumps(report_of(store, "acme"))
+
+
+def test_after_invalid_credentials_the_check_backs_off_ten_intervals_and_stays_fresh(upstream, make_prober, store) -> None:
+    upstream.url("/openai/v1/models", status=401, body=b'{"error": {"code": "invalid_api_key"}}')
+    clock = Clock()
+    reg = _registry(upstream, {"id": "dalle", "type": "DALL-E", "check": _check("openai", {"api_key": KEY}, interval_seconds=10)})
+    prober = make_prober(reg, clock=clock)
+    run_round(prober)
+    for _ in range(9):  # nine intervals: no probe
+        clock.now += 10.5
+        run_round(prober)
+    assert upstream.count("/openai/v1/models") == 1
+    clock.now += 10.5 * 2
+    run_round(prober)
+    assert upstream.count("/openai/v1/models") == 2
+    # Its refused state stays fresh as long as the backoff (stale_after: 3 intervals, stretched tenfold).
+    integration = reg.integration(reg.integrations[0].member)
+    state = State(Health.UNHEALTHY, 1000.0, "invalid_credentials")
+    assert report.row(integration, state, 1000.0 + 250)["reason"] == "invalid_credentials"
+    assert report.row(integration, state, 1000.0 + 301)["reason"] == "stale"
+    # A generic probe's 401 is no reason to wait: it is not known to be a credential.
+    assert report.row(Integration("acme", "p", "MJ", spec_of({"probe": {"url": "http://x"}}, ())), State(
+        Health.UNHEALTHY, 1000.0, "invalid_credentials"), 1000.0 + 91)["reason"] == "stale"
+
+
+def test_retry_after_is_honoured_before_the_next_probe(upstream, make_prober, store) -> None:
+    upstream.url("/openai/v1/models", status=429, body=b'{"error": {"code": "rate_limit_exceeded"}}', headers={"Retry-After": "120"})
+    clock = Clock()
+    reg = _registry(upstream, {"id": "dalle", "type": "DALL-E", "check": _check("openai", {"api_key": KEY}, interval_seconds=10)})
+    prober = make_prober(reg, clock=clock)
+    run_round(prober)
+    due = store.client.zscore(store.due_key(), reg.integrations[0].member) / 1000
+    assert due >= clock.now + 119
+    clock.now += 60
+    run_round(prober)
+    assert upstream.count("/openai/v1/models") == 1
+
+
+def test_credentials_never_reach_a_log(upstream, make_prober, store, caplog) -> None:
+    upstream.url("/openai/v1/models", status=401, body=b"{}")
+    reg = _registry(upstream, {"id": "dalle", "type": "DALL-E", "check": _check("openai", {"api_key": KEY})})
+    with caplog.at_level(logging.DEBUG):
+        run_round(make_prober(reg))
+    assert "invalid_credentials" in caplog.text and KEY not in caplog.text
+    assert KEY not in repr(reg)
+
+
+@pytest.mark.parametrize("integration,where", [
+    ({"id": "1", "type": "X", "check": _check("openai", {"api_key": KEY}), "probe": {"url": "https://x.test"}}, "integrations[0].check"),
+    ({"id": "1", "type": "X"}, "integrations[0].probe"),
+    ({"id": "1", "type": "X", "check": _check("nobody", {"api_key": KEY})}, "integrations[0].check.provider"),
+    ({"id": "1", "type": "X", "check": _check("openai", {})}, "integrations[0].check.credentials.api_key"),
+    ({"id": "1", "type": "X", "check": _check("openai", {"api_key": KEY, "org": "x"})}, "integrations[0].check.credentials.org"),
+    ({"id": "1", "type": "X", "check": _check("discord", {"token": KEY, "token_type": "robot"})}, "integrations[0].check.credentials.token_type"),
+    ({"id": "1", "type": "X", "check": _check("openai", {"api_key": "sk\r\nX-Evil: 1"})}, "integrations[0].check.credentials.api_key"),
+    ({"id": "1", "type": "X", "check": _check("openai", {"api_key": KEY}, low_balance=-1)}, "integrations[0].check.low_balance"),
+])
+def test_a_bad_check_in_the_config_file_is_named(integration, where) -> None:
+    with pytest.raises(ConfigError) as raised:
+        make_registry([{"id": "acme", "integrations": [integration]}])
+    assert any(p.startswith(f"tenants[0].{where}") for p in raised.value.problems), raised.value.problems
+    assert KEY not in str(raised.value)
+
+
+def test_a_bad_providers_section_is_named() -> None:
+    with pytest.raises(ConfigError) as raised:
+        make_registry([], providers={"nobody": {}, "openai": {"base_url": "ftp://x", "max_requests_per_second": 0}})
+    assert sorted(p.partition(":")[0] for p in raised.value.problems) == [
+        "providers.nobody", "providers.openai.base_url", "providers.openai.max_requests_per_second"]
+
+
+def test_a_check_made_through_the_admin_api_is_sealed_masked_and_probed_where_the_file_says(upstream, make_prober, store, redis_url,
+                                                                                             prefix) -> None:
+    upstream.url("/openai/v1/models", body=b'{"data": []}')
+    reg = _registry(upstream, admin_keys=[{"id": "ops", "sha256": key_digest("admin-secret")}])
+    from status_service.cipher import from_settings
+    prober = make_prober(reg, cipher=from_settings(TEST_SECRET_KEY, True, None))
+    run_round(prober)
+    web = create_app(Settings(secret_keys=TEST_SECRET_KEY, redis_url=redis_url, key_prefix=prefix, web_memory_bytes=0)).test_client()
+    admin = {"Authorization": "Bearer admin-secret"}
+    assert web.post("/admin/tenants", json={"id": "api"}, headers=admin).status_code == 201
+    body = {"type": "DALL-E", "check": _check("openai", {"api_key": KEY})}
+    made = web.put("/admin/tenants/api/integrations/dalle", json=body, headers=admin)
+    assert made.status_code == 201 and made.get_json()["check"]["credentials"] == {"api_key": "***"}
+    assert KEY not in made.get_data(as_text=True) and KEY not in web.get("/admin/tenants/api/integrations", headers=admin).get_data(as_text=True)
+    assert web.put("/admin/tenants/api/integrations/dalle", json=body, headers=admin).status_code == 200  # the same again: no change
+    from tests.test_admin import every_value
+    assert KEY.encode() not in every_value(store)  # sealed at rest
+    refused = web.put("/admin/tenants/api/integrations/x", json={"type": "X", "check": _check("openai", {"key": KEY})}, headers=admin)
+    assert refused.status_code == 400 and set(refused.get_json()["fields"]) == {"check.credentials.key", "check.credentials.api_key"}
+    both = web.put("/admin/tenants/api/integrations/x", json={**body, "probe": {"url": "https://example.com"}}, headers=admin)
+    assert both.status_code == 400 and "check" in both.get_json()["fields"]
+    run_round(prober)
+    assert upstream.count("/openai/v1/models") == 1
+    assert upstream.headers["/openai/v1/models"]["Authorization"] == f"Bearer {KEY}"
