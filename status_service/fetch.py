@@ -10,6 +10,7 @@ import threading
 import time
 import urllib.request
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
@@ -288,6 +289,16 @@ class DeadlineAdapter(HTTPAdapter):
         return manager
 
 
+@dataclass(frozen=True)
+class Answer:
+    """A whole HTTP answer, read within the deadline."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    latency_ms: int
+
+
 class Fetcher:
     """Probe integrations over one pooled requests.Session, safe to share between threads."""
 
@@ -323,6 +334,13 @@ class Fetcher:
         With `data`, send it as the request body: a webhook delivery, to which the address policy
         applies but the probes' request policy (GET or HEAD, credentials over https) does not.
         """
+        got = self.exchange(spec, data)
+        if isinstance(got, Outcome):
+            return got
+        return checks.judge(spec, got.status, got.body, got.latency_ms, got.headers)
+
+    def exchange(self, spec: ProbeSpec, data: bytes | None = None) -> Answer | Outcome:
+        """Send spec's request and read the whole answer within spec.timeout_s; a failed Outcome if that fails. Never raises."""
         started = time.monotonic()
         proxies = self._proxies_for(spec.url)
         deadline = Deadline(self, started + spec.timeout_s, guarded=spec.guarded)
@@ -357,7 +375,7 @@ class Fetcher:
                         return Outcome.failed("timeout", elapsed_ms())
             if deadline.passed():  # a cut-off body can look complete
                 return Outcome.failed("timeout", elapsed_ms())
-            return checks.judge(spec, response.status_code, bytes(body), elapsed_ms(), response.headers)
+            return Answer(response.status_code, response.headers, bytes(body), elapsed_ms())
         except Exception as exc:  # every failure becomes a short reason, whatever raised it
             if deadline.refused:
                 return Outcome.failed(policy.REASON, elapsed_ms())

@@ -161,6 +161,7 @@ class ProviderOptions:
     name: str
     base_url: str
     status_page: str
+    status_component: str  # the page's component that stands for the API ("": the page's overall indicator)
     max_requests_per_second: float
 
 

@@ -31,9 +31,11 @@ from .compactor import Compactor
 from .dispatcher import Dispatcher
 from .fetch import Fetcher
 from .metrics import Tally
+from .pages import Pages
 from .model import (
     INVALID_CREDENTIALS_BACKOFF, Integration, Outcome, ProbeSpec, Registry, State, Window, split_member, tenant_fingerprint,
 )
+from .providers import DEFAULT_MAX_REQUESTS_PER_SECOND
 from .registry import ConfigError, load
 from .settings import SettingsError, configure_logging, credentials_cipher, from_env, redis_url
 from .store import Claim, Fenced, OlderGeneration, Recorded, Store, StoreUnavailable, TenantConflict, connect
@@ -41,6 +43,7 @@ from .store.catalog import Catalog as StoredCatalog
 from .store.history import History, check_text, event_text
 from .store.maintenance import Maintenance
 from .store.metrics import Metrics
+from .store.providers import Providers
 from .store.webhooks import Webhooks
 
 log = logging.getLogger("status_service.prober")
@@ -145,6 +148,7 @@ class Prober:
         self.synced = False  # whether the offset has been taken from Redis since start or an outage
         self.clock: Callable[[], float] = clock or (lambda: time.time() + self.offset)
         self.pool = ThreadPoolExecutor(registry.prober.concurrency, thread_name_prefix="probe")
+        self.pages = Pages(store, self.fetcher, registry.providers)
         self.inflight: dict[str, InFlight] = {}
         self.busy = 0  # workers running a probe, including ones the watchdog gave up on
         self.settling = 0  # finished probes whose callbacks are still recording and refilling
@@ -162,6 +166,9 @@ class Prober:
         self.registry = registry
         self.dispatcher.configure(registry.alerts, {t.id: t.webhooks for t in registry.tenants}, not registry.allow_private_addresses)
         self.fingerprint = fingerprint(registry)
+        self.rates = {p.name: p.max_requests_per_second for p in registry.providers}  # each provider's fleet-wide budget
+        if hasattr(self, "pages"):  # a reload: the file may move a provider's status page
+            self.pages.options = {p.name: p for p in registry.providers}
         self.tenant_prints = {t.id: tenant_fingerprint(t.integrations) for t in registry.tenants}
         self.behind: set[str] = set()  # tenants whose seeded registry differs from this one (logged once)
         # The admin API's integrations: read whole at the first tick, then change by change (follow()).
@@ -249,6 +256,7 @@ class Prober:
             with self.flushing:
                 self.write_reports(now)  # reports held back to spare bandwidth, now due
             self.flush_metrics()
+            self.pages.tick(now, self._providers_in_use())
             if not self.stopping:
                 self.start_probes(wait=True)  # a fresh time: the steps above may have taken a while
         except StoreUnavailable as exc:
@@ -463,6 +471,7 @@ class Prober:
         longer = {c.member: c.lease_ms + int((self.lease_for(i) - self.lease_s) * 1000)
                   for c, i in known if i is not None and self.lease_for(i) > self.lease_s}
         kept = self.store.extend([(c, longer[c.member]) for c, _ in known if c.member in longer]) if longer else set()
+        later = self._over_budget(known, now)
         orphans = self.stored_catalog.orphans([c.member for c, i in known if i is None]) if unknown else set()
         self.stored_catalog.forget((c.member, c.lease_ms) for c, _ in known if c.member in orphans)  # removed: a crash or race left it
         for claim, integration in known:
@@ -475,6 +484,9 @@ class Prober:
                 if claim.member not in kept:
                     continue  # removed or made due again meanwhile: not ours any more
                 claim = replace(claim, lease_ms=longer[claim.member])
+            if claim.member in later:  # over its provider's budget: handed back, due when there is room
+                foreign.append((claim, later[claim.member]))
+                continue
             entry = InFlight(claim, integration)
             with self.lock:
                 self.inflight[claim.member] = entry
@@ -482,6 +494,30 @@ class Prober:
             future = self.pool.submit(self._probe, entry)
             future.add_done_callback(lambda f, e=entry: self._done(e, f))
         self.store.reschedule(foreign)
+
+    def _providers_in_use(self) -> set[str]:
+        """Return the providers some integration this prober knows checks: the file's and the admin API's."""
+        found = {i.probe.provider for i in self.registry.integrations if i.probe.provider}
+        for tenant in self.catalog.tenants.values():
+            found.update(i.probe.provider for i in tenant.integrations.values() if i.probe.provider)
+        return found
+
+    def _over_budget(self, known: list[tuple[Claim, Integration | None]], now: float) -> dict[str, float]:
+        """Return the claimed provider checks over their provider's fleet-wide budget, each with when to try it again.
+
+        One call per provider in the claim takes what the budget has; the rest are spread over
+        the seconds the budget needs to cover them.
+        """
+        by_provider: dict[str, list[str]] = {}
+        for claim, integration in known:
+            if integration is not None and integration.probe.provider:
+                by_provider.setdefault(integration.probe.provider, []).append(claim.member)
+        if not by_provider:
+            return {}
+        rates = {name: self.rates.get(name, DEFAULT_MAX_REQUESTS_PER_SECOND) for name in by_provider}
+        granted = Providers(self.store).take({name: (len(members), rates[name]) for name, members in by_provider.items()}, now)
+        return {member: now + (n + 1) / rates[name]
+                for name, members in by_provider.items() for n, member in enumerate(members[granted.get(name, 0):])}
 
     def _probe(self, entry: InFlight) -> Outcome:
         entry.started = time.monotonic()
@@ -684,6 +720,7 @@ class Prober:
             view = self.views.get(tenant_id)
             if view is None:
                 continue
+            view.report.notes = self.pages.notes(view.report.integrations)
             body = view.report.body(now)
             # A large report is rewritten less often: Redis and every web worker move it whole.
             view.next_write = ready + len(body) / REPORT_BYTES_PER_S
@@ -736,6 +773,7 @@ class Prober:
         except StoreUnavailable:
             log.warning("prober.stop redis unavailable; unfinished claims come back when their leases expire")
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pages.close()
         self.fetcher.close()
         self.dispatcher.close()
         log.info("prober.stopped prober=%s released=%d", self.id, len(leftover))

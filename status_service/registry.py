@@ -197,6 +197,7 @@ def provider_options(given: Mapping[str, Mapping[str, Any]]) -> tuple[ProviderOp
         name=p.name,
         base_url=given.get(p.name, {}).get("base_url", p.base_url).rstrip("/"),
         status_page=given.get(p.name, {}).get("status_page", p.status_page).rstrip("/"),
+        status_component=given.get(p.name, {}).get("status_component", p.component),
         max_requests_per_second=float(given.get(p.name, {}).get("max_requests_per_second", DEFAULT_MAX_REQUESTS_PER_SECOND)),
     ) for p in PROVIDERS.values())
 

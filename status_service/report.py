@@ -67,18 +67,18 @@ def row(integration: Integration, state: State | None, now: float, maintenance: 
     return entry
 
 
-def summarize(rows: Sequence[Row], generated_at: str) -> dict[str, Any]:
-    """Build the document around its rows: counts, percentages, per-type stats, overall status."""
+def summarize(rows: Sequence[Row], generated_at: str, notes: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Build the document around its rows: counts, percentages, per-type stats (with `notes`: type -> provider_status), overall status."""
     by_type: dict[str, list[int]] = {}  # type -> [healthy, total], in order of first appearance
     for entry in rows:
         counts = by_type.setdefault(entry["type"], [0, 0])
         counted = entry["status"] != Health.MAINTENANCE.value  # maintenance: in no count
         counts[0] += counted and entry["status"] == Health.HEALTHY.value
         counts[1] += counted
-    return _document(list(rows), by_type, generated_at)
+    return _document(list(rows), by_type, generated_at, notes)
 
 
-def _document(rows: list[Row], by_type: Mapping[str, list[int]], generated_at: str) -> dict[str, Any]:
+def _document(rows: list[Row], by_type: Mapping[str, list[int]], generated_at: str, notes: Mapping[str, Any] | None = None) -> dict[str, Any]:
     healthy = sum(h for h, _ in by_type.values())
     total = sum(t for _, t in by_type.values())
     return {
@@ -94,6 +94,7 @@ def _document(rows: list[Row], by_type: Mapping[str, list[int]], generated_at: s
                     "healthy_count": h,
                     "healthy_percentage": percentage(h, t),
                     "status": overall(h, t),
+                    **({"provider_status": notes[kind]} if notes and kind in notes else {}),  # only while its provider has trouble
                 }
                 for kind, (h, t) in by_type.items()
                 if t  # a type whose integrations are all in maintenance has no stats
@@ -104,9 +105,9 @@ def _document(rows: list[Row], by_type: Mapping[str, list[int]], generated_at: s
 
 
 def build_report(integrations: Sequence[Integration], states: Mapping[str, State], now: float,
-                 windows: Sequence[Window] = ()) -> dict[str, Any]:
+                 windows: Sequence[Window] = (), notes: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Build the /status document for one tenant."""
-    return summarize([row(i, states.get(i.id), now, any(w.covers(i, now) for w in windows)) for i in integrations], iso(now))
+    return summarize([row(i, states.get(i.id), now, any(w.covers(i, now) for w in windows)) for i in integrations], iso(now), notes)
 
 
 def next_stale(stale_at: Mapping[str, float], now: float) -> float:
@@ -128,7 +129,9 @@ def expire(document: dict[str, Any], stale_at: Mapping[str, float], now: float) 
         else entry
         for entry in document["data"]["integrations"]
     ]
-    return summarize(rows, document["data"]["generated_at"])
+    notes = {kind: stats["provider_status"] for kind, stats in document["data"]["stats_by_integration_type"].items()
+             if "provider_status" in stats}
+    return summarize(rows, document["data"]["generated_at"], notes)
 
 
 def current(body: bytes, stale: bytes, until: float, now: float) -> dict[str, Any]:
@@ -209,6 +212,7 @@ class TenantReport:
         for i in self.integrations:
             self._counts.setdefault(i.type, [0, 0])[1] += 1
         self._next_stale = float("inf")  # no row needs ageing before this
+        self.notes: dict[str, Any] = {}  # type -> provider_status, while its provider has trouble (set by the prober)
         if windows:
             self.set_windows(windows, 0.0)
 
@@ -306,7 +310,7 @@ class TenantReport:
                         self._render(self._index[iid], now)
                 else:
                     self._next_stale = min(self._next_stale, at)
-        head = encode(_document([], self._counts, iso(now)))
+        head = encode(_document([], self._counts, iso(now), self.notes))
         # The rows are spliced in already encoded: the first '"integrations":[]' is that key's.
         return head.replace(b'"integrations":[]', b'"integrations":[' + b",".join(self._encoded) + b"]", 1)
 

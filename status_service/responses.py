@@ -84,6 +84,17 @@ class IntegrationRowSchema(Schema):
     balance = fields.Float(metadata=_say("Present where the provider reports the account's credit: its last reading"))
 
 
+class ProviderStatusSchema(Schema):
+    class Meta:
+        description = "Present while the type's provider has trouble: its status page reports an incident, or the fleet's failures suggest one."
+
+    indicator = _text("The page's indicator (minor, major, critical), or unknown")
+    description = _text("What the page says")
+    url = _text("The provider's status page")
+    checked_at = _time("When the page was last read", nullable=True)
+    suspected = fields.Boolean(metadata=_say("Present, true, while failures across tenants suggest a provider incident"))
+
+
 class TypeStatsSchema(Schema):
     class Meta:
         description = "The counts of one integration type."
@@ -92,6 +103,7 @@ class TypeStatsSchema(Schema):
     healthy_count = _count("Of which healthy")
     healthy_percentage = fields.Float(required=True, metadata=_say("100 * healthy / total, rounded half-up to 2 decimals; 100 when none"))
     status = _one_of("ok when all are healthy, unhealthy when none is, degraded otherwise", STATUSES)
+    provider_status = fields.Nested(ProviderStatusSchema)
 
 
 class StatusDataSchema(Schema):

@@ -278,6 +278,7 @@ class ProviderSettingsSchema(Schema):
 
     base_url = fields.Url(schemes={"http", "https"}, require_tld=False, validate=validate.Length(max=2048))
     status_page = fields.Url(schemes={"http", "https"}, require_tld=False, validate=validate.Length(max=2048))
+    status_component = Text(validate=validate.Length(max=200))  # "": the page's overall indicator
     max_requests_per_second = Number(validate=validate.Range(min=0.01, max=100_000))
 
 

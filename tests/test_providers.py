@@ -217,3 +217,24 @@ def test_a_check_made_through_the_admin_api_is_sealed_masked_and_probed_where_th
     run_round(prober)
     assert upstream.count("/openai/v1/models") == 1
     assert upstream.headers["/openai/v1/models"]["Authorization"] == f"Bearer {KEY}"
+
+
+def test_a_providers_requests_are_capped_across_every_tenant_and_prober(upstream, make_prober, store) -> None:
+    upstream.url("/openai/v1/models", body=b'{"data": []}')
+    clock = Clock()
+    tenants = [{"id": f"t{n}", "integrations": [{"id": str(i), "type": "DALL-E", "check": _check("openai", {"api_key": f"k{n}-{i}"})}
+                                                for i in range(10)]} for n in range(3)]
+    reg = make_registry(tenants, providers={"openai": {"base_url": f"{upstream.base}/openai", "max_requests_per_second": 5}},
+                        prober={"concurrency": 64})
+    first, second = make_prober(reg, clock=clock), make_prober(reg, clock=clock)
+    run_round(first)
+    run_round(second)  # the same second: the budget is the fleet's, not each prober's
+    assert upstream.count("/openai/v1/models") == 5
+    for expected in (10, 15, 20, 25, 30):
+        clock.now += 1.0
+        run_round(first)
+        run_round(second)
+        assert upstream.count("/openai/v1/models") == expected
+    clock.now += 1.0
+    run_round(first)
+    assert upstream.count("/openai/v1/models") == 30  # each probed once: what waited was not probed twice

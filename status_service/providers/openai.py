@@ -32,5 +32,5 @@ def judge(status: int, headers: Mapping[str, str], body: bytes, latency_ms: int)
 
 PROVIDER = Provider(
     name="openai", base_url="https://api.openai.com", status_page="https://status.openai.com", page_format="statuspage",
-    component="", credentials={"api_key": ()}, required=("api_key",), request=request, judge=judge,
+    component="API", credentials={"api_key": ()}, required=("api_key",), request=request, judge=judge,
 )

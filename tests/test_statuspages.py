@@ -1,0 +1,77 @@
+"""Providers' status pages: the parser on recorded documents of each format, and one poll per provider for the fleet."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from status_service import statuspage
+from status_service.statuspage import PageState
+from status_service.store.providers import Providers
+from tests.conftest import key_digest, make_registry, report_of, run_round, wait_for
+
+DATA = Path(__file__).parent / "data" / "statuspages"
+
+
+def sample(name: str) -> bytes:
+    return (DATA / name).read_bytes()
+
+
+@pytest.mark.parametrize("page_format, name, component, expected", [
+    ("statuspage", "statuspage-summary.sample.json", "API", PageState("major", "API: partial outage")),
+    ("statuspage", "statuspage-summary.sample.json", "Management Portal", PageState("critical", "Management Portal: major outage")),
+    ("statuspage", "statuspage-summary.sample.json", "", PageState("major", "Partial System Outage")),
+    # A component the page leaves out (incident.io's summary may): the page's indicator decides.
+    ("statuspage", "statuspage-summary.sample.json", "Images", PageState("major", "Partial System Outage")),
+    ("statuspage", "statuspage-summary-operational.sample.json", "Git Operations", PageState("none", "Git Operations: operational")),
+    ("statuspage", "statuspage-summary-operational.sample.json", "", PageState("none", "All Systems Operational")),
+    ("instatus", "instatus-summary.sample.json", "", PageState("major", "We're facing an issue with our API")),
+    ("instatus", "instatus-summary-up.sample.json", "", PageState("none", "up")),
+])
+def test_each_recorded_page_reads_as_it_says(page_format, name, component, expected) -> None:
+    assert statuspage.parse(page_format, sample(name), component) == expected
+
+
+@pytest.mark.parametrize("page_format, body", [
+    ("statuspage", b"<html>moved</html>"), ("statuspage", b"[]"), ("statuspage", b'{"status": {"indicator": "on fire"}}'),
+    ("statuspage", b'{"components": "x"}'), ("instatus", b'{"page": {}}'), ("instatus", b"\xff\xfe"), ("statuspage", b"[" * 100000),
+])
+def test_a_page_that_cannot_be_read_is_unknown_never_down(page_format, body) -> None:
+    assert statuspage.parse(page_format, body) is None
+
+
+def test_a_newer_instatus_status_is_trouble_and_maintenance_is_none() -> None:
+    assert statuspage.parse("instatus", b'{"page": {"status": "SOMEDEGRADEDPERFORMANCE"}}').incident
+    state = statuspage.parse("statuspage", json.dumps({"components": [{"name": "API", "status": "under_maintenance"}]}).encode(), "API")
+    assert state == PageState("maintenance", "API: under maintenance") and not state.incident
+
+
+def test_the_fleet_polls_each_page_once_and_every_tenant_of_the_provider_sees_its_incident(upstream, make_prober, store) -> None:
+    upstream.url("/openai/v1/models", body=b'{"data": []}')
+    upstream.url("/runway/v1/organization", body=b'{"creditBalance": 10}')
+    upstream.url("/openai-page/api/v2/summary.json", body=sample("statuspage-summary.sample.json"))
+    upstream.url("/runway-page/api/v2/summary.json", body=b"<html>we moved to another platform</html>")
+    tenants = [{"id": f"t{n}", "api_keys": [{"sha256": key_digest(f"key{n}")}], "integrations": [
+        {"id": "dalle", "type": "DALL-E", "check": {"provider": "openai", "credentials": {"api_key": f"k{n}"}}},
+        {"id": "gen", "type": "Runway", "check": {"provider": "runway", "credentials": {"api_key": f"r{n}"}}},
+        {"id": "mj", "type": "MJ", "probe": {"url": upstream.url("/mj")}},
+    ]} for n in range(2)]
+    providers = {"openai": {"base_url": f"{upstream.base}/openai", "status_page": f"{upstream.base}/openai-page"},
+                 "runway": {"base_url": f"{upstream.base}/runway", "status_page": f"{upstream.base}/runway-page"}}
+    reg = make_registry(tenants, providers=providers)
+    probers = [make_prober(reg), make_prober(reg), make_prober(reg)]
+    for prober in probers:
+        run_round(prober)
+    said = wait_for(lambda: (lambda p: p if len(p) == 2 else None)(Providers(store).pages(["openai", "runway"])))
+    assert upstream.count("/openai-page/api/v2/summary.json") == 1 and upstream.count("/runway-page/api/v2/summary.json") == 1
+    assert said["openai"]["indicator"] == "major" and said["runway"]["indicator"] == "unknown"  # unreadable: unknown, not down
+    for prober in probers:
+        prober.pages.read_at = 0  # read what the pages said now, rather than in a few seconds
+        store.client.zadd(store.due_key(), {i.member: 0 for i in reg.integrations})
+        run_round(prober)
+    for n in range(2):
+        stats = report_of(store, f"t{n}")["data"]["stats_by_integration_type"]
+        assert stats["DALL-E"]["provider_status"] == {"indicator": "major", "description": "API: partial outage",
+                                                      "url": f"{upstream.base}/openai-page", "checked_at": said["openai"]["checked_at"]}
+        assert "provider_status" not in stats["Runway"] and "provider_status" not in stats["MJ"]
