@@ -155,6 +155,15 @@ class AlertOptions:
 
 
 @dataclass(frozen=True)
+class CorrelationOptions:
+    """When failures across the fleet suggest a provider incident (see incidents.py)."""
+
+    window_s: float = 300.0
+    min_tenants: int = 3
+    min_share: float = 0.5
+
+
+@dataclass(frozen=True)
 class ProviderOptions:
     """Where one provider's checks go and how fast: the file's providers.<name>, over the built-in defaults."""
 
@@ -180,6 +189,7 @@ class Registry:
     metrics_tenant_label: bool = False  # /metrics labels the integrations' counts by tenant
     alerts: AlertOptions = field(default_factory=AlertOptions)
     providers: tuple[ProviderOptions, ...] = ()  # every built-in provider's, defaults applied
+    correlation: CorrelationOptions = field(default_factory=CorrelationOptions)
     integrations: tuple[Integration, ...] = field(init=False, repr=False, compare=False)  # every tenant's, in order
 
     def integration(self, member: str) -> Integration | None:

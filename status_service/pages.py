@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterable, Sequence
+from typing import Any, Collection, Iterable, Sequence
 
 from . import report, statuspage
 from .fetch import Answer, Fetcher
@@ -59,14 +59,19 @@ class Pages:
         if state is None:
             log.info("page.unreadable provider=%s", name)
 
-    def notes(self, integrations: Iterable[Integration]) -> dict[str, dict[str, Any]]:
-        """Return type -> provider_status for the types whose provider's page reports trouble."""
+    def notes(self, integrations: Iterable[Integration], suspected: Collection[str] = ()) -> dict[str, dict[str, Any]]:
+        """Return type -> provider_status for the types whose provider has trouble: its page reports it, or the fleet suspects it."""
         out: dict[str, dict[str, Any]] = {}
         for integration in integrations:
-            said = self.said.get(integration.probe.provider) if integration.probe.provider else None
-            if said and said.get("indicator") in ("minor", "major", "critical") and integration.type not in out:
-                out[integration.type] = {"indicator": said["indicator"], "description": said.get("description", ""),
-                                         "url": said.get("url", ""), "checked_at": said.get("checked_at")}
+            provider = integration.probe.provider
+            if not provider or integration.type in out:
+                continue
+            said = self.said.get(provider, {})
+            troubled = said.get("indicator") in ("minor", "major", "critical")
+            if troubled or provider in suspected:
+                out[integration.type] = {"indicator": said.get("indicator", "unknown"), "description": said.get("description", ""),
+                                         "url": said.get("url") or self.options[provider].status_page, "checked_at": said.get("checked_at"),
+                                         **({"suspected": True} if provider in suspected else {})}
         return out
 
     def close(self) -> None:

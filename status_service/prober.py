@@ -31,6 +31,7 @@ from .compactor import Compactor
 from .dispatcher import Dispatcher
 from .fetch import Fetcher
 from .metrics import Tally
+from .incidents import Incidents
 from .pages import Pages
 from .model import (
     INVALID_CREDENTIALS_BACKOFF, Integration, Outcome, ProbeSpec, Registry, State, Window, split_member, tenant_fingerprint,
@@ -127,6 +128,7 @@ class Prober:
         cipher: Cipher | None = None,
     ) -> None:
         self.cipher = cipher  # opens the probes of admin API integrations; without one, the prober ignores them
+        self.store = store
         self.stored_catalog = StoredCatalog(store)
         self.tally = Tally()  # probes and deliveries counted since the last flush to Redis
         self.metrics_at = 0.0  # time.monotonic() of the next flush
@@ -138,7 +140,6 @@ class Prober:
         self.environ = environ if environ is not None else os.environ
         self.source_stamp = self._stamp()
         self.reload_requested = False
-        self.store = store
         self.fetcher = fetcher or Fetcher(pool_size=registry.prober.concurrency)
         # Leases and due times follow Redis's clock, which every prober shares: each claim returns
         # it, and this prober's notion of now is its own clock plus the last offset seen. A test
@@ -169,6 +170,7 @@ class Prober:
         self.rates = {p.name: p.max_requests_per_second for p in registry.providers}  # each provider's fleet-wide budget
         if hasattr(self, "pages"):  # a reload: the file may move a provider's status page
             self.pages.options = {p.name: p for p in registry.providers}
+        self.incidents = Incidents(self.store, registry.correlation, registry.history.events_s if registry.history.enabled else None)
         self.tenant_prints = {t.id: tenant_fingerprint(t.integrations) for t in registry.tenants}
         self.behind: set[str] = set()  # tenants whose seeded registry differs from this one (logged once)
         # The admin API's integrations: read whole at the first tick, then change by change (follow()).
@@ -256,7 +258,9 @@ class Prober:
             with self.flushing:
                 self.write_reports(now)  # reports held back to spare bandwidth, now due
             self.flush_metrics()
-            self.pages.tick(now, self._providers_in_use())
+            in_use = self._providers_in_use()
+            self.pages.tick(now, in_use)
+            self.incidents.tick(now, sorted(in_use))
             if not self.stopping:
                 self.start_probes(wait=True)  # a fresh time: the steps above may have taken a while
         except StoreUnavailable as exc:
@@ -595,6 +599,7 @@ class Prober:
         try:
             first, outdated = self._record(batch)
             now = self.clock()
+            self.incidents.record(((e.integration, o) for e, o, _ in batch if e.integration.member not in outdated), now)
             if outdated:
                 # Probed by a definition changed since: learn the new one, and probe that now, not an interval later.
                 self.follow(now, {split_member(m)[0] for m in outdated})
@@ -720,7 +725,8 @@ class Prober:
             view = self.views.get(tenant_id)
             if view is None:
                 continue
-            view.report.notes = self.pages.notes(view.report.integrations)
+            view.report.notes = self.pages.notes(view.report.integrations, self.incidents.suspected)
+            view.report.set_suspected(self.incidents.suspected, now)
             body = view.report.body(now)
             # A large report is rewritten less often: Redis and every web worker move it whole.
             view.next_write = ready + len(body) / REPORT_BYTES_PER_S

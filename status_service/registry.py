@@ -13,7 +13,7 @@ from marshmallow import ValidationError
 from .model import (
     DEFAULT_CONCURRENCY, DEFAULT_FAILURE_THRESHOLD, DEFAULT_MAX_INTEGRATIONS, DEFAULT_INTERVAL_S, DEFAULT_MAX_BODY_BYTES,
     DEFAULT_SUCCESS_THRESHOLD, DEFAULT_TICK_S, DEFAULT_TIMEOUT_S, STALE_AFTER_INTERVALS,
-    AlertOptions, HistoryOptions, Integration, ProberOptions, ProbeSpec, ProviderOptions, Registry, Tenant, Webhook,
+    AlertOptions, CorrelationOptions, HistoryOptions, Integration, ProberOptions, ProbeSpec, ProviderOptions, Registry, Tenant, Webhook,
 )
 from .providers import DEFAULT_MAX_REQUESTS_PER_SECOND, PROVIDERS
 from .schemas import ConfigSchema
@@ -188,6 +188,11 @@ def _build(data: dict[str, Any]) -> Registry:
             flap_window_s=data["alerts"].get("flap_minutes", AlertOptions.flap_window_s / 60) * 60.0,
         ),
         providers=providers,
+        correlation=CorrelationOptions(
+            window_s=float(data["correlation"].get("window_seconds", CorrelationOptions.window_s)),
+            min_tenants=data["correlation"].get("min_tenants", CorrelationOptions.min_tenants),
+            min_share=float(data["correlation"].get("min_share", CorrelationOptions.min_share)),
+        ),
     )
 
 

@@ -5,7 +5,7 @@ import hashlib
 import json
 from datetime import datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 from . import reasons
 from .model import Health, Integration, State, Window
@@ -34,10 +34,11 @@ def iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def row(integration: Integration, state: State | None, now: float, maintenance: bool = False) -> Row:
+def row(integration: Integration, state: State | None, now: float, maintenance: bool = False, suspected: bool = False) -> Row:
     """Return one integration's entry; a result older than its stale_after is unknown, reason stale.
 
-    Inside a maintenance window it is `maintenance`, whatever its result.
+    Inside a maintenance window it is `maintenance`, whatever its result. While its provider is
+    `suspected` of an incident, a failure that may be the provider's is in category provider.
     """
     if maintenance:
         health, reason = Health.MAINTENANCE, "maintenance"
@@ -56,6 +57,8 @@ def row(integration: Integration, state: State | None, now: float, maintenance: 
         "reason": reason,
         "reason_category": reasons.category(reason),
     }
+    if suspected and health in (Health.HEALTHY, Health.UNHEALTHY) and entry["reason_category"] not in (None, reasons.CREDENTIALS, reasons.ACCOUNT):
+        entry["reason_category"] = reasons.PROVIDER
     if state is not None and health in (Health.HEALTHY, Health.UNHEALTHY):
         if state.held is not None:
             entry["flapping"] = True  # present only while it flaps
@@ -213,8 +216,19 @@ class TenantReport:
             self._counts.setdefault(i.type, [0, 0])[1] += 1
         self._next_stale = float("inf")  # no row needs ageing before this
         self.notes: dict[str, Any] = {}  # type -> provider_status, while its provider has trouble (set by the prober)
+        self.suspected: set[str] = set()  # providers the fleet suspects of an incident
         if windows:
             self.set_windows(windows, 0.0)
+
+    def set_suspected(self, providers: Collection[str], now: float) -> None:
+        """Take the providers the fleet suspects of an incident, rendering again the rows of those that changed."""
+        changed = self.suspected.symmetric_difference(providers)
+        if not changed:
+            return
+        self.suspected = set(providers)
+        for n, integration in enumerate(self.integrations):
+            if integration.probe.provider in changed:
+                self._render(n, now)
 
     def set_windows(self, windows: Sequence[Window], now: float) -> None:
         """Take the tenant's maintenance windows and render every row as of `now`."""
@@ -227,7 +241,9 @@ class TenantReport:
         edges = [t for w in self.windows for t in (w.starts_at, w.ends_at) if t > now]
         self._next_edge = min(edges, default=float("inf"))
         for n in range(len(self.integrations)):
-            self._rows[n] = row(self.integrations[n], self.states.get(self.integrations[n].id), now, self._in_window(n, now))
+            integration = self.integrations[n]
+            self._rows[n] = row(integration, self.states.get(integration.id), now, self._in_window(n, now),
+                                integration.probe.provider in self.suspected)
             self._encoded[n] = encode(self._rows[n])
         self._recount()
 
@@ -349,7 +365,8 @@ class TenantReport:
     def _render(self, n: int, now: float) -> None:
         integration = self.integrations[n]
         was = self._rows[n]["status"]
-        self._rows[n] = row(integration, self.states.get(integration.id), now, self._in_window(n, now))
+        self._rows[n] = row(integration, self.states.get(integration.id), now, self._in_window(n, now),
+                            integration.probe.provider in self.suspected)
         self._encoded[n] = encode(self._rows[n])
         counts, status = self._counts[integration.type], self._rows[n]["status"]
         counts[0] += (status == Health.HEALTHY.value) - (was == Health.HEALTHY.value)

@@ -241,12 +241,13 @@ class EventSchema(Schema):
 
     id = _text("The event's id: pass the last one back as since")
     at = _time("When it happened, to the millisecond")
-    scope = _one_of("What changed", ("integration", "type", "status", "maintenance"))
+    scope = _one_of("What changed", ("integration", "type", "status", "maintenance", "provider"))
     integration = fields.Nested(IntegrationRefSchema, required=True, allow_none=True)
     previous = _text("The state before", nullable=True)
     current = _text("The state after")
     reason = _text("The integration's reason after the change", nullable=True)
     type = _text("scope type: which type", required=False)
+    provider = _text("scope provider: which provider the fleet suspects (current suspected), or no longer (current ok)", required=False)
     maintenance = fields.Raw(metadata=_say("scope maintenance: the window's id; scope integration: true for a change inside a window",
                                            oneOf=[{"type": "string"}, {"const": True}]))
     flapping = fields.Boolean(metadata=_say("It began to flap"))

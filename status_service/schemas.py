@@ -282,6 +282,14 @@ class ProviderSettingsSchema(Schema):
     max_requests_per_second = Number(validate=validate.Range(min=0.01, max=100_000))
 
 
+class CorrelationSchema(Schema):
+    """When failures across the fleet suggest a provider incident."""
+
+    window_seconds = Number(validate=validate.Range(min=10, max=86400))
+    min_tenants = Count(validate=validate.Range(min=1, max=1_000_000))
+    min_share = Number(validate=validate.Range(min=0.01, max=1))
+
+
 class ConfigSchema(Schema):
     """The whole config file."""
 
@@ -295,6 +303,7 @@ class ConfigSchema(Schema):
     alerts = fields.Nested(AlertsSchema, load_default=dict)
     tenants = fields.List(fields.Nested(TenantSchema), required=True)
     admin_keys = fields.List(fields.Nested(AdminKeySchema), load_default=list)
+    correlation = fields.Nested(CorrelationSchema, load_default=dict)
     providers = fields.Nested(Schema.from_dict({name: fields.Nested(ProviderSettingsSchema) for name in sorted(PROVIDERS)},
                                                name="ProvidersSchema"), load_default=dict)  # providers.<name>, each known one
 

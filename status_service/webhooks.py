@@ -36,6 +36,8 @@ def event_type(body: Mapping[str, Any]) -> str | None:
         return "status.changed"
     if scope == "type":
         return "type.changed"
+    if scope == "provider":
+        return "provider.incident"  # suspected (current) or over (previous): once per tenant of the provider
     return None
 
 
@@ -66,6 +68,8 @@ def payload(event_id: str, kind: str, at: float, tenant_id: str, body: Mapping[s
     }
     if body.get("scope") == "type":
         document["integration_type"] = body.get("type")
+    if body.get("scope") == "provider":
+        document["provider"] = body.get("provider")
     if body.get("flapping") or body.get("settled"):
         document["flapping"] = bool(body.get("flapping"))  # began to flap, or settled (previous: before it began)
     return json.dumps(document, separators=(",", ":")).encode()

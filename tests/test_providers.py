@@ -3,14 +3,18 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from status_service import create_app, report
+from status_service import create_app, report, webhooks
 from status_service.fetch import Fetcher
 from status_service.model import Health, Integration, State
 from status_service.registry import ConfigError, provider_options, spec_of
 from status_service.settings import Settings
+from status_service.store.history import History
+from status_service.store.providers import Providers
 from tests.conftest import TEST_SECRET_KEY, key_digest, make_registry, report_of, run_round
 from tests.test_prober import Clock
 
@@ -238,3 +242,86 @@ def test_a_providers_requests_are_capped_across_every_tenant_and_prober(upstream
     clock.now += 1.0
     run_round(first)
     assert upstream.count("/openai/v1/models") == 30  # each probed once: what waited was not probed twice
+
+
+
+@pytest.fixture
+def openai_fake():
+    """A fake OpenAI on 127.0.0.1 whose answer depends on the key it is sent: `failing` keys get `status`, others 200."""
+    state = {"failing": set(), "status": 503, "hits": 0}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            state["hits"] += 1
+            key = self.headers.get("Authorization", "").removeprefix("Bearer ")
+            status = state["status"] if key in state["failing"] else 200
+            body = json.dumps({"error": {"code": "invalid_api_key"}} if status == 401 else {"data": []}).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    state["base"] = f"http://127.0.0.1:{server.server_address[1]}"
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("status, suspected", [(503, True), (401, False)])
+def test_a_fleet_wide_outage_is_one_suspected_incident_and_a_wave_of_bad_keys_is_none(openai_fake, make_prober, store, status,
+                                                                                     suspected) -> None:
+    openai_fake["status"], openai_fake["failing"] = status, {f"sk-{n}" for n in range(8)}
+    tenants = [{"id": f"t{n}", "api_keys": [{"sha256": key_digest(f"key{n}")}],
+                "integrations": [{"id": "dalle", "type": "DALL-E", "check": _check("openai", {"api_key": f"sk-{n}"})},
+                                 {"id": "mj", "type": "MJ", "probe": {"url": openai_fake["base"] + "/mj"}}]} for n in range(10)]
+    reg = make_registry(tenants, providers={"openai": {"base_url": openai_fake["base"], "status_page": openai_fake["base"] + "/page"}},
+                        probe={"failure_threshold": 1})
+    probers = [make_prober(reg), make_prober(reg)]  # two probers, each recording some of the results
+    for prober in probers:
+        run_round(prober)
+    for prober in probers:  # the next reports carry what the fleet suspects
+        prober.incidents.checked_at = 0
+        prober.tick()
+        store.client.zadd(store.due_key(), {i.member: 0 for i in reg.integrations})
+        run_round(prober)
+    incidents = [(t.id, e.body) for t in reg.tenants for e in History(store).events(t.id, None, 100) if e.body["scope"] == "provider"]
+    for n in range(10):
+        document = report_of(store, f"t{n}")
+        stats, rows = document["data"]["stats_by_integration_type"], {r["id"]: r for r in document["data"]["integrations"]}
+        if suspected:  # every tenant of the provider sees it, healthy or not, and its failure is the provider's
+            assert stats["DALL-E"]["provider_status"]["suspected"] is True and "provider_status" not in stats["MJ"]
+            assert rows["dalle"]["reason_category"] == ("provider" if n < 8 else None)
+        else:
+            assert "provider_status" not in stats["DALL-E"] and rows["dalle"]["reason_category"] == ("credentials" if n < 8 else None)
+    if suspected:  # one event per tenant of the provider, for the whole fleet: not one per integration or per prober
+        assert sorted(t for t, _ in incidents) == sorted(f"t{n}" for n in range(10))
+        assert all(webhooks.event_type(body) == "provider.incident" and body["provider"] == "openai" for _, body in incidents)
+    else:
+        assert incidents == []
+
+
+def test_a_suspected_incident_ends_one_window_after_its_last_failure(store) -> None:
+    shared = Providers(store)
+
+    def said(results: list, at: float, provider: str = "openai") -> tuple[str, list[str]]:
+        return shared.correlate({provider: results}, at, 300, 3, 0.5, 3600)[provider]
+
+    failing = [(f"t{n}\x1fdalle", f"t{n}", True) for n in range(3)]
+    assert said(failing, 1000.0) == ("started", ["t0", "t1", "t2"])
+    more = [(f"t{n}\x1fdalle", f"t{n}", n < 8) for n in range(10)]
+    assert said(more, 1010.0) == ("on", [f"t{n}" for n in range(3, 10)])  # tenants seen since: told once, late
+    assert said(more, 1015.0) == ("on", [])
+    recovered = [(f"t{n}\x1fdalle", f"t{n}", False) for n in range(10)]
+    assert said(recovered, 1020.0)[0] == "on"  # not yet: a window after the last failure
+    assert said([], 1314.0) == ("on", [])  # the last failure that qualified: 1015
+    assert said([], 1316.0) == ("ended", [f"t{n}" for n in range(10)])
+    assert said([], 1317.0) == ("off", [])
+    # Two tenants failing is not enough, however large their share; a small share of many tenants neither.
+    assert said([(f"u{n}\x1fx", f"u{n}", n < 2) for n in range(3)], 2000.0, "runway") == ("off", [])
+    assert said([(f"v{n}\x1fx", f"v{n}", n < 4) for n in range(10)], 2000.0, "stability") == ("off", [])

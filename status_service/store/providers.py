@@ -7,13 +7,20 @@ Keys, each provider's in a slot of its own:
   P{prov:NAME}:page       hash {indicator, description, url, checked_at}: what its status page said
                           last; gone PAGE_KEPT_S after the last poll, so a page nobody polls is unknown
   P{prov:NAME}:page:lease str: held by the prober polling the page this interval, so the fleet polls once
+  P{prov:NAME}:seen       zset TENANT<US>ID -> ms of its last result: the provider's integrations at work
+  P{prov:NAME}:failing    zset TENANT<US>ID -> ms of its last failure that may be the provider's (a reason
+                          outside credentials and account); a success or such a failure takes it out
+  P{prov:NAME}:tenants    zset TENANT -> ms of its last such failure
+  P{prov:NAME}:seen:tenants zset TENANT -> ms of its last result
+  P{prov:NAME}:suspect    hash {since, last (ms)}: present while a provider incident is suspected
+  P{prov:NAME}:told       zset TENANT: the tenants told it started, each to be told once that it ended
 One call per provider: the cost per tick is O(providers), not O(checks).
 """
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
-from . import Store, _text
+from . import _EVENT_LUA, Store, _text
 
 PAGE_KEPT_S = 600
 
@@ -28,6 +35,66 @@ local taken = math.min(tonumber(ARGV[1]), math.floor(tokens))
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens - taken), 'at', tostring(at))
 redis.call('PEXPIRE', KEYS[1], 60000)
 return taken
+"""
+
+
+# Record results of one provider's checks (ARGV[6..]: member, tenant, 1 if a failure that may be the
+# provider's else 0, ...) at ARGV[1] (ms), then decide: within the window ARGV[2] (ms), at least ARGV[3]
+# tenants and a share ARGV[4] of the integrations at work failing is a suspected incident, which ends
+# one window after its last such failure. ARGV[5]: the ms before which a member last seen is forgotten.
+# Returns {state, tenants...}: 'started' with every tenant at work, 'on' with tenants seen for the first
+# time since it started, 'ended' with every tenant told it had started, or 'off'. Each tenant is told
+# once of each edge, whichever prober's call finds it.
+_CORRELATE = """
+local base, now, window = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
+for i = 6, #ARGV, 3 do
+  redis.call('ZADD', base .. 'seen', now, ARGV[i])
+  redis.call('ZADD', base .. 'seen:tenants', now, ARGV[i + 1])
+  if ARGV[i + 2] == '1' then
+    redis.call('ZADD', base .. 'failing', now, ARGV[i])
+    redis.call('ZADD', base .. 'tenants', now, ARGV[i + 1])
+  else
+    redis.call('ZREM', base .. 'failing', ARGV[i])
+  end
+end
+local since = now - window
+redis.call('ZREMRANGEBYSCORE', base .. 'seen', '-inf', '(' .. ARGV[5])
+redis.call('ZREMRANGEBYSCORE', base .. 'seen:tenants', '-inf', '(' .. ARGV[5])
+redis.call('ZREMRANGEBYSCORE', base .. 'failing', '-inf', '(' .. since)
+redis.call('ZREMRANGEBYSCORE', base .. 'tenants', '-inf', '(' .. since)
+local failing, total = redis.call('ZCARD', base .. 'failing'), redis.call('ZCARD', base .. 'seen')
+local qualifies = total > 0 and redis.call('ZCARD', base .. 'tenants') >= tonumber(ARGV[3]) and failing >= tonumber(ARGV[4]) * total
+local held = redis.call('HGET', base .. 'suspect', 'last')
+if qualifies then redis.call('HSET', base .. 'suspect', 'last', now) end
+if qualifies and not held then
+  redis.call('HSET', base .. 'suspect', 'since', now)
+  local out = {'started'}
+  for _, tenant in ipairs(redis.call('ZRANGE', base .. 'seen:tenants', 0, -1)) do
+    redis.call('ZADD', base .. 'told', now, tenant)
+    out[#out + 1] = tenant
+  end
+  return out
+end
+if held and not qualifies and tonumber(held) + window < now then
+  local out = {'ended'}
+  for _, tenant in ipairs(redis.call('ZRANGE', base .. 'told', 0, -1)) do out[#out + 1] = tenant end
+  redis.call('DEL', base .. 'suspect', base .. 'told')
+  return out
+end
+if not held and not qualifies then return {'off'} end
+local out = {'on'}
+for i = 6, #ARGV, 3 do
+  if not redis.call('ZSCORE', base .. 'told', ARGV[i + 1]) then
+    redis.call('ZADD', base .. 'told', now, ARGV[i + 1])
+    out[#out + 1] = ARGV[i + 1]
+  end
+end
+return out
+"""
+
+
+_ANNOUNCE = _EVENT_LUA + """
+add_event(KEYS[1], ARGV[1], ARGV[2])
 """
 
 
@@ -87,3 +154,35 @@ class Providers:
             return pipe.execute()
 
         return {name: {_text(k): _text(v) for k, v in found.items()} for name, found in zip(names, self.store._call(run)) if found}
+
+    def correlate(self, results: Mapping[str, list[tuple[str, str, bool]]], now: float, window_s: float, min_tenants: int,
+                  min_share: float, forget_s: float) -> dict[str, tuple[str, list[str]]]:
+        """Record each provider's results (member, tenant, whether a failure that may be the provider's), and say per provider
+        whether an incident is suspected ('started', 'on', 'ended', 'off') with the tenants to tell of its start or end now."""
+        names = list(results)
+        if not names:
+            return {}
+        now_ms = round(now * 1000)
+
+        def run() -> list[Any]:
+            pipe = self.store.client.pipeline(transaction=False)
+            for name in names:
+                args = [x for member, tenant, failed in results[name] for x in (member, tenant, "1" if failed else "0")]
+                pipe.execute_command("EVAL", _CORRELATE, 1, self.key(name, ""), now_ms, round(window_s * 1000), min_tenants, min_share,
+                                     now_ms - round(forget_s * 1000), *args)
+            return pipe.execute()
+
+        return {name: (_text(said[0]), [_text(t) for t in said[1:]]) for name, said in zip(names, self.store._call(run))}
+
+    def announce(self, tenant_ids: Iterable[str], text: str, events_min_ms: int) -> None:
+        """Append one event (its feed text) to each tenant's events feed."""
+        tenants = list(tenant_ids)
+
+        def run() -> None:
+            pipe = self.store.client.pipeline(transaction=False)
+            for tenant_id in tenants:
+                pipe.execute_command("EVAL", _ANNOUNCE, 1, self.store.tenant_base(tenant_id), events_min_ms, text)
+            pipe.execute()
+
+        if tenants:
+            self.store._call(run)
