@@ -243,9 +243,13 @@ def write_config(
     base_url: str,
     probe: dict[str, Any],
     prober: dict[str, Any] | None = None,
+    provider: str = "",
     **sections: Any,
 ) -> list[str]:
-    """Write a config of tenants x per_tenant integrations probing base_url (and any other top-level sections); return the plain keys."""
+    """Write a config of tenants x per_tenant integrations probing base_url (and any other top-level sections); return the plain keys.
+
+    With `provider`, each integration is that provider's built-in check (a key of its own) against base_url instead.
+    """
     document: dict[str, Any] = {"probe": probe, **sections, "tenants": []}
     if prober:
         document["prober"] = prober
@@ -258,7 +262,8 @@ def write_config(
                     {
                         "id": str(i + 1),
                         "type": TYPES[i % len(TYPES)],
-                        "probe": {"url": base_url + integration_path(t, i), "expect_json": {"status.indicator": "none"}},
+                        **({"check": {"provider": provider, "credentials": {"api_key": f"bench-{t}-{i}"}}} if provider else
+                           {"probe": {"url": base_url + integration_path(t, i), "expect_json": {"status.indicator": "none"}}}),
                     }
                     for i in range(per_tenant)
                 ],

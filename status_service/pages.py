@@ -19,6 +19,7 @@ PAGE_INTERVAL_S = 60.0  # each page is polled this often, by one prober of the f
 READ_EVERY_S = 5.0  # each prober reads what the pages said this often
 PAGE_TIMEOUT_S = 5.0
 PAGE_MAX_BYTES = 2 * 2**20
+TROUBLE = ("minor", "major", "critical")  # indicators that are an incident (maintenance is none)
 
 
 class Pages:
@@ -59,6 +60,10 @@ class Pages:
         if state is None:
             log.info("page.unreadable provider=%s", name)
 
+    def troubled(self) -> set[str]:
+        """Return the providers whose status page reports trouble now."""
+        return {name for name, said in self.said.items() if said.get("indicator") in TROUBLE}
+
     def notes(self, integrations: Iterable[Integration], suspected: Collection[str] = ()) -> dict[str, dict[str, Any]]:
         """Return type -> provider_status for the types whose provider has trouble: its page reports it, or the fleet suspects it."""
         out: dict[str, dict[str, Any]] = {}
@@ -67,7 +72,7 @@ class Pages:
             if not provider or integration.type in out:
                 continue
             said = self.said.get(provider, {})
-            troubled = said.get("indicator") in ("minor", "major", "critical")
+            troubled = said.get("indicator") in TROUBLE
             if troubled or provider in suspected:
                 out[integration.type] = {"indicator": said.get("indicator", "unknown"), "description": said.get("description", ""),
                                          "url": said.get("url") or self.options[provider].status_page, "checked_at": said.get("checked_at"),

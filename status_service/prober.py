@@ -140,6 +140,7 @@ class Prober:
         self.environ = environ if environ is not None else os.environ
         self.source_stamp = self._stamp()
         self.reload_requested = False
+        self.recheck: set[str] = set()  # provider checks the file changed: made due once the new registry is seeded
         self.fetcher = fetcher or Fetcher(pool_size=registry.prober.concurrency)
         # Leases and due times follow Redis's clock, which every prober shares: each claim returns
         # it, and this prober's notion of now is its own clock plus the last offset seen. A test
@@ -249,6 +250,10 @@ class Prober:
                 if self.reload_requested or self._stamp() != self.source_stamp:
                     self.reload()
                 self.ensure_seeded(now)
+                if self.recheck:
+                    for member in self.recheck:
+                        self.stored_catalog.make_due(member)
+                    self.recheck = set()
                 self.follow(now)
                 self.read_windows(now)
             # Only after a good seed: a prober that cannot seed must not make /readyz say ready.
@@ -435,6 +440,11 @@ class Prober:
             registry = replace(registry, prober=self.registry.prober)
         if fingerprint(registry) == self.fingerprint:
             return  # the same registry: keep the views and the reports they hold back
+        # A provider check given new credentials (or a new provider) is checked at once: it may be
+        # backing off bad ones for ten intervals, and the customer wants to know now.
+        old = self.registry
+        self.recheck |= {i.member for i in registry.integrations if i.probe.provider
+                         and (was := old.integration(i.member)) is not None and was.probe != i.probe}
         self.use(registry)
         self.seeded = None
         log.info("registry.reloaded tenants=%d integrations=%d", len(registry.tenants), len(registry.integrations))
@@ -726,7 +736,8 @@ class Prober:
             if view is None:
                 continue
             view.report.notes = self.pages.notes(view.report.integrations, self.incidents.suspected)
-            view.report.set_suspected(self.incidents.suspected, now)
+            # A failure while its provider's page reports trouble, or the fleet suspects it, is the provider's.
+            view.report.set_suspected(self.incidents.suspected | self.pages.troubled(), now)
             body = view.report.body(now)
             # A large report is rewritten less often: Redis and every web worker move it whole.
             view.next_write = ready + len(body) / REPORT_BYTES_PER_S

@@ -9,7 +9,7 @@ BY_REASON = {
     "invalid_credentials": CREDENTIALS, "forbidden": CREDENTIALS,
     "quota_exhausted": ACCOUNT, "low_balance": ACCOUNT,
     "rate_limited": THROTTLED, "address_blocked": THROTTLED,
-    "provider_error": PROVIDER, "provider_incident": PROVIDER,
+    "provider_error": PROVIDER,
     "timeout": NETWORK, "connection_error": NETWORK, "tls_error": NETWORK, "proxy_error": NETWORK, "protocol_error": NETWORK,
     "invalid_json": CONFIG, "unexpected_body": CONFIG, "body_too_large": CONFIG, "invalid_request": CONFIG,
     "address_refused": CONFIG, "probe_error": CONFIG,

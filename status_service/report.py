@@ -38,7 +38,8 @@ def row(integration: Integration, state: State | None, now: float, maintenance: 
     """Return one integration's entry; a result older than its stale_after is unknown, reason stale.
 
     Inside a maintenance window it is `maintenance`, whatever its result. While its provider is
-    `suspected` of an incident, a failure that may be the provider's is in category provider.
+    `suspected` of an incident (by the fleet, or by its status page), a failure that may be the
+    provider's is in category provider.
     """
     if maintenance:
         health, reason = Health.MAINTENANCE, "maintenance"

@@ -7,11 +7,12 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import yaml
 
 from status_service import create_app, report, webhooks
 from status_service.fetch import Fetcher
 from status_service.model import Health, Integration, State
-from status_service.registry import ConfigError, provider_options, spec_of
+from status_service.registry import ConfigError, load, provider_options, spec_of
 from status_service.settings import Settings
 from status_service.store.history import History
 from status_service.store.providers import Providers
@@ -325,3 +326,26 @@ def test_a_suspected_incident_ends_one_window_after_its_last_failure(store) -> N
     # Two tenants failing is not enough, however large their share; a small share of many tenants neither.
     assert said([(f"u{n}\x1fx", f"u{n}", n < 2) for n in range(3)], 2000.0, "runway") == ("off", [])
     assert said([(f"v{n}\x1fx", f"v{n}", n < 4) for n in range(10)], 2000.0, "stability") == ("off", [])
+
+
+def test_new_credentials_in_the_file_are_checked_at_once_not_after_the_backoff(upstream, make_prober, store, tmp_path) -> None:
+    upstream.url("/openai/v1/models", status=401, body=b'{"error": {"code": "invalid_api_key"}}')
+    path = tmp_path / "status.yaml"
+
+    def write(key: str, generation: int) -> None:
+        path.write_text(yaml.safe_dump({"generation": generation, "providers": {"openai": {"base_url": f"{upstream.base}/openai"}},
+                                        "tenants": [{"id": "acme", "integrations": [
+                                            {"id": "dalle", "type": "DALL-E", "check": _check("openai", {"api_key": key}, interval_seconds=10)}]}]}))
+
+    write("sk-revoked", 1)
+    clock = Clock()
+    prober = make_prober(load(path, {}), clock=clock, source=path)
+    run_round(prober)
+    assert report_of(store, "acme")["data"]["integrations"][0]["reason"] == "invalid_credentials"
+    upstream.url("/openai/v1/models", body=b'{"data": []}')
+    write("sk-new-and-valid", 2)
+    clock.now += 1
+    run_round(prober)  # reloads, and checks the new key now rather than in ten intervals
+    assert upstream.count("/openai/v1/models") == 2
+    assert report_of(store, "acme")["data"]["integrations"][0]["status"] == "healthy"
+    assert upstream.headers["/openai/v1/models"]["Authorization"] == "Bearer sk-new-and-valid"
