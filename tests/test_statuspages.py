@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from status_service import statuspage
+from status_service import create_app, statuspage
+from status_service.settings import Settings
 from status_service.statuspage import PageState
 from status_service.store.providers import Providers
-from tests.conftest import key_digest, make_registry, report_of, run_round, wait_for
+from tests.conftest import TEST_SECRET_KEY, key_digest, make_registry, report_of, run_round, wait_for
 
 DATA = Path(__file__).parent / "data" / "statuspages"
 
@@ -75,3 +76,22 @@ def test_the_fleet_polls_each_page_once_and_every_tenant_of_the_provider_sees_it
         assert stats["DALL-E"]["provider_status"] == {"indicator": "major", "description": "API: partial outage",
                                                       "url": f"{upstream.base}/openai-page", "checked_at": said["openai"]["checked_at"]}
         assert "provider_status" not in stats["Runway"] and "provider_status" not in stats["MJ"]
+
+
+def test_what_a_page_says_reaches_the_status_page_escaped(upstream, make_prober, store, redis_url, prefix) -> None:
+    hostile = {"status": {"indicator": "critical", "description": "<script>alert('page')</script>"}, "components": []}
+    upstream.url("/stability-page/api/v2/summary.json", body=json.dumps(hostile).encode())
+    upstream.url("/stability/v1/user/balance", body=b'{"credits": 12.5}')
+    reg = make_registry([{"id": "acme", "api_keys": [{"sha256": key_digest("acme-key")}], "integrations": [
+        {"id": "sd", "type": "Stable Diffusion", "check": {"provider": "stability", "credentials": {"api_key": "k"}}}]}],
+        providers={"stability": {"base_url": f"{upstream.base}/stability", "status_page": f"{upstream.base}/stability-page"}})
+    prober = make_prober(reg)
+    run_round(prober)
+    wait_for(lambda: Providers(store).pages(["stability"]))
+    prober.pages.read_at = 0
+    store.client.zadd(store.due_key(), {i.member: 0 for i in reg.integrations})
+    run_round(prober)
+    web = create_app(Settings(secret_keys=TEST_SECRET_KEY, redis_url=redis_url, key_prefix=prefix, web_memory_bytes=0)).test_client()
+    page = web.get("/status", headers={"Authorization": "Bearer acme-key", "Accept": "text/html"}).get_data(as_text=True)
+    assert "provider reports critical: &lt;script&gt;alert(&#39;page&#39;)&lt;/script&gt;" in page and "<script>alert" not in page
+    assert "balance 12.5" in page
