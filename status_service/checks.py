@@ -61,7 +61,7 @@ def advance(previous: State | None, outcome: Outcome, spec: ProbeSpec, now: floa
     """
     checked_at = max(now, previous.checked_at) if previous else now  # never backwards, whatever the clocks
     last = previous  # what was recorded, stale or not: a gap in checks is no change of status
-    if previous is not None and now - previous.checked_at > spec.stale_after(previous.reason):
+    if previous is not None and now - previous.checked_at > spec.stale_after(previous.reason, previous.wait_s):
         previous = None
     if outcome.ok:
         fails, oks = 0, (previous.consecutive_successes if previous else 0) + 1
@@ -105,6 +105,7 @@ def advance(previous: State | None, outcome: Outcome, spec: ProbeSpec, now: floa
         held=held,
         paused_from=paused_from,
         balance=outcome.balance,
+        wait_s=outcome.retry_after_s or 0.0,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import heapq
 import ipaddress
 import itertools
+import logging
 import os
 import socket
 import threading
@@ -24,6 +25,8 @@ from urllib3.util.connection import allowed_gai_family
 
 from . import checks, policy
 from .model import Outcome, ProbeSpec
+
+log = logging.getLogger("status_service.fetch")
 
 READ_SIZE = 65536
 RESOLVER_THREADS_PER_WORKER = 2
@@ -337,7 +340,11 @@ class Fetcher:
         got = self.exchange(spec, data)
         if isinstance(got, Outcome):
             return got
-        return checks.judge(spec, got.status, got.body, got.latency_ms, got.headers)
+        try:
+            return checks.judge(spec, got.status, got.body, got.latency_ms, got.headers)
+        except Exception:  # a judge must never stall the prober, whatever an upstream answers
+            log.exception("probe.judge_failed provider=%s status=%s", spec.provider or "-", got.status)
+            return Outcome.failed("probe_error", got.latency_ms)
 
     def exchange(self, spec: ProbeSpec, data: bytes | None = None) -> Answer | Outcome:
         """Send spec's request and read the whole answer within spec.timeout_s; a failed Outcome if that fails. Never raises."""

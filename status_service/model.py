@@ -18,6 +18,7 @@ DEFAULT_CONCURRENCY = 64
 DEFAULT_TICK_S = 1.0
 DEFAULT_MAX_INTEGRATIONS = 10_000  # per tenant, through the admin API
 INVALID_CREDENTIALS_BACKOFF = 10  # a provider check that found its credentials invalid probes at this many intervals
+BACKOFF_REASONS = ("invalid_credentials", "forbidden")  # credentials a provider refused: they do not mend by themselves
 
 
 class Health(str, enum.Enum):
@@ -50,16 +51,16 @@ class ProbeSpec:
     low_balance: float | None = None  # a provider check's balance under this is shown as low_balance
 
     def backs_off(self, reason: str | None) -> bool:
-        """Return whether a result with this reason waits INVALID_CREDENTIALS_BACKOFF intervals: a provider check's bad credentials.
+        """Return whether a result with this reason waits INVALID_CREDENTIALS_BACKOFF intervals: a provider check's refused credentials.
 
         Every tenant's dead keys share this service's address, and a provider may ban an address
-        that keeps sending them (Discord: 10,000 refusals in 10 minutes).
+        that keeps sending them (Discord: 10,000 answers of 401, 403 or 429 in 10 minutes).
         """
-        return bool(self.provider) and reason == "invalid_credentials"
+        return bool(self.provider) and reason in BACKOFF_REASONS
 
-    def stale_after(self, reason: str | None) -> float:
-        """Return how long a result with this reason stays fresh: stretched as far as its backoff."""
-        return self.stale_after_s * INVALID_CREDENTIALS_BACKOFF if self.backs_off(reason) else self.stale_after_s
+    def stale_after(self, reason: str | None, wait_s: float = 0.0) -> float:
+        """Return how long a result with this reason stays fresh: stretched as far as its backoff, and the wait a provider asked for."""
+        return (self.stale_after_s * INVALID_CREDENTIALS_BACKOFF if self.backs_off(reason) else self.stale_after_s) + wait_s
 
 
 @dataclass(frozen=True)
@@ -260,6 +261,7 @@ class State:
     held: str | None = None  # while flapping: the status alerts last announced, before it began
     paused_from: str | None = None  # while in a maintenance window: its status when the window began
     balance: float | None = None  # a provider check's last reading of the account's credit
+    wait_s: float = 0.0  # how long the provider asked us to wait before the next check (it stays fresh that much longer)
 
     def to_json(self) -> dict[str, Any]:
         """Return the JSON-ready form stored in Redis."""
@@ -276,6 +278,7 @@ class State:
             "held": self.held,
             "paused": self.paused_from,
             "bal": self.balance,
+            "wait": self.wait_s,
         }
 
     @classmethod
@@ -294,4 +297,5 @@ class State:
             held=raw.get("held"),
             paused_from=raw.get("paused"),
             balance=raw.get("bal"),
+            wait_s=float(raw.get("wait") or 0.0),
         )

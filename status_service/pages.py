@@ -19,7 +19,6 @@ PAGE_INTERVAL_S = 60.0  # each page is polled this often, by one prober of the f
 READ_EVERY_S = 5.0  # each prober reads what the pages said this often
 PAGE_TIMEOUT_S = 5.0
 PAGE_MAX_BYTES = 2 * 2**20
-TROUBLE = ("minor", "major", "critical")  # indicators that are an incident (maintenance is none)
 
 
 class Pages:
@@ -48,9 +47,13 @@ class Pages:
         """Fetch one page and keep what it says; a page that cannot be read is unknown, never down."""
         option, provider = self.options[name], PROVIDERS[name]
         url = option.status_page + statuspage.PATHS[provider.page_format]
-        got = self.fetcher.exchange(ProbeSpec(url=url, timeout_s=PAGE_TIMEOUT_S, max_body_bytes=PAGE_MAX_BYTES))
-        readable = isinstance(got, Answer) and got.status == 200
-        state = statuspage.parse(provider.page_format, got.body, option.status_component) if readable else None
+        try:
+            got = self.fetcher.exchange(ProbeSpec(url=url, timeout_s=PAGE_TIMEOUT_S, max_body_bytes=PAGE_MAX_BYTES))
+            readable = isinstance(got, Answer) and got.status == 200
+            state = statuspage.parse(provider.page_format, got.body, option.status_component) if readable else None
+        except Exception:  # whatever broke, the page is unknown now: never the last word it said
+            log.exception("page.poll_failed provider=%s", name)
+            state = None
         said = {"indicator": state.indicator if state else "unknown", "description": state.description if state else "",
                 "url": option.status_page, "checked_at": report.iso(now)}
         try:
@@ -62,7 +65,7 @@ class Pages:
 
     def troubled(self) -> set[str]:
         """Return the providers whose status page reports trouble now."""
-        return {name for name, said in self.said.items() if said.get("indicator") in TROUBLE}
+        return {name for name, said in self.said.items() if said.get("indicator") in statuspage.TROUBLE}
 
     def notes(self, integrations: Iterable[Integration], suspected: Collection[str] = ()) -> dict[str, dict[str, Any]]:
         """Return type -> provider_status for the types whose provider has trouble: its page reports it, or the fleet suspects it."""
@@ -72,7 +75,7 @@ class Pages:
             if not provider or integration.type in out:
                 continue
             said = self.said.get(provider, {})
-            troubled = said.get("indicator") in TROUBLE
+            troubled = said.get("indicator") in statuspage.TROUBLE
             if troubled or provider in suspected:
                 out[integration.type] = {"indicator": said.get("indicator", "unknown"), "description": said.get("description", ""),
                                          "url": said.get("url") or self.options[provider].status_page, "checked_at": said.get("checked_at"),

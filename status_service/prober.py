@@ -20,11 +20,11 @@ from datetime import datetime, timezone
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import astuple, dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from . import checks, report
+from . import checks, reasons, report
 from .catalog import Catalog
 from .cipher import Cipher, CipherError
 from .compactor import Compactor
@@ -140,7 +140,8 @@ class Prober:
         self.environ = environ if environ is not None else os.environ
         self.source_stamp = self._stamp()
         self.reload_requested = False
-        self.recheck: set[str] = set()  # provider checks the file changed: made due once the new registry is seeded
+        self.recheck: dict[str, str] = {}  # provider checks the file changed -> a digest of the change: made due once seeded
+        self.providers_said: tuple[Any, ...] = ()  # what pages and suspicions said when reports last took it
         self.fetcher = fetcher or Fetcher(pool_size=registry.prober.concurrency)
         # Leases and due times follow Redis's clock, which every prober shares: each claim returns
         # it, and this prober's notion of now is its own clock plus the last offset seen. A test
@@ -250,10 +251,9 @@ class Prober:
                 if self.reload_requested or self._stamp() != self.source_stamp:
                     self.reload()
                 self.ensure_seeded(now)
-                if self.recheck:
-                    for member in self.recheck:
-                        self.stored_catalog.make_due(member)
-                    self.recheck = set()
+                for member, change in self.recheck.items():  # each change by one prober of the fleet: all reload the file
+                    self.stored_catalog.make_due_once(member, change)
+                self.recheck = {}
                 self.follow(now)
                 self.read_windows(now)
             # Only after a good seed: a prober that cannot seed must not make /readyz say ready.
@@ -266,6 +266,7 @@ class Prober:
             in_use = self._providers_in_use()
             self.pages.tick(now, in_use)
             self.incidents.tick(now, sorted(in_use))
+            self._news_of_providers(now)
             if not self.stopping:
                 self.start_probes(wait=True)  # a fresh time: the steps above may have taken a while
         except StoreUnavailable as exc:
@@ -443,8 +444,9 @@ class Prober:
         # A provider check given new credentials (or a new provider) is checked at once: it may be
         # backing off bad ones for ten intervals, and the customer wants to know now.
         old = self.registry
-        self.recheck |= {i.member for i in registry.integrations if i.probe.provider
-                         and (was := old.integration(i.member)) is not None and was.probe != i.probe}
+        self.recheck.update({i.member: hashlib.sha256(repr((i.member, astuple(i.probe))).encode()).hexdigest()[:32]
+                             for i in registry.integrations
+                             if i.probe.provider and (was := old.integration(i.member)) is not None and was.probe != i.probe})
         self.use(registry)
         self.seeded = None
         log.info("registry.reloaded tenants=%d integrations=%d", len(registry.tenants), len(registry.integrations))
@@ -508,6 +510,18 @@ class Prober:
             future = self.pool.submit(self._probe, entry)
             future.add_done_callback(lambda f, e=entry: self._done(e, f))
         self.store.reschedule(foreign)
+
+    def _news_of_providers(self, now: float) -> None:
+        """When what the pages say or what the fleet suspects changes, rewrite the reports this prober holds of the tenants it concerns."""
+        said = (frozenset(self.incidents.suspected),
+                tuple(sorted((name, p.get("indicator"), p.get("description")) for name, p in self.pages.said.items())))
+        if said == self.providers_said:
+            return
+        self.providers_said = said
+        with self.flushing:
+            touched = [t for t, view in self.views.items() if any(i.probe.provider for i in view.report.integrations)]
+            if touched:  # a new results version (a write of nothing) lets each report be rewritten, as for a window's edge
+                self.sync({t: (self.views[t].incarnation, self.views[t].version, {}) for t in touched}, now)
 
     def _providers_in_use(self) -> set[str]:
         """Return the providers some integration this prober knows checks: the file's and the admin API's."""
@@ -632,6 +646,7 @@ class Prober:
         if another prober wrote that integration meanwhile, sends what changed, and it is recomputed.
         """
         pending = {(e.integration.tenant_id, e.integration.id): (e, outcome, at) for e, outcome, at in batch}
+        trouble = self.incidents.suspected | self.pages.troubled()  # providers whose failures are theirs now
         first: set[str] = set()
         outdated: set[str] = set()
         for _ in range(RECORD_ATTEMPTS):
@@ -650,6 +665,8 @@ class Prober:
                 if self.registry.history.enabled:
                     # Inside a maintenance window its checks are marked and its changes are no alert (see checks.transition).
                     change = checks.transition(before, state)
+                    if change is not None:  # as /status says it, provider trouble included
+                        change["reason_category"] = reasons.category_while(state.reason, entry.integration.probe.provider in trouble)
                     event = "" if change is None else event_text(
                         state.checked_at, "integration", {"id": iid, "type": entry.integration.type}, change.pop("previous"),
                         change.pop("current"), state.reason, change)

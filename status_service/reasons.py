@@ -18,6 +18,13 @@ BY_REASON = {
 _BY_STATUS = {401: CREDENTIALS, 403: CREDENTIALS, 402: ACCOUNT, 429: THROTTLED}
 
 
+def category_while(reason: str | None, provider_trouble: bool) -> str | None:
+    """Return a reason's category; while its provider has trouble (an incident on its page, or suspected), a failure that
+    may be the provider's (anything but credentials and account) is the provider's."""
+    found = category(reason)
+    return PROVIDER if provider_trouble and found not in (None, CREDENTIALS, ACCOUNT) else found
+
+
 def category(reason: str | None) -> str | None:
     """Return the category of a failure's reason; None for no failure (healthy, not checked yet, stale, maintenance)."""
     if reason is None:

@@ -45,7 +45,7 @@ def row(integration: Integration, state: State | None, now: float, maintenance: 
         health, reason = Health.MAINTENANCE, "maintenance"
     elif state is None:
         health, reason = Health.UNKNOWN, "not_checked_yet"
-    elif now - state.checked_at > integration.probe.stale_after(state.reason):
+    elif now - state.checked_at > integration.probe.stale_after(state.reason, state.wait_s):
         health, reason = Health.UNKNOWN, "stale"
     else:
         health, reason = state.status, state.reason
@@ -56,10 +56,8 @@ def row(integration: Integration, state: State | None, now: float, maintenance: 
         "checked_at": iso(state.checked_at) if state else None,
         "latency_ms": state.latency_ms if state else None,
         "reason": reason,
-        "reason_category": reasons.category(reason),
+        "reason_category": reasons.category_while(reason, suspected and health in (Health.HEALTHY, Health.UNHEALTHY)),
     }
-    if suspected and health in (Health.HEALTHY, Health.UNHEALTHY) and entry["reason_category"] not in (None, reasons.CREDENTIALS, reasons.ACCOUNT):
-        entry["reason_category"] = reasons.PROVIDER
     if state is not None and health in (Health.HEALTHY, Health.UNHEALTHY):
         if state.held is not None:
             entry["flapping"] = True  # present only while it flaps
@@ -133,9 +131,8 @@ def expire(document: dict[str, Any], stale_at: Mapping[str, float], now: float) 
         else entry
         for entry in document["data"]["integrations"]
     ]
-    notes = {kind: stats["provider_status"] for kind, stats in document["data"]["stats_by_integration_type"].items()
-             if "provider_status" in stats}
-    return summarize(rows, document["data"]["generated_at"], notes)
+    # provider_status goes too: nobody has read the pages or the fleet's failures since.
+    return summarize(rows, document["data"]["generated_at"])
 
 
 def current(body: bytes, stale: bytes, until: float, now: float) -> dict[str, Any]:
@@ -266,7 +263,7 @@ class TenantReport:
                 self._flapping.add(iid)
             else:
                 self._flapping.discard(iid)
-            self.stale_at[iid] = at = state.checked_at + self.integrations[n].probe.stale_after(state.reason)
+            self.stale_at[iid] = at = state.checked_at + self.integrations[n].probe.stale_after(state.reason, state.wait_s)
             self._render(n, now)
             if at >= now:
                 self._next_stale = min(self._next_stale, at)

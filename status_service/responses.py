@@ -88,7 +88,8 @@ class ProviderStatusSchema(Schema):
     class Meta:
         description = "Present while the type's provider has trouble: its status page reports an incident, or the fleet's failures suggest one."
 
-    indicator = _text("The page's indicator (minor, major, critical), or unknown")
+    indicator = _text("The page's indicator: minor, major or critical; or, when only the fleet suspects an incident, "
+                      "what the page says then (none, maintenance, unknown)")
     description = _text("What the page says")
     url = _text("The provider's status page")
     checked_at = _time("When the page was last read", nullable=True)
@@ -246,6 +247,8 @@ class EventSchema(Schema):
     previous = _text("The state before", nullable=True)
     current = _text("The state after")
     reason = _text("The integration's reason after the change", nullable=True)
+    reason_category = fields.String(allow_none=True, validate=validate.OneOf(CATEGORIES),
+                                    metadata=_say("scope integration: the reason's category then, as /status said it"))
     type = _text("scope type: which type", required=False)
     provider = _text("scope provider: which provider the fleet suspects (current suspected), or no longer (current ok)", required=False)
     maintenance = fields.Raw(metadata=_say("scope maintenance: the window's id; scope integration: true for a change inside a window",

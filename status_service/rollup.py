@@ -13,7 +13,7 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping, Sequence
 
-from .model import INVALID_CREDENTIALS_BACKOFF
+from .model import BACKOFF_REASONS, INVALID_CREDENTIALS_BACKOFF
 
 HEALTHY, UNHEALTHY, MAINTENANCE = "healthy", "unhealthy", "maintenance"
 LATENCY_BASE = 1.1  # histogram buckets grow by 10 %: a quantile is off by at most that much
@@ -138,7 +138,7 @@ def segments(track: Track, start: float, end: float, kinds: tuple[str, ...] = (H
     out: list[tuple[float, float, str]] = []
     checks = track.checks
     for n, check in enumerate(checks):
-        stretch = INVALID_CREDENTIALS_BACKOFF if track.backs_off and check.reason == "invalid_credentials" else 1
+        stretch = INVALID_CREDENTIALS_BACKOFF if track.backs_off and check.reason in BACKOFF_REASONS else 1
         until = check.at + track.stale_after_s * stretch
         if n + 1 < len(checks):
             until = min(until, checks[n + 1].at)

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from typing import Any
 
 STATUSPAGE, INSTATUS = "statuspage", "instatus"
-FORMATS = (STATUSPAGE, INSTATUS)
 # Where each format keeps its JSON, under the page's base URL. summary.json carries both the page's
 # indicator and its components (incident.io's may leave some components out: then the indicator decides).
 PATHS = {STATUSPAGE: "/api/v2/summary.json", INSTATUS: "/summary.json"}
 INDICATORS = ("none", "minor", "major", "critical", "maintenance")
+TROUBLE = ("minor", "major", "critical")  # the indicators that are an incident (maintenance is none)
 # A Statuspage component's status, as the page's indicator would say it.
 _COMPONENT = {"operational": "none", "degraded_performance": "minor", "partial_outage": "major", "major_outage": "critical",
               "under_maintenance": "maintenance"}
@@ -30,7 +30,7 @@ class PageState:
     @property
     def incident(self) -> bool:
         """Return whether the page reports trouble (maintenance is none)."""
-        return self.indicator in ("minor", "major", "critical")
+        return self.indicator in TROUBLE
 
 
 def parse(page_format: str, body: bytes, component: str = "") -> PageState | None:
@@ -41,12 +41,16 @@ def parse(page_format: str, body: bytes, component: str = "") -> PageState | Non
         return None
     if not isinstance(document, dict):
         return None
-    return _statuspage(document, component) if page_format == STATUSPAGE else _instatus(document)
+    try:
+        return _statuspage(document, component) if page_format == STATUSPAGE else _instatus(document)
+    except (TypeError, ValueError, AttributeError):  # a shape no format has (a number for a list, a list for a word): unknown
+        return None
 
 
 def _statuspage(document: dict[str, Any], component: str) -> PageState | None:
     for item in document.get("components") or ():
-        if isinstance(item, dict) and component and item.get("name") == component and item.get("status") in _COMPONENT:
+        if isinstance(item, dict) and component and item.get("name") == component and isinstance(item.get("status"), str) \
+                and item["status"] in _COMPONENT:
             return PageState(_COMPONENT[item["status"]], f"{component}: {str(item['status']).replace('_', ' ')}")
     status = document.get("status")
     if not isinstance(status, dict) or status.get("indicator") not in INDICATORS:

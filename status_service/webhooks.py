@@ -49,7 +49,7 @@ def wanted(events: Sequence[str], categories: Sequence[str], kind: str | None, b
     """
     if kind is None or (events and kind not in events):
         return False
-    category = reasons.category(body.get("reason"))
+    category = _category(body)
     return not categories or category is None or category in categories
 
 
@@ -64,7 +64,7 @@ def payload(event_id: str, kind: str, at: float, tenant_id: str, body: Mapping[s
         "previous": body.get("previous"),
         "current": body.get("current"),
         "reason": body.get("reason"),
-        "reason_category": reasons.category(body.get("reason")),
+        "reason_category": _category(body),
     }
     if body.get("scope") == "type":
         document["integration_type"] = body.get("type")
@@ -73,6 +73,11 @@ def payload(event_id: str, kind: str, at: float, tenant_id: str, body: Mapping[s
     if body.get("flapping") or body.get("settled"):
         document["flapping"] = bool(body.get("flapping"))  # began to flap, or settled (previous: before it began)
     return json.dumps(document, separators=(",", ":")).encode()
+
+
+def _category(body: Mapping[str, Any]) -> str | None:
+    """Return an event's reason category: as recorded with it (which knows whether its provider had trouble then), or its reason's."""
+    return body["reason_category"] if "reason_category" in body else reasons.category(body.get("reason"))
 
 
 def signature(secret: str, at: int, body: bytes) -> str:

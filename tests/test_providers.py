@@ -3,15 +3,18 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import yaml
+from hypothesis import given, settings, strategies as st
 
 from status_service import create_app, report, webhooks
 from status_service.fetch import Fetcher
 from status_service.model import Health, Integration, State
+from status_service.providers import PROVIDERS, retry_after
 from status_service.registry import ConfigError, load, provider_options, spec_of
 from status_service.settings import Settings
 from status_service.store.history import History
@@ -35,6 +38,10 @@ CASES = [
      "quota_exhausted", None),
     ("openai", {"api_key": KEY}, "/v1/models", (429, {"error": {"type": "requests", "code": "rate_limit_exceeded"}}, {}), "rate_limited", None),
     ("openai", {"api_key": KEY}, "/v1/models", (503, {"error": {"message": "overloaded"}}, {}), "provider_error", None),
+    ("openai", {"api_key": KEY}, "/v1/models", (400, {"error": {"type": "invalid_request_error", "code": "billing_hard_limit_reached"}}, {}),
+     "quota_exhausted", None),
+    ("discord", {"token": KEY}, "/api/v10/users/@me", (403, {"code": 40333, "message": "internal network error"}, {}),
+     "address_blocked", None),
     ("discord", {"token": KEY}, "/api/v10/users/@me", (200, {"id": "1", "username": "bot"}, {}), None, None),
     ("discord", {"token": KEY, "token_type": "user"}, "/api/v10/users/@me", (401, {"message": "401: Unauthorized", "code": 0}, {}),
      "invalid_credentials", None),
@@ -349,3 +356,111 @@ def test_new_credentials_in_the_file_are_checked_at_once_not_after_the_backoff(u
     assert upstream.count("/openai/v1/models") == 2
     assert report_of(store, "acme")["data"]["integrations"][0]["status"] == "healthy"
     assert upstream.headers["/openai/v1/models"]["Authorization"] == "Bearer sk-new-and-valid"
+
+
+
+@pytest.mark.parametrize("headers, body, wait", [
+    ({"Retry-After": "7"}, None, 7.0),
+    ({"retry-after-ms": "1500", "Retry-After": "7"}, None, 1.5),  # OpenAI's finer one first
+    ({"retry-after-ms": "nan", "Retry-After": "5"}, None, 5.0),  # garbage in one: the other
+    ({"retry-after-ms": "1e400", "Retry-After": "5"}, None, 5.0),
+    ({"Retry-After": "1_0"}, None, None),  # float() would read 10
+    ({"Retry-After": "-3"}, None, None),
+    ({"Retry-After": "999999"}, None, 3600.0),  # honoured up to an hour
+    ({"Retry-After": "Fri, 27 Nov 2026 12:00:30 GMT"}, None, 30.0),  # a date: from now
+    ({"Retry-After": "Fri, 27 Nov 2026 11:00:00 GMT"}, None, 0.0),  # past
+    ({}, {"retry_after": 1.5}, 1.5),
+    ({}, {"retry_after": 10 ** 400}, None),  # too large for a float: ignored, never a crash
+    ({}, {"retry_after": True}, None),
+    ({}, {"retry_after": "5"}, None),
+])
+def test_a_wait_is_read_from_every_form_providers_use_and_bounded(headers, body, wait) -> None:
+    from datetime import datetime, timezone
+    now = datetime(2026, 11, 27, 12, 0, 0, tzinfo=timezone.utc).timestamp()
+    assert retry_after(headers, body, now) == wait
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4), max_leaves=20)
+known_keys = st.sampled_from(["error", "type", "code", "creditBalance", "credits", "retry_after", "detail", "message"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(provider=st.sampled_from(sorted(PROVIDERS)), status=st.sampled_from([200, 400, 401, 402, 403, 404, 429, 500, 503]),
+       document=json_values | st.dictionaries(known_keys, json_values | st.integers(min_value=10 ** 300, max_value=10 ** 400), max_size=4),
+       headers=st.dictionaries(st.sampled_from(["Retry-After", "retry-after-ms"]), st.text(max_size=30), max_size=2))
+def test_no_answer_makes_a_judge_raise(provider, status, document, headers) -> None:
+    outcome = PROVIDERS[provider].judge(status, headers, json.dumps(document).encode(), 5)
+    assert outcome.ok == (outcome.reason is None)
+    assert outcome.balance is None or math.isfinite(outcome.balance)
+    assert outcome.retry_after_s is None or 0 <= outcome.retry_after_s <= 3600
+
+
+def test_a_huge_number_from_a_provider_stalls_no_prober(upstream, make_prober, store) -> None:
+    upstream.url("/runway/v1/organization", body=b'{"creditBalance": 1' + b"0" * 400 + b"}")
+    clock = Clock()
+    reg = _registry(upstream, *[{"id": str(n), "type": "Runway", "check": _check("runway", {"api_key": f"k{n}"}, interval_seconds=10)}
+                                for n in range(4)], prober={"concurrency": 4})
+    prober = make_prober(reg, clock=clock)
+    run_round(prober)
+    assert prober.busy == 0
+    rows = report_of(store, "acme")["data"]["integrations"]
+    assert all(r["status"] == "healthy" and "balance" not in r for r in rows)  # a balance no float holds is no balance
+    clock.now += 11
+    run_round(prober)
+    assert upstream.count("/runway/v1/organization") == 8  # still probing
+
+
+def test_a_throttled_result_stays_fresh_while_the_provider_asked_us_to_wait() -> None:
+    integration = Integration("acme", "d", "DALL-E", spec_of({"check": _check("openai", {"api_key": KEY})}, ()))
+    state = State(Health.UNHEALTHY, 1000.0, "rate_limited", wait_s=1200.0)
+    assert report.row(integration, state, 1000.0 + 1250)["reason"] == "rate_limited"  # 90 s + the 1200 s asked for
+    assert report.row(integration, state, 1000.0 + 1300)["reason"] == "stale"
+    forbidden = State(Health.UNHEALTHY, 1000.0, "forbidden")  # refused credentials back off, whatever the status said
+    assert report.row(integration, forbidden, 1000.0 + 800)["reason"] == "forbidden"
+
+
+def test_a_stale_result_shows_no_balance_and_no_provider_status() -> None:
+    integration = Integration("acme", "r", "Runway", spec_of({"check": _check("runway", {"api_key": KEY})}, ()))
+    document = report.build_report([integration], {"r": State(Health.HEALTHY, 1000.0, balance=40.0)}, 1000.0,
+                                   notes={"Runway": {"indicator": "major", "description": "", "url": "x", "checked_at": None}})
+    assert document["data"]["integrations"][0]["balance"] == 40.0 and "provider_status" in document["data"]["stats_by_integration_type"]["Runway"]
+    aged = report.expire(document, {"r": 1090.0}, 2000.0)
+    assert "balance" not in aged["data"]["integrations"][0] and aged["data"]["integrations"][0]["reason"] == "stale"
+    assert "provider_status" not in aged["data"]["stats_by_integration_type"]["Runway"]
+
+
+def test_one_large_tenant_failing_alone_is_no_incident_and_recovered_tenants_do_not_count(store) -> None:
+    shared = Providers(store)
+    # Two tenants fail once and recover; one large tenant's 20 checks are throttled: one tenant failing now.
+    shared.correlate({"openai": [("a\x1f1", "a", True), ("b\x1f1", "b", True)]}, 1000.0, 300, 3, 0.5, 3600)
+    shared.correlate({"openai": [("a\x1f1", "a", False), ("b\x1f1", "b", False)]}, 1010.0, 300, 3, 0.5, 3600)
+    big = [(f"big\x1f{n}", "big", True) for n in range(20)]
+    assert shared.correlate({"openai": big}, 1020.0, 300, 3, 0.5, 3600)["openai"] == ("off", [])
+
+
+def test_a_rate_cap_under_one_a_minute_holds_across_an_idle_minute(store) -> None:
+    shared = Providers(store)
+    assert shared.take({"openai": (5, 0.01)}, 1000.0) == {"openai": 1}
+    assert shared.take({"openai": (5, 0.01)}, 1061.0) == {"openai": 0}  # an idle bucket does not come back full
+    assert shared.take({"openai": (5, 0.01)}, 1101.0) == {"openai": 1}
+
+
+def test_new_credentials_are_checked_once_by_the_fleet_however_many_probers_reload(upstream, make_prober, store, tmp_path) -> None:
+    upstream.url("/openai/v1/models", status=401, body=b'{"error": {"code": "invalid_api_key"}}')
+    path = tmp_path / "status.yaml"
+
+    def write(key: str, generation: int) -> None:
+        path.write_text(yaml.safe_dump({"generation": generation, "providers": {"openai": {"base_url": f"{upstream.base}/openai"}},
+                                        "tenants": [{"id": "acme", "integrations": [
+                                            {"id": "dalle", "type": "DALL-E", "check": _check("openai", {"api_key": key}, interval_seconds=10)}]}]}))
+
+    write("sk-revoked", 1)
+    clock = Clock()
+    probers = [make_prober(load(path, {}), clock=clock, source=path) for _ in range(3)]
+    run_round(probers[0])
+    write("sk-new", 2)
+    clock.now += 1
+    for prober in probers:
+        run_round(prober)
+    assert upstream.count("/openai/v1/models") == 2  # the first check, and one of the new key: not one per prober

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from status_service import create_app, statuspage
 from status_service.settings import Settings
@@ -95,3 +96,63 @@ def test_what_a_page_says_reaches_the_status_page_escaped(upstream, make_prober,
     page = web.get("/status", headers={"Authorization": "Bearer acme-key", "Accept": "text/html"}).get_data(as_text=True)
     assert "provider reports critical: &lt;script&gt;alert(&#39;page&#39;)&lt;/script&gt;" in page and "<script>alert" not in page
     assert "balance 12.5" in page
+
+
+@pytest.mark.parametrize("page_format, body", [
+    ("statuspage", b'{"components": 5, "status": {"indicator": "none", "description": "ok"}}'),
+    ("instatus", b'{"page": {"status": "HASISSUES"}, "activeIncidents": 7}'),
+    ("instatus", b'{"page": {"status": "HASISSUES"}, "activeIncidents": true}'),
+])
+def test_a_page_of_a_shape_no_format_has_is_unknown_never_a_crash(page_format, body) -> None:
+    assert statuspage.parse(page_format, body, "API") is None
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=25)
+page_keys = st.sampled_from(["status", "components", "page", "activeIncidents", "indicator", "description", "name"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(page_format=st.sampled_from(["statuspage", "instatus"]),
+       document=json_values | st.dictionaries(page_keys, json_values | st.dictionaries(page_keys, json_values, max_size=3), max_size=4))
+def test_no_page_makes_the_parser_raise(page_format, document) -> None:
+    """Whatever a page serves as JSON, the parser says unknown (None) or a known indicator; an unreadable component: the page's."""
+    state = statuspage.parse(page_format, json.dumps(document).encode(), "API")
+    assert state is None or state.indicator in statuspage.INDICATORS
+
+
+def test_a_page_that_turns_bad_after_an_incident_reads_unknown_at_the_next_poll(upstream, store) -> None:
+    from status_service.fetch import Fetcher
+    from status_service.pages import Pages
+    from status_service.registry import provider_options
+
+    upstream.url("/page/api/v2/summary.json", body=sample("statuspage-summary.sample.json"))
+    fetcher = Fetcher()
+    pages = Pages(store, fetcher, provider_options({"openai": {"status_page": f"{upstream.base}/page"}}))
+    try:
+        pages._poll("openai", 1000.0)
+        assert Providers(store).pages(["openai"])["openai"]["indicator"] == "major"
+        upstream.url("/page/api/v2/summary.json", body=b'{"components": 5}')
+        pages._poll("openai", 1060.0)
+        assert Providers(store).pages(["openai"])["openai"]["indicator"] == "unknown"  # not the last word it said
+    finally:
+        pages.close()
+        fetcher.close()
+
+
+def test_a_tenant_sees_its_providers_page_without_waiting_for_its_own_next_check(upstream, make_prober, store) -> None:
+    upstream.url("/openai/v1/models", body=b'{"data": []}')
+    upstream.url("/openai-page/api/v2/summary.json", body=sample("statuspage-summary-operational.sample.json"))
+    reg = make_registry([{"id": "acme", "integrations": [
+        {"id": "dalle", "type": "DALL-E", "check": {"provider": "openai", "credentials": {"api_key": "k"}, "interval_seconds": 3600}}]}],
+        providers={"openai": {"base_url": f"{upstream.base}/openai", "status_page": f"{upstream.base}/openai-page"}})
+    prober = make_prober(reg)
+    run_round(prober)
+    wait_for(lambda: Providers(store).pages(["openai"]))
+    assert "provider_status" not in report_of(store, "acme")["data"]["stats_by_integration_type"]["DALL-E"]
+    Providers(store).put_page("openai", {"indicator": "critical", "description": "API: major outage", "url": "u", "checked_at": "t"})
+    prober.pages.read_at = 0
+    prober.tick()  # no check is due for an hour: the report is rewritten all the same
+    prober.write_reports(prober.clock(), force=True)  # now, not when its share of the bandwidth allows
+    assert report_of(store, "acme")["data"]["stats_by_integration_type"]["DALL-E"]["provider_status"]["indicator"] == "critical"
+    assert upstream.count("/openai/v1/models") == 1

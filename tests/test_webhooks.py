@@ -13,7 +13,7 @@ from typing import Any, Iterator
 import pytest
 from hypothesis import given, strategies as st
 
-from status_service import create_app, webhooks
+from status_service import create_app, reasons, webhooks
 from status_service.cipher import Cipher
 from status_service.registry import webhook_id
 from status_service.settings import Settings
@@ -372,6 +372,13 @@ def test_a_webhook_subscribed_to_categories_gets_only_those_failures_and_every_r
     assert webhooks.wanted((), ("credentials",), "status.changed", {"scope": "status", "reason": None})
     assert not webhooks.wanted(("status.changed",), (), "integration.unhealthy", down)
     assert not webhooks.wanted((), (), None, down)  # no alert at all
+    # A timeout while the provider had trouble was the provider's, as /status said then: the event keeps that.
+    during = {**down, "reason": "timeout", "reason_category": "provider"}
+    assert webhooks.wanted((), ("provider",), "integration.unhealthy", during)
+    assert not webhooks.wanted((), ("network",), "integration.unhealthy", during)
+    assert json.loads(webhooks.payload("1-0", "integration.unhealthy", 0.0, "acme", during))["reason_category"] == "provider"
+    assert reasons.category_while("timeout", True) == "provider" and reasons.category_while("invalid_credentials", True) == "credentials"
+    assert reasons.category_while("timeout", False) == "network" and reasons.category_while(None, True) is None
 
 
 def test_categories_filter_what_a_receiver_gets_and_each_payload_says_its_category(upstream, receiver, make_prober, store) -> None:

@@ -9,14 +9,16 @@ from __future__ import annotations
 import email.utils
 import json
 import math
+import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from ..model import Outcome
 
 MAX_RETRY_AFTER_S = 3600.0  # a provider's Retry-After is honoured up to an hour: a larger one is a bug or an attack
 DEFAULT_MAX_REQUESTS_PER_SECOND = 50.0  # per provider, across every tenant and prober
+_SECONDS = re.compile(r"[0-9]{1,12}(\.[0-9]{1,9})?")  # a wait as digits: float() would take "1_0", "nan" and "1e400" too
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,7 @@ class Request:
 
     method: str
     path: str
-    headers: tuple[tuple[str, str], ...]
+    headers: tuple[tuple[str, str], ...] = field(repr=False)  # holds the credential
     body: bytes | None = None
 
 
@@ -55,28 +57,21 @@ def body_json(body: bytes) -> Any:
 def retry_after(headers: Mapping[str, str], document: Any = None, now: float | None = None) -> float | None:
     """Return how long the provider asks us to wait, in seconds: a Retry-After header (seconds or a date), or a body's retry_after."""
     wait: float | None = None
-    millis = headers.get("retry-after-ms") or headers.get("Retry-After-Ms")  # OpenAI's, finer than Retry-After
-    raw = headers.get("Retry-After") or headers.get("retry-after")
-    if millis:
+    named = {name.lower(): value for name, value in headers.items()}
+    millis = (named.get("retry-after-ms") or "").strip()  # OpenAI's, finer than Retry-After
+    raw = (named.get("retry-after") or "").strip()
+    if _SECONDS.fullmatch(millis):
+        wait = float(millis) / 1000
+    elif _SECONDS.fullmatch(raw):
+        wait = float(raw)
+    elif raw:
         try:
-            wait = float(millis) / 1000
-        except ValueError:
+            wait = email.utils.parsedate_to_datetime(raw).timestamp() - (time.time() if now is None else now)
+        except (TypeError, ValueError, IndexError, OverflowError):
             wait = None
-    if wait is None and raw:
-        raw = raw.strip()
-        try:
-            wait = float(raw)
-        except ValueError:
-            try:
-                when = email.utils.parsedate_to_datetime(raw)
-                wait = when.timestamp() - (time.time() if now is None else now)
-            except (TypeError, ValueError, IndexError, OverflowError):
-                wait = None
     if wait is None and isinstance(document, dict):
-        given = document.get("retry_after")
-        if isinstance(given, (int, float)) and not isinstance(given, bool):
-            wait = float(given)
-    if wait is None or not math.isfinite(wait):
+        wait = number(document.get("retry_after"))
+    if wait is None:
         return None
     return min(max(wait, 0.0), MAX_RETRY_AFTER_S)
 
@@ -106,10 +101,14 @@ def by_status(status: int, headers: Mapping[str, str], document: Any, latency_ms
 
 
 def number(value: Any) -> float | None:
-    """Return a JSON number as a float, or None for anything else (a boolean, text, NaN)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    """Return a JSON number as a float, or None for anything else (a boolean, text, NaN, one too large for a float)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value)
+    try:
+        found = float(value)  # an integer of hundreds of digits overflows here
+    except OverflowError:
+        return None
+    return found if math.isfinite(found) else None
 
 
 def bearer(key: str) -> tuple[str, str]:

@@ -23,6 +23,7 @@ from . import _HISTORY_LUA
 from .admin import _AUDIT, AUDIT_RETENTION_S
 
 TENANT_CHANGES_KEPT = 1000  # a prober further behind than this on one tenant reads all of it again
+RECHECK_KEPT_S = 3600  # how long a change made due once is remembered, so no other prober makes it due again
 FEED_KEPT = 100_000  # a prober further behind than this on the feed re-reads every tenant's REV
 
 # The tenant's report with one row replaced in place, added at the end, or (no new row) removed, as
@@ -264,6 +265,14 @@ class Catalog:
     def make_due(self, member: str) -> None:
         """Make a member due at once, with a score no other write gives it (see unschedule_if)."""
         self.store._call(lambda: self.store.client.zadd(self.store.due_key(), {member: -random.random()}))
+
+    def make_due_once(self, member: str, change: str) -> bool:
+        """Make a member due at once for a change (a digest naming it), once for the whole fleet; return whether this call did."""
+        marker = f"{self.store.prefix}{{reg}}:recheck:{change}"
+        if not self.store._call(lambda: self.store.client.set(marker, "1", nx=True, ex=RECHECK_KEPT_S)):
+            return False
+        self.make_due(member)
+        return True
 
     def unschedule_if(self, member: str, due: float) -> None:
         """Take a member out of the schedule if its score is still `due`: a racing put or claim has changed it."""

@@ -9,8 +9,9 @@ Keys, each provider's in a slot of its own:
   P{prov:NAME}:page:lease str: held by the prober polling the page this interval, so the fleet polls once
   P{prov:NAME}:seen       zset TENANT<US>ID -> ms of its last result: the provider's integrations at work
   P{prov:NAME}:failing    zset TENANT<US>ID -> ms of its last failure that may be the provider's (a reason
-                          outside credentials and account); a success or such a failure takes it out
-  P{prov:NAME}:tenants    zset TENANT -> ms of its last such failure
+                          outside credentials and account), within the window; a success or another
+                          failure takes it out
+  P{prov:NAME}:failing:tenants hash TENANT -> how many of its integrations are in failing
   P{prov:NAME}:seen:tenants zset TENANT -> ms of its last result
   P{prov:NAME}:suspect    hash {since, last (ms)}: present while a provider incident is suspected
   P{prov:NAME}:told       zset TENANT: the tenants told it started, each to be told once that it ended
@@ -33,7 +34,8 @@ local tokens, at = tonumber(held[1]) or burst, tonumber(held[2]) or now
 if now > at then tokens = math.min(burst, tokens + (now - at) * rate / 1000); at = now end
 local taken = math.min(tonumber(ARGV[1]), math.floor(tokens))
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens - taken), 'at', tostring(at))
-redis.call('PEXPIRE', KEYS[1], 60000)
+-- Kept until it would be full again anyway: an idle bucket that expired sooner would come back full early.
+redis.call('PEXPIRE', KEYS[1], math.max(60000, math.ceil(burst / rate * 1000) + 1000))
 return taken
 """
 
@@ -47,23 +49,29 @@ return taken
 # once of each edge, whichever prober's call finds it.
 _CORRELATE = """
 local base, now, window = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
+-- failing: member -> ms of its failure; failing:tenants: tenant -> how many of its members are in failing.
+local function drop(member)
+  if redis.call('ZREM', base .. 'failing', member) == 1 then
+    local tenant = string.match(member, '^(.-)\\31')
+    if redis.call('HINCRBY', base .. 'failing:tenants', tenant, -1) <= 0 then redis.call('HDEL', base .. 'failing:tenants', tenant) end
+  end
+end
 for i = 6, #ARGV, 3 do
   redis.call('ZADD', base .. 'seen', now, ARGV[i])
   redis.call('ZADD', base .. 'seen:tenants', now, ARGV[i + 1])
   if ARGV[i + 2] == '1' then
-    redis.call('ZADD', base .. 'failing', now, ARGV[i])
-    redis.call('ZADD', base .. 'tenants', now, ARGV[i + 1])
+    if redis.call('ZADD', base .. 'failing', now, ARGV[i]) == 1 then redis.call('HINCRBY', base .. 'failing:tenants', ARGV[i + 1], 1) end
   else
-    redis.call('ZREM', base .. 'failing', ARGV[i])
+    drop(ARGV[i])
   end
 end
 local since = now - window
 redis.call('ZREMRANGEBYSCORE', base .. 'seen', '-inf', '(' .. ARGV[5])
 redis.call('ZREMRANGEBYSCORE', base .. 'seen:tenants', '-inf', '(' .. ARGV[5])
-redis.call('ZREMRANGEBYSCORE', base .. 'failing', '-inf', '(' .. since)
-redis.call('ZREMRANGEBYSCORE', base .. 'tenants', '-inf', '(' .. since)
+for _, member in ipairs(redis.call('ZRANGEBYSCORE', base .. 'failing', '-inf', '(' .. since)) do drop(member) end
 local failing, total = redis.call('ZCARD', base .. 'failing'), redis.call('ZCARD', base .. 'seen')
-local qualifies = total > 0 and redis.call('ZCARD', base .. 'tenants') >= tonumber(ARGV[3]) and failing >= tonumber(ARGV[4]) * total
+-- Tenants failing now, each counted once: one large tenant's failures are never an incident of their own.
+local qualifies = total > 0 and redis.call('HLEN', base .. 'failing:tenants') >= tonumber(ARGV[3]) and failing >= tonumber(ARGV[4]) * total
 local held = redis.call('HGET', base .. 'suspect', 'last')
 if qualifies then redis.call('HSET', base .. 'suspect', 'last', now) end
 if qualifies and not held then
@@ -93,8 +101,12 @@ return out
 """
 
 
+# A tenant removed meanwhile (its registry gone) gets nothing: no key of it is made again.
 _ANNOUNCE = _EVENT_LUA + """
+local seeded = redis.call('GET', KEYS[1] .. 'registry')
+if not seeded or string.sub(seeded, 1, 5) == 'gone:' then return 0 end
 add_event(KEYS[1], ARGV[1], ARGV[2])
+return 1
 """
 
 
