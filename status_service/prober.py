@@ -170,6 +170,7 @@ class Prober:
         self.dispatcher.configure(registry.alerts, {t.id: t.webhooks for t in registry.tenants}, not registry.allow_private_addresses)
         self.fingerprint = fingerprint(registry)
         self.rates = {p.name: p.max_requests_per_second for p in registry.providers}  # each provider's fleet-wide budget
+        self.file_providers = {i.probe.provider for i in registry.integrations if i.probe.provider}  # once, not every tick
         if hasattr(self, "pages"):  # a reload: the file may move a provider's status page
             self.pages.options = {p.name: p for p in registry.providers}
         self.incidents = Incidents(self.store, registry.correlation, registry.history.events_s if registry.history.enabled else None)
@@ -525,7 +526,7 @@ class Prober:
 
     def _providers_in_use(self) -> set[str]:
         """Return the providers some integration this prober knows checks: the file's and the admin API's."""
-        found = {i.probe.provider for i in self.registry.integrations if i.probe.provider}
+        found = set(self.file_providers)
         for tenant in self.catalog.tenants.values():
             found.update(i.probe.provider for i in tenant.integrations.values() if i.probe.provider)
         return found
