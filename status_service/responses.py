@@ -373,7 +373,7 @@ class ShownCheckSchema(CheckSchema):
 
 class RegisteredIntegrationSchema(Schema):
     class Meta:
-        description = "An integration made through the API; header values, query values and user-info show as ***."
+        description = "An integration made through the API, with exactly one of probe and check; credentials show as ***."
 
     id = _text("Its id")
     type = _text("Its type")

@@ -335,22 +335,24 @@ def test_a_suspected_incident_ends_one_window_after_its_last_failure(store) -> N
     assert said([(f"v{n}\x1fx", f"v{n}", n < 4) for n in range(10)], 2000.0, "stability") == ("off", [])
 
 
+def _write_one_check(path, upstream, key: str, generation: int) -> None:
+    """Write a config file of one tenant with one OpenAI check of `key`, probed every 10 s."""
+    path.write_text(yaml.safe_dump({"generation": generation, "providers": {"openai": {"base_url": f"{upstream.base}/openai"}},
+                                    "tenants": [{"id": "acme", "integrations": [
+                                        {"id": "dalle", "type": "DALL-E", "check": _check("openai", {"api_key": key}, interval_seconds=10)}]}]}))
+
+
 def test_new_credentials_in_the_file_are_checked_at_once_not_after_the_backoff(upstream, make_prober, store, tmp_path) -> None:
     upstream.url("/openai/v1/models", status=401, body=b'{"error": {"code": "invalid_api_key"}}')
     path = tmp_path / "status.yaml"
 
-    def write(key: str, generation: int) -> None:
-        path.write_text(yaml.safe_dump({"generation": generation, "providers": {"openai": {"base_url": f"{upstream.base}/openai"}},
-                                        "tenants": [{"id": "acme", "integrations": [
-                                            {"id": "dalle", "type": "DALL-E", "check": _check("openai", {"api_key": key}, interval_seconds=10)}]}]}))
-
-    write("sk-revoked", 1)
+    _write_one_check(path, upstream, "sk-revoked", 1)
     clock = Clock()
     prober = make_prober(load(path, {}), clock=clock, source=path)
     run_round(prober)
     assert report_of(store, "acme")["data"]["integrations"][0]["reason"] == "invalid_credentials"
     upstream.url("/openai/v1/models", body=b'{"data": []}')
-    write("sk-new-and-valid", 2)
+    _write_one_check(path, upstream, "sk-new-and-valid", 2)
     clock.now += 1
     run_round(prober)  # reloads, and checks the new key now rather than in ten intervals
     assert upstream.count("/openai/v1/models") == 2
@@ -450,16 +452,11 @@ def test_new_credentials_are_checked_once_by_the_fleet_however_many_probers_relo
     upstream.url("/openai/v1/models", status=401, body=b'{"error": {"code": "invalid_api_key"}}')
     path = tmp_path / "status.yaml"
 
-    def write(key: str, generation: int) -> None:
-        path.write_text(yaml.safe_dump({"generation": generation, "providers": {"openai": {"base_url": f"{upstream.base}/openai"}},
-                                        "tenants": [{"id": "acme", "integrations": [
-                                            {"id": "dalle", "type": "DALL-E", "check": _check("openai", {"api_key": key}, interval_seconds=10)}]}]}))
-
-    write("sk-revoked", 1)
+    _write_one_check(path, upstream, "sk-revoked", 1)
     clock = Clock()
     probers = [make_prober(load(path, {}), clock=clock, source=path) for _ in range(3)]
     run_round(probers[0])
-    write("sk-new", 2)
+    _write_one_check(path, upstream, "sk-new", 2)
     clock.now += 1
     for prober in probers:
         run_round(prober)

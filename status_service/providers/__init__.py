@@ -100,6 +100,18 @@ def by_status(status: int, headers: Mapping[str, str], document: Any, latency_ms
     return None
 
 
+def by_balance(status: int, headers: Mapping[str, str], body: bytes, latency_ms: int, field_name: str) -> Outcome:
+    """Return the outcome of a provider that reports the account's balance in a 200's `field_name`: none left is quota_exhausted."""
+    document = body_json(body)
+    known = by_status(status, headers, document, latency_ms)
+    if known is not None:
+        return known
+    balance = number(document.get(field_name)) if isinstance(document, dict) else None
+    if balance is not None and balance <= 0:
+        return failed("quota_exhausted", latency_ms, balance=balance)
+    return Outcome(ok=True, latency_ms=latency_ms, balance=balance)
+
+
 def number(value: Any) -> float | None:
     """Return a JSON number as a float, or None for anything else (a boolean, text, NaN, one too large for a float)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from ..model import Outcome
-from . import Provider, Request, bearer, body_json, by_status, failed, number
+from . import Provider, Request, bearer, by_balance
 
 API_VERSION = "2024-11-06"  # X-Runway-Version: the API version the check speaks
 
@@ -16,14 +16,7 @@ def request(credentials: Mapping[str, str]) -> Request:
 
 def judge(status: int, headers: Mapping[str, str], body: bytes, latency_ms: int) -> Outcome:
     """Return what Runway's answer says: a 200 with no credit left is quota_exhausted; the balance is creditBalance."""
-    document = body_json(body)
-    known = by_status(status, headers, document, latency_ms)
-    if known is not None:
-        return known
-    balance = number(document.get("creditBalance")) if isinstance(document, dict) else None
-    if balance is not None and balance <= 0:
-        return failed("quota_exhausted", latency_ms, balance=balance)
-    return Outcome(ok=True, latency_ms=latency_ms, balance=balance)
+    return by_balance(status, headers, body, latency_ms, "creditBalance")
 
 
 PROVIDER = Provider(
