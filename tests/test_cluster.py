@@ -353,3 +353,24 @@ def report_iso(at: float) -> str:
     from datetime import datetime, timezone
 
     return datetime.fromtimestamp(at, timezone.utc).isoformat()
+
+
+def test_provider_budgets_pages_and_incidents_on_a_cluster(redis_cluster_url, cluster_store, cluster_probers, prefix, upstream) -> None:
+    """Every script of the providers' shared state (rate, page, correlation, announcements) stays within one slot."""
+    from status_service.store.history import History
+    from status_service.store.providers import Providers
+
+    upstream.url("/openai/v1/models", status=503, body=b"{}")
+    upstream.url("/page/api/v2/summary.json", body=b'{"status": {"indicator": "major", "description": "Partial outage"}}')
+    tenants = [{"id": f"c{n}", "integrations": [{"id": "d", "type": "DALL-E",
+                                                  "check": {"provider": "openai", "credentials": {"api_key": f"k{n}"}}}]} for n in range(4)]
+    reg = make_registry(tenants, providers={"openai": {"base_url": f"{upstream.base}/openai", "status_page": f"{upstream.base}/page"}})
+    prober = Prober(reg, cluster_store)
+    cluster_probers.append(prober)
+    run_round(prober)
+    shared = Providers(cluster_store)
+    assert shared.take({"openai": (1, 50.0), "runway": (1, 50.0)}, time.time())["runway"] == 1
+    wait_for(lambda: shared.pages(["openai"]).get("openai", {}).get("indicator") == "major")
+    assert "openai" in prober.incidents.suspected
+    for n in range(4):  # each tenant, in its own slot, told once
+        assert [e.body["current"] for e in History(cluster_store).events(f"c{n}", None, 100) if e.body["scope"] == "provider"] == ["suspected"]
