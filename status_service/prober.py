@@ -445,7 +445,8 @@ class Prober:
         # A provider check given new credentials (or a new provider) is checked at once: it may be
         # backing off bad ones for ten intervals, and the customer wants to know now.
         old = self.registry
-        self.recheck.update({i.member: hashlib.sha256(repr((i.member, astuple(i.probe))).encode()).hexdigest()[:32]
+        # Named by the file's generation too: a switch back to a key used before is a change of its own.
+        self.recheck.update({i.member: hashlib.sha256(repr((i.member, registry.generation, astuple(i.probe))).encode()).hexdigest()[:32]
                              for i in registry.integrations
                              if i.probe.provider and (was := old.integration(i.member)) is not None and was.probe != i.probe})
         self.use(registry)
@@ -518,11 +519,11 @@ class Prober:
                 tuple(sorted((name, p.get("indicator"), p.get("description")) for name, p in self.pages.said.items())))
         if said == self.providers_said:
             return
-        self.providers_said = said
         with self.flushing:
             touched = [t for t, view in self.views.items() if any(i.probe.provider for i in view.report.integrations)]
             if touched:  # a new results version (a write of nothing) lets each report be rewritten, as for a window's edge
                 self.sync({t: (self.views[t].incarnation, self.views[t].version, {}) for t in touched}, now)
+        self.providers_said = said  # only once written: after a Redis failure, the next tick tries again
 
     def _providers_in_use(self) -> set[str]:
         """Return the providers some integration this prober knows checks: the file's and the admin API's."""

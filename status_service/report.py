@@ -128,6 +128,8 @@ def expire(document: dict[str, Any], stale_at: Mapping[str, float], now: float) 
         # No result: not stale. In maintenance: out of the counts whatever its result.
         if stale_at.get(entry["id"], float("inf")) < now and entry["checked_at"] is not None
         and entry["status"] != Health.MAINTENANCE.value
+        # Fresh: its own reason's category, as provider trouble is no longer known (provider_status goes too, below).
+        else {**entry, "reason_category": reasons.category(entry.get("reason"))} if "reason_category" in entry
         else entry
         for entry in document["data"]["integrations"]
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -11,9 +12,11 @@ import pytest
 import yaml
 from hypothesis import given, settings, strategies as st
 
-from status_service import create_app, report, webhooks
+from dataclasses import replace
+
+from status_service import checks, create_app, report, webhooks
 from status_service.fetch import Fetcher
-from status_service.model import Health, Integration, State
+from status_service.model import Health, Integration, Outcome, State
 from status_service.providers import PROVIDERS, retry_after
 from status_service.registry import ConfigError, load, provider_options, spec_of
 from status_service.settings import Settings
@@ -372,14 +375,22 @@ def test_new_credentials_in_the_file_are_checked_at_once_not_after_the_backoff(u
     ({"Retry-After": "Fri, 27 Nov 2026 12:00:30 GMT"}, None, 30.0),  # a date: from now
     ({"Retry-After": "Fri, 27 Nov 2026 11:00:00 GMT"}, None, 0.0),  # past
     ({}, {"retry_after": 1.5}, 1.5),
-    ({}, {"retry_after": 10 ** 400}, None),  # too large for a float: ignored, never a crash
+    ({}, {"retry_after": 10 ** 400}, 3600.0),  # too large for a float: a very long wait, capped, never a crash
+    ({"Retry-After": "9" * 30}, None, 3600.0),
+    ({"Retry-After": "Fri, 27 Nov 2026 12:00:30 -0000"}, None, 30.0),  # UTC with no zone said
     ({}, {"retry_after": True}, None),
     ({}, {"retry_after": "5"}, None),
 ])
-def test_a_wait_is_read_from_every_form_providers_use_and_bounded(headers, body, wait) -> None:
+def test_a_wait_is_read_from_every_form_providers_use_and_bounded(headers, body, wait, monkeypatch) -> None:
     from datetime import datetime, timezone
-    now = datetime(2026, 11, 27, 12, 0, 0, tzinfo=timezone.utc).timestamp()
-    assert retry_after(headers, body, now) == wait
+    monkeypatch.setenv("TZ", "America/New_York")  # the machine's zone must not matter
+    time.tzset()
+    try:
+        now = datetime(2026, 11, 27, 12, 0, 0, tzinfo=timezone.utc).timestamp()
+        assert retry_after(headers, body, now) == wait
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
 
 
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
@@ -461,3 +472,49 @@ def test_new_credentials_are_checked_once_by_the_fleet_however_many_probers_relo
     for prober in probers:
         run_round(prober)
     assert upstream.count("/openai/v1/models") == 2  # the first check, and one of the new key: not one per prober
+
+
+def test_a_judge_that_raises_is_a_probe_error_never_a_stalled_prober(upstream, caplog) -> None:
+    upstream.url("/x", body=b"{}")
+    spec = replace(spec_of({"probe": {"url": upstream.url("/x")}}, ()), provider="no-such-provider")  # a registry from a newer version
+    fetcher = Fetcher()
+    try:
+        with caplog.at_level(logging.ERROR):
+            assert fetcher.probe(spec).reason == "probe_error"
+    finally:
+        fetcher.close()
+    assert "probe.judge_failed" in caplog.text
+
+
+def test_a_states_balance_and_wait_come_back_from_redis_as_they_went() -> None:
+    spec = spec_of({"check": _check("openai", {"api_key": KEY})}, ())
+    state = checks.advance(None, Outcome(ok=False, reason="rate_limited", latency_ms=3, retry_after_s=12.5, balance=4.0), spec, 1000.0)
+    assert (state.wait_s, state.balance) == (12.5, 4.0)
+    assert State.from_json(json.loads(json.dumps(state.to_json()))) == state
+    old = {"status": "healthy", "checked_at": 1.0}  # written before either was kept
+    assert (State.from_json(old).wait_s, State.from_json(old).balance) == (0.0, None)
+
+
+def test_an_aged_report_says_no_more_of_provider_trouble_than_it_knows() -> None:
+    a, b = (Integration("acme", i, "DALL-E", spec_of({"check": _check("openai", {"api_key": KEY})}, ())) for i in ("a", "b"))
+    states = {"a": State(Health.UNHEALTHY, 1000.0, "timeout"), "b": State(Health.UNHEALTHY, 1040.0, "timeout")}
+    built = report.summarize([report.row(a, states["a"], 1050.0, suspected=True), report.row(b, states["b"], 1050.0, suspected=True)],
+                             "t", {"DALL-E": {"indicator": "none", "suspected": True}})
+    assert [r["reason_category"] for r in built["data"]["integrations"]] == ["provider", "provider"]
+    aged = report.expire(built, {"a": 1090.0, "b": 1130.0}, 1095.0)
+    assert [(r["reason"], r["reason_category"]) for r in aged["data"]["integrations"]] == [("stale", None), ("timeout", "network")]
+    assert "provider_status" not in aged["data"]["stats_by_integration_type"]["DALL-E"]
+
+
+def test_switching_back_to_a_key_used_before_is_checked_at_once_too(upstream, make_prober, store, tmp_path) -> None:
+    upstream.url("/openai/v1/models", status=401, body=b'{"error": {"code": "invalid_api_key"}}')
+    path = tmp_path / "status.yaml"
+    clock = Clock()
+    _write_one_check(path, upstream, "sk-a", 1)
+    prober = make_prober(load(path, {}), clock=clock, source=path)
+    run_round(prober)
+    for n, key in enumerate(("sk-b", "sk-a", "sk-b"), start=2):
+        _write_one_check(path, upstream, key, n)
+        clock.now += 1
+        run_round(prober)
+        assert upstream.count("/openai/v1/models") == n  # each switch checked at once, a switch back too

@@ -12,13 +12,14 @@ import math
 import re
 import time
 from dataclasses import dataclass, field
+from datetime import timezone
 from typing import Any, Callable, Mapping
 
 from ..model import Outcome
 
 MAX_RETRY_AFTER_S = 3600.0  # a provider's Retry-After is honoured up to an hour: a larger one is a bug or an attack
 DEFAULT_MAX_REQUESTS_PER_SECOND = 50.0  # per provider, across every tenant and prober
-_SECONDS = re.compile(r"[0-9]{1,12}(\.[0-9]{1,9})?")  # a wait as digits: float() would take "1_0", "nan" and "1e400" too
+_SECONDS = re.compile(r"[0-9]{1,40}(\.[0-9]{1,9})?")  # a wait as digits: float() would take "1_0", "nan" and "1e400" too
 
 
 @dataclass(frozen=True)
@@ -66,11 +67,17 @@ def retry_after(headers: Mapping[str, str], document: Any = None, now: float | N
         wait = float(raw)
     elif raw:
         try:
-            wait = email.utils.parsedate_to_datetime(raw).timestamp() - (time.time() if now is None else now)
+            when = email.utils.parsedate_to_datetime(raw)
+            if when.tzinfo is None:  # "-0000": UTC, with no zone said, never this machine's local time
+                when = when.replace(tzinfo=timezone.utc)
+            wait = when.timestamp() - (time.time() if now is None else now)
         except (TypeError, ValueError, IndexError, OverflowError):
             wait = None
     if wait is None and isinstance(document, dict):
-        wait = number(document.get("retry_after"))
+        given = document.get("retry_after")
+        # An integer too large for a float is a very long wait, capped like any other.
+        wait = MAX_RETRY_AFTER_S if isinstance(given, int) and not isinstance(given, bool) and given > MAX_RETRY_AFTER_S \
+            else number(given)
     if wait is None:
         return None
     return min(max(wait, 0.0), MAX_RETRY_AFTER_S)

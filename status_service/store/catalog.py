@@ -24,6 +24,11 @@ from .admin import _AUDIT, AUDIT_RETENTION_S
 
 TENANT_CHANGES_KEPT = 1000  # a prober further behind than this on one tenant reads all of it again
 RECHECK_KEPT_S = 3600  # how long a change made due once is remembered, so no other prober makes it due again
+_DUE_ONCE = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[3]) then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+return 1
+"""
 FEED_KEPT = 100_000  # a prober further behind than this on the feed re-reads every tenant's REV
 
 # The tenant's report with one row replaced in place, added at the end, or (no new row) removed, as
@@ -267,12 +272,13 @@ class Catalog:
         self.store._call(lambda: self.store.client.zadd(self.store.due_key(), {member: -random.random()}))
 
     def make_due_once(self, member: str, change: str) -> bool:
-        """Make a member due at once for a change (a digest naming it), once for the whole fleet; return whether this call did."""
-        marker = f"{self.store.prefix}{{reg}}:recheck:{change}"
-        if not self.store._call(lambda: self.store.client.set(marker, "1", nx=True, ex=RECHECK_KEPT_S)):
-            return False
-        self.make_due(member)
-        return True
+        """Make a member due at once for a change (a digest naming it), once for the whole fleet; return whether this call did.
+
+        The marker and the schedule share a slot, so both are written in one step: a lost reply or
+        a failure cannot leave the change marked done but not made due.
+        """
+        keys = [f"{self.store.prefix}{{sched}}:recheck:{change}", self.store.due_key()]
+        return bool(self.store._call(lambda: self.store._script(_DUE_ONCE, keys, [member, -random.random(), RECHECK_KEPT_S])))
 
     def unschedule_if(self, member: str, due: float) -> None:
         """Take a member out of the schedule if its score is still `due`: a racing put or claim has changed it."""
