@@ -12,6 +12,7 @@ from status_service.settings import Settings
 from status_service.statuspage import PageState
 from status_service.store.providers import Providers
 from tests.conftest import TEST_SECRET_KEY, key_digest, make_registry, report_of, run_round, wait_for
+from tests.test_providers import json_values
 
 DATA = Path(__file__).parent / "data" / "statuspages"
 
@@ -107,8 +108,6 @@ def test_a_page_of_a_shape_no_format_has_is_unknown_never_a_crash(page_format, b
     assert statuspage.parse(page_format, body, "API") is None
 
 
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
-                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=25)
 page_keys = st.sampled_from(["status", "components", "page", "activeIncidents", "indicator", "description", "name"])
 
 
