@@ -360,8 +360,8 @@ class IntegrationBodySchema(Schema):
     # No '"', '\\' or control character: the report is edited in Redis without a JSON encoder (store/catalog.py).
     type = Text(required=True, validate=[validate.Length(min=1, max=64),
                                          validate.Regexp(r'^[^"\\\x00-\x1f\x7f]*\Z', error='may not hold ", \\ or control characters')])
-    check = fields.Nested(CheckSchema)
-    probe = fields.Nested(ProbeSchema)
+    check = fields.Nested(CheckSchema, metadata={"description": "A built-in provider check: give it or probe, not both"})
+    probe = fields.Nested(ProbeSchema, metadata={"description": "A generic HTTP probe: give it or check, not both"})
 
     @validates_schema
     def stale_after_reachable(self, data: dict[str, Any], **kwargs: Any) -> None:
