@@ -173,6 +173,7 @@ class ProviderOptions:
     status_page: str
     status_component: str  # the page's component that stands for the API ("": the page's overall indicator)
     max_requests_per_second: float
+    status_page_interval_s: float = 60.0  # how often the fleet polls the page
 
 
 @dataclass(frozen=True)

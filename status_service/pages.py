@@ -15,7 +15,6 @@ from .store.providers import Providers
 
 log = logging.getLogger("status_service.pages")
 
-PAGE_INTERVAL_S = 60.0  # each page is polled this often, by one prober of the fleet
 READ_EVERY_S = 5.0  # each prober reads what the pages said this often
 PAGE_TIMEOUT_S = 5.0
 PAGE_MAX_BYTES = 2 * 2**20
@@ -39,7 +38,7 @@ class Pages:
         names = sorted(set(in_use) & self.options.keys())
         shared = Providers(self.store)
         for name in names:
-            if shared.claim_page(name, PAGE_INTERVAL_S):
+            if shared.claim_page(name, self.options[name].status_page_interval_s):  # by one prober of the fleet
                 self.pool.submit(self._poll, name, now)
         self.said = shared.pages(names)
 

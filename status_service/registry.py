@@ -204,6 +204,7 @@ def provider_options(given: Mapping[str, Mapping[str, Any]]) -> tuple[ProviderOp
         status_page=given.get(p.name, {}).get("status_page", p.status_page).rstrip("/"),
         status_component=given.get(p.name, {}).get("status_component", p.component),
         max_requests_per_second=float(given.get(p.name, {}).get("max_requests_per_second", DEFAULT_MAX_REQUESTS_PER_SECOND)),
+        status_page_interval_s=float(given.get(p.name, {}).get("status_page_interval_seconds", ProviderOptions.status_page_interval_s)),
     ) for p in PROVIDERS.values())
 
 

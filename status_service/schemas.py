@@ -279,6 +279,7 @@ class ProviderSettingsSchema(Schema):
     base_url = fields.Url(schemes={"http", "https"}, require_tld=False, validate=validate.Length(max=2048))
     status_page = fields.Url(schemes={"http", "https"}, require_tld=False, validate=validate.Length(max=2048))
     status_component = Text(validate=validate.Length(max=200))  # "": the page's overall indicator
+    status_page_interval_seconds = Number(validate=validate.Range(min=10, max=86400))
     max_requests_per_second = Number(validate=validate.Range(min=0.01, max=100_000))
 
 

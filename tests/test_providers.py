@@ -119,8 +119,12 @@ def test_each_provider_is_asked_as_its_documentation_says(upstream) -> None:
 
 def _registry(upstream, *integrations, providers=None, **extra):
     return make_registry([{"id": "acme", "api_keys": [{"sha256": key_digest("acme-key")}], "integrations": list(integrations)}],
-                         providers=providers or {"openai": {"base_url": f"{upstream.base}/openai"},
-                                                 "runway": {"base_url": f"{upstream.base}/runway"}}, **extra)
+                         providers=providers or {name: local(upstream, name) for name in ("openai", "runway")}, **extra)
+
+
+def local(upstream, name: str, **more) -> dict:
+    """Return a provider's settings pointing its API and its status page at the local fake: nothing reaches the internet."""
+    return {"base_url": f"{upstream.base}/{name}", "status_page": f"{upstream.base}/{name}-page", **more}
 
 
 def test_a_customer_sees_within_one_round_whether_the_key_works_and_why_not(upstream, make_prober, store, redis_url, prefix) -> None:
@@ -239,7 +243,7 @@ def test_a_providers_requests_are_capped_across_every_tenant_and_prober(upstream
     clock = Clock()
     tenants = [{"id": f"t{n}", "integrations": [{"id": str(i), "type": "DALL-E", "check": _check("openai", {"api_key": f"k{n}-{i}"})}
                                                 for i in range(10)]} for n in range(3)]
-    reg = make_registry(tenants, providers={"openai": {"base_url": f"{upstream.base}/openai", "max_requests_per_second": 5}},
+    reg = make_registry(tenants, providers={"openai": local(upstream, "openai", max_requests_per_second=5)},
                         prober={"concurrency": 64})
     first, second = make_prober(reg, clock=clock), make_prober(reg, clock=clock)
     run_round(first)
@@ -340,7 +344,7 @@ def test_a_suspected_incident_ends_one_window_after_its_last_failure(store) -> N
 
 def _write_one_check(path, upstream, key: str, generation: int) -> None:
     """Write a config file of one tenant with one OpenAI check of `key`, probed every 10 s."""
-    path.write_text(yaml.safe_dump({"generation": generation, "providers": {"openai": {"base_url": f"{upstream.base}/openai"}},
+    path.write_text(yaml.safe_dump({"generation": generation, "providers": {"openai": local(upstream, "openai")},
                                     "tenants": [{"id": "acme", "integrations": [
                                         {"id": "dalle", "type": "DALL-E", "check": _check("openai", {"api_key": key}, interval_seconds=10)}]}]}))
 

@@ -155,3 +155,15 @@ def test_a_tenant_sees_its_providers_page_without_waiting_for_its_own_next_check
     prober.write_reports(prober.clock(), force=True)  # now, not when its share of the bandwidth allows
     assert report_of(store, "acme")["data"]["stats_by_integration_type"]["DALL-E"]["provider_status"]["indicator"] == "critical"
     assert upstream.count("/openai/v1/models") == 1
+
+
+def test_the_poll_interval_is_the_files(upstream, make_prober, store) -> None:
+    upstream.url("/openai/v1/models", body=b'{"data": []}')
+    upstream.url("/openai-page/api/v2/summary.json", body=sample("statuspage-summary-operational.sample.json"))
+    reg = make_registry([{"id": "acme", "integrations": [{"id": "d", "type": "DALL-E", "check": {"provider": "openai", "credentials": {"api_key": "k"}}}]}],
+                        providers={"openai": {"base_url": f"{upstream.base}/openai", "status_page": f"{upstream.base}/openai-page",
+                                              "status_page_interval_seconds": 15}})
+    run_round(make_prober(reg))
+    lease = Providers(store).key("openai", "page:lease")
+    assert 0 < store.client.pttl(lease) <= 15000  # the next poll, by any prober, in 15 s
+    assert make_registry([], providers={}).providers[0].status_page_interval_s == 60.0
