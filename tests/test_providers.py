@@ -22,7 +22,7 @@ from status_service.registry import ConfigError, load, provider_options, spec_of
 from status_service.settings import Settings
 from status_service.store.history import History
 from status_service.store.providers import Providers
-from tests.conftest import TEST_SECRET_KEY, key_digest, make_registry, report_of, run_round
+from tests.conftest import TEST_SECRET_KEY, key_digest, make_registry, report_of, run_round, wait_for
 from tests.test_prober import Clock
 
 KEY = "sk-test-0123456789"
@@ -522,3 +522,44 @@ def test_switching_back_to_a_key_used_before_is_checked_at_once_too(upstream, ma
         clock.now += 1
         run_round(prober)
         assert upstream.count("/openai/v1/models") == n  # each switch checked at once, a switch back too
+
+
+def test_a_redis_killed_mid_round_and_restarted_empty_leaves_one_incident_told_once(openai_fake, tmp_path) -> None:
+    """Redis dies (SIGKILL) while a prober records a fleet-wide outage and comes back empty: the prober rides it out, seeds
+    again, suspects the outage again from fresh results, and tells each tenant once in the feed Redis now holds."""
+    from status_service import embedded
+    from status_service.prober import Prober
+    from status_service.store import Store, connect
+
+    openai_fake["status"], openai_fake["failing"] = 503, {f"sk-{n}" for n in range(4)}
+    tenants = [{"id": f"t{n}", "integrations": [{"id": "dalle", "type": "DALL-E", "check": _check("openai", {"api_key": f"sk-{n}"},
+                                                                                                  interval_seconds=1)}]} for n in range(4)]
+    reg = make_registry(tenants, providers={"openai": {"base_url": openai_fake["base"], "status_page": openai_fake["base"] + "/page"}})
+    directory = tmp_path / "redis"
+    server = embedded.start(directory)
+    store = Store(connect(f"unix://{embedded.socket_path(directory)}", 1.0), "p:")
+    prober = Prober(reg, store)
+    try:
+        run_round(prober)
+        server.kill()  # mid-flight: the next writes fail
+        server.wait(10)
+        for _ in range(3):
+            prober.tick()  # fails, logs once, backs off; never raises
+        server = embedded.start(directory)  # back, with nothing in it
+
+        def told() -> list[str] | None:
+            prober.resume_at = 0  # no need to sit out the backoff here
+            prober.incidents.checked_at = 0
+            store.client.zadd(store.due_key(), {i.member: 0 for i in reg.integrations})
+            run_round(prober)
+            found = [t.id for t in reg.tenants for e in History(store).events(t.id, None, 100) if e.body["scope"] == "provider"]
+            return found if len(found) == 4 else None
+
+        assert sorted(wait_for(told, timeout_s=20, interval_s=0.2)) == [f"t{n}" for n in range(4)]
+        run_round(prober)
+        assert sorted(t.id for t in reg.tenants for e in History(store).events(t.id, None, 100) if e.body["scope"] == "provider") == \
+            [f"t{n}" for n in range(4)]  # still once each
+        assert "openai" in prober.incidents.suspected
+    finally:
+        prober.stop(timeout_s=0)
+        server.kill()

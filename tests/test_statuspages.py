@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -167,3 +168,35 @@ def test_the_poll_interval_is_the_files(upstream, make_prober, store) -> None:
     lease = Providers(store).key("openai", "page:lease")
     assert 0 < store.client.pttl(lease) <= 15000  # the next poll, by any prober, in 15 s
     assert make_registry([], providers={}).providers[0].status_page_interval_s == 60.0
+
+
+@pytest.mark.parametrize("route", [
+    {"header_drip_s": 0.2, "body": b'{"status": {"indicator": "none"}}'},  # headers that never finish in time
+    {"drip_s": 0.05, "body": b'{"status": {"indicator": "none", "description": "' + b"x" * 400 + b'"}}'},  # a body that drips
+    {"body": b'{"status": {"indicator": "major", "description": "' + b"x" * (10 * 2**20) + b'"}}'},  # 10 MB
+])
+def test_a_hostile_page_is_unknown_by_its_deadline_and_holds_no_prober_tick_up(upstream, make_prober, store, route) -> None:
+    upstream.url("/openai/v1/models", body=b'{"data": []}')
+    upstream.url("/openai-page/api/v2/summary.json", **route)
+    reg = make_registry([{"id": "acme", "integrations": [{"id": "d", "type": "DALL-E", "check": {"provider": "openai", "credentials": {"api_key": "k"}}}]}],
+                        providers={"openai": {"base_url": f"{upstream.base}/openai", "status_page": f"{upstream.base}/openai-page"}})
+    prober = make_prober(reg)
+    started = time.monotonic()
+    prober.tick()  # claims the page and polls it in the background
+    assert time.monotonic() - started < 2.0
+    said = wait_for(lambda: Providers(store).pages(["openai"]).get("openai"), timeout_s=10)
+    assert said["indicator"] == "unknown" and time.monotonic() - started < 8  # cut off at the page's 5 s deadline, or its 2 MiB cap
+    prober.drain()
+    assert report_of(store, "acme")["data"]["integrations"][0]["status"] == "healthy"  # the check itself went on
+
+
+def test_a_provider_that_never_finishes_its_headers_is_a_network_timeout(upstream, make_prober, store) -> None:
+    upstream.url("/openai/v1/models", header_drip_s=0.2, body=b'{"data": []}')
+    upstream.url("/openai-page/api/v2/summary.json", body=sample("statuspage-summary-operational.sample.json"))
+    reg = make_registry([{"id": "acme", "integrations": [{"id": "d", "type": "DALL-E",
+                                                          "check": {"provider": "openai", "credentials": {"api_key": "k"}, "timeout_seconds": 1}}]}],
+                        providers={"openai": {"base_url": f"{upstream.base}/openai", "status_page": f"{upstream.base}/openai-page"}})
+    started = time.monotonic()
+    run_round(make_prober(reg))
+    row = report_of(store, "acme")["data"]["integrations"][0]
+    assert (row["reason"], row["reason_category"]) == ("timeout", "network") and time.monotonic() - started < 4
