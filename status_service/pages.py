@@ -23,9 +23,9 @@ PAGE_MAX_BYTES = 2 * 2**20
 class Pages:
     """One prober's part in watching the status pages: it polls those the fleet leaves to it, and reads what all said."""
 
-    def __init__(self, store: Store, fetcher: Fetcher, providers: Sequence[ProviderOptions]) -> None:
+    def __init__(self, store: Store, fetcher: Fetcher, providers: Sequence[ProviderOptions] = ()) -> None:
         self.store, self.fetcher = store, fetcher
-        self.options = {p.name: p for p in providers}
+        self.options = {p.name: p for p in providers}  # the prober sets them from each registry it adopts
         self.said: dict[str, dict[str, str]] = {}  # provider -> its page's last word, as read from Redis
         self.read_at = 0.0  # time.monotonic() of the next read
         self.pool = ThreadPoolExecutor(2, thread_name_prefix="pages")  # a slow page delays no probe

@@ -135,6 +135,8 @@ class Prober:
         self.id = prober_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         # On this prober's clock, which follows Redis's: leases and retries agree across probers.
         self.dispatcher = Dispatcher(store, cipher.open if cipher else _no_secrets, self.id, self.tally, lambda: self.clock())
+        self.fetcher = fetcher or Fetcher(pool_size=registry.prober.concurrency)
+        self.pages = Pages(store, self.fetcher)  # where each provider's page is: set by use()
         self.use(registry)
         self.source = source  # the config file, re-read when it changes or on request
         self.environ = environ if environ is not None else os.environ
@@ -142,7 +144,6 @@ class Prober:
         self.reload_requested = False
         self.recheck: dict[str, str] = {}  # provider checks the file changed -> a digest of the change: made due once seeded
         self.providers_said: tuple[Any, ...] = ()  # what pages and suspicions said when reports last took it
-        self.fetcher = fetcher or Fetcher(pool_size=registry.prober.concurrency)
         # Leases and due times follow Redis's clock, which every prober shares: each claim returns
         # it, and this prober's notion of now is its own clock plus the last offset seen. A test
         # passes a clock of its own, which is then used for everything.
@@ -151,7 +152,6 @@ class Prober:
         self.synced = False  # whether the offset has been taken from Redis since start or an outage
         self.clock: Callable[[], float] = clock or (lambda: time.time() + self.offset)
         self.pool = ThreadPoolExecutor(registry.prober.concurrency, thread_name_prefix="probe")
-        self.pages = Pages(store, self.fetcher, registry.providers)
         self.inflight: dict[str, InFlight] = {}
         self.busy = 0  # workers running a probe, including ones the watchdog gave up on
         self.settling = 0  # finished probes whose callbacks are still recording and refilling
@@ -171,8 +171,7 @@ class Prober:
         self.fingerprint = fingerprint(registry)
         self.rates = {p.name: p.max_requests_per_second for p in registry.providers}  # each provider's fleet-wide budget
         self.file_providers = {i.probe.provider for i in registry.integrations if i.probe.provider}  # once, not every tick
-        if hasattr(self, "pages"):  # a reload: the file may move a provider's status page
-            self.pages.options = {p.name: p for p in registry.providers}
+        self.pages.options = {p.name: p for p in registry.providers}  # a reload may move a provider's status page
         self.incidents = Incidents(self.store, registry.correlation, registry.history.events_s if registry.history.enabled else None)
         self.tenant_prints = {t.id: tenant_fingerprint(t.integrations) for t in registry.tenants}
         self.behind: set[str] = set()  # tenants whose seeded registry differs from this one (logged once)
@@ -525,6 +524,10 @@ class Prober:
                 self.sync({t: (self.views[t].incarnation, self.views[t].version, {}) for t in touched}, now)
         self.providers_said = said  # only once written: after a Redis failure, the next tick tries again
 
+    def _trouble(self) -> set[str]:
+        """Return the providers whose failures are theirs now: their page reports trouble, or the fleet suspects them."""
+        return self.incidents.suspected | self.pages.troubled()
+
     def _providers_in_use(self) -> set[str]:
         """Return the providers some integration this prober knows checks: the file's and the admin API's."""
         found = set(self.file_providers)
@@ -648,7 +651,7 @@ class Prober:
         if another prober wrote that integration meanwhile, sends what changed, and it is recomputed.
         """
         pending = {(e.integration.tenant_id, e.integration.id): (e, outcome, at) for e, outcome, at in batch}
-        trouble = self.incidents.suspected | self.pages.troubled()  # providers whose failures are theirs now
+        trouble = self._trouble()
         first: set[str] = set()
         outdated: set[str] = set()
         for _ in range(RECORD_ATTEMPTS):
@@ -749,14 +752,14 @@ class Prober:
             # As they are now: every prober renders a report from the same windows, so none undoes another's.
             self.take_windows(due, now)
         reports, statuses, counts = [], {}, {}
+        trouble = self._trouble()
         for tenant_id in due:
             del self.dirty[tenant_id]
             view = self.views.get(tenant_id)
             if view is None:
                 continue
             view.report.notes = self.pages.notes(view.report.integrations, self.incidents.suspected)
-            # A failure while its provider's page reports trouble, or the fleet suspects it, is the provider's.
-            view.report.set_suspected(self.incidents.suspected | self.pages.troubled(), now)
+            view.report.set_suspected(trouble, now)
             body = view.report.body(now)
             # A large report is rewritten less often: Redis and every web worker move it whole.
             view.next_write = ready + len(body) / REPORT_BYTES_PER_S

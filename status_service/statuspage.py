@@ -27,11 +27,6 @@ class PageState:
     indicator: str
     description: str
 
-    @property
-    def incident(self) -> bool:
-        """Return whether the page reports trouble (maintenance is none)."""
-        return self.indicator in TROUBLE
-
 
 def parse(page_format: str, body: bytes, component: str = "") -> PageState | None:
     """Return what a page's JSON says, of `component` where it lists it, else of the whole page; None if it cannot be read."""

@@ -46,9 +46,9 @@ def test_a_page_that_cannot_be_read_is_unknown_never_down(page_format, body) -> 
 
 
 def test_a_newer_instatus_status_is_trouble_and_maintenance_is_none() -> None:
-    assert statuspage.parse("instatus", b'{"page": {"status": "SOMEDEGRADEDPERFORMANCE"}}').incident
+    assert statuspage.parse("instatus", b'{"page": {"status": "SOMEDEGRADEDPERFORMANCE"}}').indicator in statuspage.TROUBLE
     state = statuspage.parse("statuspage", json.dumps({"components": [{"name": "API", "status": "under_maintenance"}]}).encode(), "API")
-    assert state == PageState("maintenance", "API: under maintenance") and not state.incident
+    assert state == PageState("maintenance", "API: under maintenance") and state.indicator not in statuspage.TROUBLE
 
 
 def test_the_fleet_polls_each_page_once_and_every_tenant_of_the_provider_sees_its_incident(upstream, make_prober, store) -> None:

@@ -19,7 +19,7 @@ One call per provider: the cost per tick is O(providers), not O(checks).
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from . import _EVENT_LUA, Store, _text
 
@@ -120,20 +120,25 @@ class Providers:
         """Return the key of one provider's `name` (rate, ...), in a slot of that provider's own."""
         return f"{self.store.prefix}{{prov:{provider}}}:{name}"
 
+    def _each(self, names: list[str], command: Callable[[Any, str], Any]) -> list[Any]:
+        """Run `command(pipeline, name)` for each name in one round trip (the names' keys may be in different slots)."""
+        if not names:
+            return []
+
+        def run() -> list[Any]:
+            pipe = self.store.client.pipeline(transaction=False)
+            for name in names:
+                command(pipe, name)
+            return pipe.execute()
+
+        return self.store._call(run)
+
     def take(self, wanted: Mapping[str, tuple[int, float]], now: float) -> dict[str, int]:
         """Take request tokens: provider -> (how many wanted, its rate per second); return provider -> how many granted."""
         names = list(wanted)
-        if not names:
-            return {}
-
-        def run() -> list[int]:
-            pipe = self.store.client.pipeline(transaction=False)
-            for name in names:
-                count, rate = wanted[name]
-                pipe.execute_command("EVAL", _TAKE, 1, self.key(name, "rate"), count, round(now * 1000), rate, max(rate, 1.0))
-            return pipe.execute()
-
-        return {name: int(n) for name, n in zip(names, self.store._call(run))}
+        found = self._each(names, lambda pipe, name: pipe.execute_command(
+            "EVAL", _TAKE, 1, self.key(name, "rate"), wanted[name][0], round(now * 1000), wanted[name][1], max(wanted[name][1], 1.0)))
+        return {name: int(n) for name, n in zip(names, found)}
 
     def claim_page(self, provider: str, interval_s: float) -> bool:
         """Return whether this prober is the one to poll the provider's status page now (once per interval, fleet-wide)."""
@@ -156,45 +161,20 @@ class Providers:
     def pages(self, providers: Iterable[str]) -> dict[str, dict[str, str]]:
         """Return what each provider's status page said last (none kept: left out)."""
         names = list(providers)
-        if not names:
-            return {}
-
-        def run() -> list[dict]:
-            pipe = self.store.client.pipeline(transaction=False)
-            for name in names:
-                pipe.hgetall(self.key(name, "page"))
-            return pipe.execute()
-
-        return {name: {_text(k): _text(v) for k, v in found.items()} for name, found in zip(names, self.store._call(run)) if found}
+        found = self._each(names, lambda pipe, name: pipe.hgetall(self.key(name, "page")))
+        return {name: {_text(k): _text(v) for k, v in said.items()} for name, said in zip(names, found) if said}
 
     def correlate(self, results: Mapping[str, list[tuple[str, str, bool]]], now: float, window_s: float, min_tenants: int,
                   min_share: float, forget_s: float) -> dict[str, tuple[str, list[str]]]:
         """Record each provider's results (member, tenant, whether a failure that may be the provider's), and say per provider
         whether an incident is suspected ('started', 'on', 'ended', 'off') with the tenants to tell of its start or end now."""
-        names = list(results)
-        if not names:
-            return {}
-        now_ms = round(now * 1000)
-
-        def run() -> list[Any]:
-            pipe = self.store.client.pipeline(transaction=False)
-            for name in names:
-                args = [x for member, tenant, failed in results[name] for x in (member, tenant, "1" if failed else "0")]
-                pipe.execute_command("EVAL", _CORRELATE, 1, self.key(name, ""), now_ms, round(window_s * 1000), min_tenants, min_share,
-                                     now_ms - round(forget_s * 1000), *args)
-            return pipe.execute()
-
-        return {name: (_text(said[0]), [_text(t) for t in said[1:]]) for name, said in zip(names, self.store._call(run))}
+        names, now_ms = list(results), round(now * 1000)
+        found = self._each(names, lambda pipe, name: pipe.execute_command(
+            "EVAL", _CORRELATE, 1, self.key(name, ""), now_ms, round(window_s * 1000), min_tenants, min_share, now_ms - round(forget_s * 1000),
+            *[x for member, tenant, failed in results[name] for x in (member, tenant, "1" if failed else "0")]))
+        return {name: (_text(said[0]), [_text(t) for t in said[1:]]) for name, said in zip(names, found)}
 
     def announce(self, tenant_ids: Iterable[str], text: str, events_min_ms: int) -> None:
         """Append one event (its feed text) to each tenant's events feed."""
-        tenants = list(tenant_ids)
-
-        def run() -> None:
-            pipe = self.store.client.pipeline(transaction=False)
-            for tenant_id in tenants:
-                pipe.execute_command("EVAL", _ANNOUNCE, 1, self.store.tenant_base(tenant_id), events_min_ms, text)
-            pipe.execute()
-
-        if tenants:
-            self.store._call(run)
+        self._each(list(tenant_ids), lambda pipe, tenant_id: pipe.execute_command(
+            "EVAL", _ANNOUNCE, 1, self.store.tenant_base(tenant_id), events_min_ms, text))
